@@ -1,0 +1,1 @@
+"""FastAPI application: validate, authenticate, persist, enqueue, query (never imports torch)."""

@@ -1,0 +1,1 @@
+"""Content-addressed artefact store (datasets, models, result arrays) keyed by SHA-256."""

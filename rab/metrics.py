@@ -1,0 +1,110 @@
+"""Evaluation metrics of a certified classifier (paper Table 1, REFERENCE section 1).
+
+For m test points with prediction ``y_hat_i`` (``ABSTAIN`` = -1 never counts as correct),
+label ``y_i`` and certified radius ``R_i`` (eq. 14):
+
+- prediction accuracy = mean(y_hat_i == y_i)
+- certified rate at R = mean(R_i > R)
+- certified accuracy at R = mean(y_hat_i == y_i and R_i > R)
+
+The inequality is strict because eq. 14 certifies patterns of total norm strictly below the radius.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+DEFAULT_RADII: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 1.5, 2.0)
+
+
+def _as_arrays(
+    prediction: ArrayLike, labels: ArrayLike, radius: ArrayLike
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    pred = np.asarray(prediction, dtype=np.int64).reshape(-1)
+    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+    rad = np.asarray(radius, dtype=np.float64).reshape(-1)
+    if not (pred.shape == lab.shape == rad.shape):
+        raise ValueError(
+            f"prediction, labels and radius must have the same length, got "
+            f"{pred.shape[0]}, {lab.shape[0]} and {rad.shape[0]}"
+        )
+    if pred.size == 0:
+        raise ValueError("metrics need at least one test point")
+    if np.isnan(rad).any():
+        raise ValueError("radius contains NaN")
+    return pred, lab, rad
+
+
+def prediction_accuracy(prediction: ArrayLike, labels: ArrayLike) -> float:
+    """Fraction of test points whose (non-abstaining) prediction equals the label."""
+    pred = np.asarray(prediction, dtype=np.int64).reshape(-1)
+    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+    pred, lab, _ = _as_arrays(pred, lab, np.zeros(pred.shape))
+    return float(np.mean(pred == lab))
+
+
+def certified_rate(radius: ArrayLike, radii: Sequence[float]) -> NDArray[np.float64]:
+    """Certified rate at each R in ``radii``: mean(R_i > R)."""
+    rad = np.asarray(radius, dtype=np.float64).reshape(-1)
+    _as_arrays(np.zeros(rad.shape), np.zeros(rad.shape), rad)
+    return np.array([np.mean(rad > r) for r in radii], dtype=np.float64)
+
+
+def certified_accuracy(
+    prediction: ArrayLike, labels: ArrayLike, radius: ArrayLike, radii: Sequence[float]
+) -> NDArray[np.float64]:
+    """Certified accuracy at each R in ``radii``: mean(y_hat_i == y_i and R_i > R)."""
+    pred, lab, rad = _as_arrays(prediction, labels, radius)
+    correct = pred == lab
+    return np.array([np.mean(correct & (rad > r)) for r in radii], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Table-1 style summary of one certified test set."""
+
+    num_points: int
+    accuracy: float
+    abstain_rate: float
+    radii: tuple[float, ...]
+    certified_accuracy: tuple[float, ...]
+    certified_rate: tuple[float, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready mapping; curves are keyed by the radius printed with up to 6 digits."""
+        return {
+            "num_points": self.num_points,
+            "accuracy": self.accuracy,
+            "abstain_rate": self.abstain_rate,
+            "certified_accuracy": {
+                f"{r:g}": a for r, a in zip(self.radii, self.certified_accuracy, strict=True)
+            },
+            "certified_rate": {
+                f"{r:g}": a for r, a in zip(self.radii, self.certified_rate, strict=True)
+            },
+        }
+
+
+def summarize(
+    prediction: ArrayLike,
+    labels: ArrayLike,
+    radius: ArrayLike,
+    radii: Sequence[float] = DEFAULT_RADII,
+    *,
+    abstain_value: int = -1,
+) -> Summary:
+    """Accuracy, abstention rate, certified accuracy and certified rate at ``radii``."""
+    pred, lab, rad = _as_arrays(prediction, labels, radius)
+    radii = tuple(float(r) for r in radii)
+    return Summary(
+        num_points=int(pred.size),
+        accuracy=float(np.mean(pred == lab)),
+        abstain_rate=float(np.mean(pred == abstain_value)),
+        radii=radii,
+        certified_accuracy=tuple(certified_accuracy(pred, lab, rad, radii).tolist()),
+        certified_rate=tuple(certified_rate(rad, radii).tolist()),
+    )

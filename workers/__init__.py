@@ -1,0 +1,1 @@
+"""Celery app and tasks: run certification jobs, report progress, write results."""
