@@ -1,0 +1,303 @@
+"""Exact smoothed K-NN (rab.knn): brute force, independent formulations, Monte Carlo, real data."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from rab.bounds import certify_exact
+from rab.knn import (
+    certify_knn,
+    default_edges,
+    exact_knn,
+    exact_knn_proba,
+    monte_carlo_knn_proba,
+)
+from rab.knn.reference import reference_knn_proba
+
+
+def brute_force_proba(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_test: np.ndarray,
+    sigma: float,
+    k: int,
+    edges: np.ndarray,
+    num_classes: int,
+) -> np.ndarray:
+    """Sum over all L^n level assignments, level probabilities from scipy's ncx2 (eq. 70)."""
+    n, d = X_train.shape
+    levels = len(edges) + 1
+    out = np.zeros((len(X_test), num_classes))
+    for t, x in enumerate(X_test):
+        lam = ((X_train - x) ** 2).sum(1) / sigma**2
+        cdf = np.column_stack(
+            [np.zeros(n)] + [stats.ncx2.cdf(e / sigma**2, d, lam) for e in edges] + [np.ones(n)]
+        )
+        p = np.diff(cdf, axis=1)
+        for assignment in itertools.product(range(levels), repeat=n):
+            weight = np.prod(p[np.arange(n), assignment])
+            top = sorted(range(n), key=lambda i: (assignment[i], i))[:k]
+            tally = np.bincount(y_train[top], minlength=num_classes)
+            out[t, np.argmax(tally)] += weight
+    return out
+
+
+TINY_CASES = [  # (n, d, k, num_classes, num_levels, seed)
+    (1, 2, 1, 2, 3, 0),
+    (3, 1, 1, 2, 4, 1),
+    (4, 2, 2, 2, 3, 2),
+    (4, 3, 3, 3, 4, 3),
+    (5, 2, 2, 3, 3, 4),
+    (5, 4, 5, 2, 3, 5),
+    (5, 6, 4, 4, 2, 6),
+    (5, 3, 3, 2, 4, 7),
+]
+
+
+@pytest.mark.parametrize(("n", "d", "k", "num_classes", "num_levels", "seed"), TINY_CASES)
+def test_matches_brute_force(
+    n: int, d: int, k: int, num_classes: int, num_levels: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    X_train = rng.normal(size=(n, d))
+    y_train = rng.integers(0, num_classes, n)
+    X_test = np.vstack([rng.normal(size=(2, d)), X_train[:1]])  # includes lambda = 0
+    sigma = float(rng.uniform(0.4, 1.2))
+    edges = np.sort(rng.uniform(0.2, 3.0 * d, num_levels - 1))
+    expected = brute_force_proba(X_train, y_train, X_test, sigma, k, edges, num_classes)
+    got = exact_knn(
+        X_train,
+        y_train,
+        X_test,
+        sigma=sigma,
+        k=k,
+        edges=edges,
+        num_classes=num_classes,
+        backend="numpy",
+    )
+    np.testing.assert_allclose(got.proba, expected, rtol=0, atol=1e-12)
+    assert np.all(got.slack < 1e-12)
+    np.testing.assert_allclose(got.proba.sum(1), 1.0, rtol=0, atol=1e-12)
+
+
+def test_ties_in_tally_go_to_smallest_class() -> None:
+    """K = 2 with one point per class always ties 1-1: class 0 must win with probability 1."""
+    X_train = np.array([[0.0, 0.0], [0.5, 0.0]])
+    for y_train in (np.array([0, 1]), np.array([1, 0])):
+        q = exact_knn_proba(
+            X_train, y_train, np.array([[0.4, 0.1]]), sigma=1.0, k=2, edges=[0.5, 2.0]
+        )
+        np.testing.assert_allclose(q, [[1.0, 0.0]], atol=1e-15)
+
+
+def test_k1_two_classes_direct_formula() -> None:
+    """K = 1: q(c) = sum_{i in c} sum_l p_i^l prod_{j<i} P(S_j > l) prod_{j>i} P(S_j >= l)."""
+    rng = np.random.default_rng(11)
+    n, d = 40, 5
+    X_train = rng.normal(size=(n, d))
+    y_train = rng.integers(0, 2, n)
+    X_test = rng.normal(size=(3, d))
+    sigma = 0.9
+    edges = default_edges(d, sigma, num_levels=30)
+    got = exact_knn_proba(X_train, y_train, X_test, sigma=sigma, k=1, edges=edges)
+    for t, x in enumerate(X_test):
+        lam = ((X_train - x) ** 2).sum(1) / sigma**2
+        cdf = np.column_stack(
+            [np.zeros(n), stats.ncx2.cdf(edges[None, :] / sigma**2, d, lam[:, None]), np.ones(n)]
+        )
+        at_most, below = cdf[:, 1:], cdf[:, :-1]  # P(S <= l), P(S <= l - 1)
+        expected = np.zeros(2)
+        for i in range(n):
+            after_i = np.prod(1.0 - at_most[:i], axis=0) * np.prod(1.0 - below[i + 1 :], axis=0)
+            expected[y_train[i]] += np.sum((at_most[i] - below[i]) * after_i)
+        np.testing.assert_allclose(got[t], expected, rtol=0, atol=1e-12)
+
+
+def test_matches_forward_reference_dp() -> None:
+    """A different DP (one forward pass with a 'boundary chosen' flag) on n = 60, C = 3."""
+    rng = np.random.default_rng(5)
+    n, d = 60, 4
+    X_train = rng.normal(size=(n, d))
+    y_train = rng.integers(0, 3, n)
+    X_test = rng.normal(size=(3, d))
+    edges = default_edges(d, 0.7, num_levels=25)
+    args = dict(sigma=0.7, k=4, edges=edges, num_classes=3)
+    expected = reference_knn_proba(X_train, y_train, X_test, **args)
+    got = exact_knn(X_train, y_train, X_test, backend="numpy", **args)
+    np.testing.assert_allclose(got.proba, expected, rtol=0, atol=1e-12)
+
+
+def test_far_points_and_last_level() -> None:
+    """Most points surely beyond the last edge: the top K is filled from the last level by index
+    and the far points are skipped (with their mass accounted), matching the reference DP."""
+    rng = np.random.default_rng(8)
+    d = 3
+    near = rng.normal(scale=0.3, size=(2, d))
+    far = rng.normal(size=(30, d)) + 40.0
+    X_train = np.vstack([far[:3], near, far[3:]])
+    y_train = rng.integers(0, 2, len(X_train))
+    X_test = np.zeros((2, d))
+    edges = np.linspace(0.5, 12.0, 15)
+    args = dict(sigma=1.0, k=5, edges=edges, num_classes=2)
+    got = exact_knn(X_train, y_train, X_test, backend="numpy", **args)
+    expected = reference_knn_proba(X_train, y_train, X_test, **args)
+    np.testing.assert_allclose(got.proba, expected, rtol=0, atol=1e-12)
+    assert np.all(got.levels[:, 1] == len(edges))  # the last level is a boundary level
+    assert np.all(got.kept < len(X_train))  # far points beyond index K were skipped
+
+
+@pytest.mark.parametrize("num_classes", [3, 10])  # tallies enumerated / DP over classes
+def test_torch_backend_equals_numpy(num_classes: int) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    X_train = rng.normal(size=(200, 8))
+    y_train = rng.integers(0, num_classes, 200)
+    X_test = rng.normal(size=(5, 8))
+    args = dict(sigma=1.0, k=5, edges=default_edges(8, 1.0, num_levels=60))
+    a = exact_knn(X_train, y_train, X_test, backend="numpy", **args)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # intra-op threads only add contention on a shared 2-core machine
+    try:
+        b = exact_knn(X_train, y_train, X_test, backend="torch", **args)
+    finally:
+        torch.set_num_threads(threads)
+    assert b.backend == "torch"
+    np.testing.assert_allclose(b.proba, a.proba, rtol=0, atol=1e-9)
+
+
+def test_monte_carlo_matches_brute_force_within_4_se() -> None:
+    rng = np.random.default_rng(4)
+    X_train = rng.normal(size=(4, 2))
+    y_train = np.array([0, 1, 1, 0])
+    X_test = rng.normal(size=(2, 2))
+    edges = np.array([0.5, 1.5, 3.0])
+    expected = brute_force_proba(X_train, y_train, X_test, 0.8, 3, edges, 2)
+    draws = 20_000
+    est = monte_carlo_knn_proba(
+        X_train, y_train, X_test, sigma=0.8, k=3, edges=edges, draws=draws, seed=123
+    )
+    se = np.sqrt(expected * (1 - expected) / draws)
+    assert np.all(np.abs(est - expected) <= 4 * se + 1e-12)
+
+
+def _mnist01(shared_data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    data = np.load(shared_data / "mnist_01.npz", allow_pickle=False)
+    flat = lambda a: a.reshape(len(a), -1).astype(np.float64) / 255.0  # noqa: E731
+    return flat(data["X_train"]), data["y_train"].astype(np.int64), flat(data["X_test"])
+
+
+def _spambase(shared_data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    raw = np.loadtxt(shared_data / "spambase.data", delimiter=",")
+    raw = raw[np.random.default_rng(0).permutation(len(raw))]
+    cut = int(0.8 * len(raw))
+    return raw[:cut, :-1], raw[:cut, -1].astype(np.int64), raw[cut:, :-1]
+
+
+def _check_against_monte_carlo(
+    X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, sigma: float, edges: np.ndarray
+) -> None:
+    exact = exact_knn(X_train, y_train, X_test, sigma=sigma, k=5, edges=edges, backend="numpy")
+    np.testing.assert_allclose(exact.proba.sum(1), 1.0, rtol=0, atol=1e-9)
+    assert np.all(exact.slack < 1e-9)
+    pick = np.argsort(np.abs(exact.proba[:, 0] - 0.5))[:2]  # least certain points
+    draws = 1500
+    est = monte_carlo_knn_proba(
+        X_train, y_train, X_test[pick], sigma=sigma, k=5, edges=edges, draws=draws, seed=7
+    )
+    q = exact.proba[pick]
+    se = np.sqrt(q * (1 - q) / draws)
+    assert np.all(np.abs(est - q) <= 4 * se + 1e-9), (est, q)
+
+
+def test_spambase_against_monte_carlo(shared_data: Path) -> None:
+    X_train, y_train, X_test = _spambase(shared_data)
+    sigma = 1.0
+    edges = default_edges(X_train.shape[1], sigma, spread=0.1)
+    _check_against_monte_carlo(X_train, y_train, X_test[:40], sigma, edges)
+
+
+def test_mnist01_subset_against_monte_carlo(shared_data: Path) -> None:
+    X_train, y_train, X_test = _mnist01(shared_data)
+    sigma = 2.0  # noisy enough for uncertain test points on a 1,000-point subset
+    edges = default_edges(X_train.shape[1], sigma)
+    _check_against_monte_carlo(X_train[:1000], y_train[:1000], X_test[:30], sigma, edges)
+
+
+def test_certify_knn_uses_exact_probabilities() -> None:
+    rng = np.random.default_rng(9)
+    X_train = np.vstack([rng.normal(size=(30, 4)), rng.normal(size=(30, 4)) + 3.0])
+    y_train = np.repeat([0, 1], 30)
+    X_test = np.vstack([np.zeros((1, 4)), np.full((1, 4), 3.0), np.full((1, 4), 1.5)])
+    result = exact_knn(X_train, y_train, X_test, sigma=0.5, k=3, edges=default_edges(4, 0.5))
+    batch = certify_knn(X_train, y_train, X_test, sigma=0.5, k=3)
+    expected = certify_exact(result.proba, sigma=0.5, slack=result.slack)
+    np.testing.assert_array_equal(batch.prediction, expected.prediction)
+    np.testing.assert_allclose(batch.radius, expected.radius)
+    assert batch.prediction[0] == 0 and batch.prediction[1] == 1
+    assert batch.radius[0] > 0 and batch.radius[1] > 0
+    np.testing.assert_allclose(batch.per_sample_radius(4), batch.radius / 2.0)
+
+
+def test_default_edges_are_data_independent_quantiles() -> None:
+    edges = default_edges(784, 1.0, num_levels=200, spread=1.0)
+    assert edges.shape == (199,) and np.all(np.diff(edges) > 0)
+    assert edges[0] == pytest.approx(stats.chi2.ppf(1e-4, 784))
+    assert edges[-1] == pytest.approx(stats.ncx2.isf(1e-4, 784, 784.0))
+    np.testing.assert_allclose(default_edges(57, 0.5, 10, 0.1)[0], 0.25 * stats.chi2.ppf(1e-4, 57))
+
+
+GOOD = dict(sigma=1.0, k=1, edges=[1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (dict(k=4), "exceeds the number of training points"),
+        (dict(k=0), "k must be a positive integer"),
+        (dict(edges=[2.0, 1.0]), "strictly increasing"),
+        (dict(edges=[1.0, 1.0]), "strictly increasing"),
+        (dict(sigma=0.0), "sigma"),
+        (dict(sigma=-1.0), "sigma"),
+        (dict(X_test=np.zeros((2, 3))), "same number of features"),
+        (dict(y_train=np.array([0, 1])), "y_train must have shape"),
+        (dict(y_train=np.array([0, 1, 2]), num_classes=2), "labels must lie in"),
+        (dict(y_train=np.array([0, -1, 1])), "labels must lie in"),
+        (dict(y_train=np.array([0.5, 1.0, 0.0])), "integer class labels"),
+        (dict(X_train=np.array([[0.0, np.nan]] * 3)), "finite"),
+    ],
+)
+def test_input_validation(override: dict, message: str) -> None:
+    args = dict(
+        X_train=np.zeros((3, 2)), y_train=np.array([0, 1, 1]), X_test=np.zeros((2, 2)), **GOOD
+    )
+    args.update(override)
+    with pytest.raises(ValueError, match=message):
+        exact_knn_proba(**args)
+    with pytest.raises(ValueError, match=message):
+        monte_carlo_knn_proba(**args, draws=10, seed=0)
+
+
+def test_import_does_not_load_torch() -> None:
+    code = "import sys, rab.knn; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_noncentralities_keep_precision_for_large_features() -> None:
+    """Near points with large norms (raw Spambase reaches 15,841) need direct differences."""
+    from rab.knn.inputs import check_problem
+
+    rng = np.random.default_rng(12)
+    X_train = rng.uniform(0, 2e4, size=(50, 57))
+    X_test = X_train[:5] + rng.normal(scale=1e-3, size=(5, 57))
+    problem = check_problem(
+        X_train, np.zeros(50), X_test, sigma=1.0, k=1, edges=[1.0], num_classes=1
+    )
+    direct = ((X_train[None] - X_test[:, None]) ** 2).sum(-1)
+    np.testing.assert_allclose(problem.noncentralities(), direct, rtol=1e-12)
