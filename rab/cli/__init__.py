@@ -10,3 +10,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _register_commands() -> None:
+    """Attach the sub-command groups; each module adds its commands to ``app``."""
+    from rab.cli import demo, experiment, local, remote, service
+
+    for module in (service, remote, demo, local, experiment):
+        module.register(app)
+
+
+_register_commands()

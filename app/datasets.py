@@ -1,0 +1,168 @@
+"""Turning uploads and built-in names into validated ``rab.data.Dataset`` objects and rows.
+
+Parsing and validation are ``rab.data``'s (``allow_pickle=False``, strict CSV, finite values,
+label checks); every ``ValueError`` it raises becomes a 422 problem and nothing is stored.
+A dataset is identified by its content hash: the same content uploaded twice by one key gives
+the same row, and by two keys two rows over one stored object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+import rab.data as rd
+from app.artefacts import save_dataset
+from app.orm import Dataset as DatasetRow
+from app.problems import ProblemError, bad_input
+from app.schemas import BuiltinDatasetIn, DatasetOptions, DatasetOut, PreprocessingSpec
+from app.settings import Settings
+from models_store import ObjectStore
+from rab.evaluation.datasets import DatasetSpec
+from rab.evaluation.datasets import load_dataset as load_named
+
+
+def _preprocessing(spec: PreprocessingSpec) -> rd.Preprocessing | None:
+    """The ``rab.data`` preprocessing of ``spec`` (None lets the loader pick)."""
+    if spec.kind == "auto":
+        return None
+    if spec.kind == "raw":
+        return rd.RAW
+    if spec.kind == "pixels":
+        return rd.pixels(spec.max_value)
+    assert spec.offset is not None and spec.scale is not None
+    return rd.affine(np.asarray(spec.offset), np.asarray(spec.scale))
+
+
+def _format_of(declared: str | None, filename: str | None) -> str:
+    fmt = (declared or Path(filename or "").suffix.lstrip(".")).lower()
+    if fmt not in ("npz", "csv"):
+        raise bad_input(
+            f"unknown upload format {fmt!r}: send a form field format=npz|csv or a file "
+            "named *.npz / *.csv"
+        )
+    return fmt
+
+
+def dataset_from_file(
+    path: Path, fmt: str | None, filename: str | None, options: DatasetOptions
+) -> rd.Dataset:
+    """Parse and validate an uploaded npz or CSV file."""
+    kind = _format_of(fmt, filename)
+    pre = _preprocessing(options.preprocessing)
+    name = options.name or Path(filename or f"upload.{kind}").stem
+    try:
+        if kind == "npz":
+            return rd.load_npz(
+                path, classes=options.classes, preprocessing=pre, name=name,
+                test_fraction=options.test_fraction, split_seed=options.split_seed,
+            )
+        return rd.load_csv(
+            path, label_column=options.label_column, header=options.header,
+            classes=options.classes, preprocessing=pre or rd.RAW, name=name,
+            test_fraction=options.test_fraction, split_seed=options.split_seed,
+        )
+    except ValueError as exc:
+        raise bad_input(str(exc).replace(str(path), filename or "upload")) from None
+
+
+def dataset_from_builtin(spec: BuiltinDatasetIn, settings: Settings) -> rd.Dataset:
+    """A named built-in dataset, loaded by ``rab.evaluation`` from the built-in data directory.
+
+    Only the listed names reach the loader (never a path from the request).
+    """
+    root = settings.builtin_data_dir
+    source = str(root / "mnist.npz") if spec.builtin == "mnist" else spec.builtin
+    try:
+        return load_named(
+            DatasetSpec(
+                source=source, name=spec.builtin,
+                classes=None if spec.classes is None else tuple(spec.classes),
+                variant=spec.variant, split_seed=spec.split_seed, train_size=spec.train_size,
+                test_size=spec.test_size, subset_seed=spec.subset_seed,
+            ),
+            data_dir=root,
+        )
+    except FileNotFoundError as exc:
+        raise ProblemError(
+            409, "Built-in data not installed", f"{exc}; set RAB_BUILTIN_DATA_DIR"
+        ) from None
+    except ValueError as exc:
+        raise bad_input(str(exc)) from None
+
+
+def register(
+    session: Session,
+    store: ObjectStore,
+    owner_id: str,
+    dataset: rd.Dataset,
+    source: dict[str, Any],
+) -> tuple[DatasetRow, bool]:
+    """The owner's row for ``dataset`` (created if new); the bool says whether it was created.
+
+    ``source`` says where it came from (``{"kind": "upload", "upload_sha256": ...}`` or
+    ``{"kind": "builtin", "name": ...}``). The canonical bytes are stored once per content
+    hash, whoever uploads them.
+    """
+    digest = dataset.sha256
+    mine = select(DatasetRow).where(
+        DatasetRow.owner_id == owner_id, DatasetRow.content_sha256 == digest
+    )
+    existing = session.scalar(mine)
+    if existing is not None:
+        return existing, False
+    object_sha = session.scalar(
+        select(DatasetRow.object_sha256).where(DatasetRow.content_sha256 == digest).limit(1)
+    ) or save_dataset(session, store, dataset)
+    summary = dataset.summary()
+    row = DatasetRow(
+        owner_id=owner_id,
+        name=dataset.name,
+        source=source["kind"],
+        content_sha256=digest,
+        object_sha256=object_sha,
+        input_shape=summary["input_shape"],
+        class_names=summary["class_names"],
+        train_counts=summary["train_class_counts"],
+        test_counts=summary["test_class_counts"],
+        feature_range=None if dataset.feature_range is None else list(dataset.feature_range),
+        provenance={
+            "source": {**dataset.meta.get("source", {}), **source},
+            "preprocessing": dataset.meta.get("preprocessing"),
+            "original_labels": dataset.meta.get("original_labels"),
+            "split": dataset.meta.get("split"),
+        },
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:  # the same content raced in from a concurrent request
+        existing = session.scalar(mine)
+        assert existing is not None
+        return existing, False
+    return row, True
+
+
+def to_out(row: DatasetRow) -> DatasetOut:
+    """The API view of a dataset row."""
+    return DatasetOut(
+        id=row.id,
+        name=row.name,
+        source=row.source,
+        sha256=row.content_sha256,
+        input_shape=row.input_shape,
+        class_names=row.class_names,
+        num_classes=len(row.class_names),
+        train_size=sum(row.train_counts),
+        test_size=sum(row.test_counts),
+        train_class_counts=row.train_counts,
+        test_class_counts=row.test_counts,
+        feature_range=row.feature_range,
+        provenance=row.provenance,
+        created_at=row.created_at,
+    )

@@ -1,0 +1,53 @@
+"""The FastAPI application factory (``uvicorn --factory app.main:create_app``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.db import Database
+from app.migrate import upgrade
+from app.observability import install_metrics
+from app.problems import install_problem_handlers
+from app.routes import datasets, health, jobs, models
+from app.settings import Settings, get_settings
+from models_store import ObjectStore
+
+DESCRIPTION = """Certified robustness against backdoor attacks (RAB) as a service.
+
+Every resource belongs to the API key (header `X-API-Key`) that created it; other keys get 404.
+Errors are `application/problem+json` documents."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API, wired to the database, store and broker of ``settings``.
+
+    Start-up upgrades the database to the newest migration before serving.
+    """
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from workers.celery_app import ensure_broker_folders, make_celery
+
+        upgrade(settings)
+        ensure_broker_folders(settings)
+        app.state.settings = settings
+        app.state.db = Database(settings)
+        app.state.store = ObjectStore(settings.resolved_store_dir)
+        app.state.celery = make_celery(settings)
+        try:
+            yield
+        finally:
+            app.state.db.engine.dispose()
+
+    app = FastAPI(
+        title="rab-certify", version="1", description=DESCRIPTION, lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    install_metrics(app)
+    for router in (health.router, datasets.router, jobs.router, models.router):
+        app.include_router(router)
+    return app

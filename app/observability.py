@@ -1,0 +1,72 @@
+"""Prometheus metrics: HTTP request counts and latencies of this API process, and job/dataset
+counts read from the database at scrape time (so they agree across processes and restarts)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from app.db import Database
+from app.orm import JOB_STATES, Dataset, Job
+
+
+class _DatabaseCollector(Collector):
+    """Jobs per state and datasets, counted in SQL at each scrape."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        db: Database | None = getattr(self._app.state, "db", None)
+        if db is None:
+            return
+        jobs = GaugeMetricFamily("rab_jobs", "Jobs by state.", labels=["state"])
+        with db.session() as session:
+            by_state = select(Job.state, func.count()).group_by(Job.state)
+            counts = {state: n for state, n in session.execute(by_state).all()}
+            datasets = session.scalar(select(func.count()).select_from(Dataset)) or 0
+        for state in JOB_STATES:
+            jobs.add_metric([state], counts.get(state, 0))
+        yield jobs
+        yield GaugeMetricFamily("rab_datasets", "Stored datasets (all keys).", value=datasets)
+
+
+def install_metrics(app: FastAPI) -> None:
+    """Add the request-timing middleware and GET /metrics."""
+    registry = CollectorRegistry()
+    requests = Counter(
+        "rab_http_requests", "HTTP requests.", ["method", "route", "status"], registry=registry
+    )
+    latency = Histogram(
+        "rab_http_request_seconds", "HTTP request latency.", ["method", "route"],
+        registry=registry,
+    )
+    registry.register(_DatabaseCollector(app))
+
+    @app.middleware("http")
+    async def _measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        latency.labels(request.method, route).observe(time.perf_counter() - start)
+        requests.labels(request.method, route, str(response.status_code)).inc()
+        return response
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus text exposition."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,129 @@
+"""POST /v1/datasets (upload or built-in), GET /v1/datasets[/{id}]."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from sqlalchemy import select, tuple_
+
+from app.datasets import dataset_from_builtin, dataset_from_file, register, to_out
+from app.deps import DB, AppSettings, Owner, Store
+from app.orm import Dataset as DatasetRow
+from app.problems import bad_input, not_found
+from app.schemas import BuiltinDatasetIn, DatasetOptions, DatasetOut, Page
+from app.uploads import read_upload
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+_UPLOAD_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "format": {"type": "string", "enum": ["npz", "csv"]},
+                        "options": {
+                            "type": "string",
+                            "description": "JSON of DatasetOptions",
+                            "example": '{"classes": [0, 1], "split_seed": 0}',
+                        },
+                    },
+                }
+            },
+            "application/json": {"schema": {"$ref": "#/components/schemas/BuiltinDatasetIn"}},
+        },
+    }
+}
+
+
+def _options(raw: str | None) -> DatasetOptions:
+    try:
+        return DatasetOptions.model_validate(json.loads(raw) if raw else {})
+    except (ValueError, ValidationError) as exc:
+        raise bad_input(f"invalid options: {exc}") from None
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetOut,
+    openapi_extra=_UPLOAD_DOC,
+    responses={200: {"description": "This key already has a dataset with the same content."}},
+)
+async def create_dataset(
+    request: Request, response: Response, owner: Owner, db: DB, store: Store,
+    settings: AppSettings,
+) -> DatasetOut:
+    """Upload an npz/CSV file (multipart, field ``file``) or name a built-in set (JSON)."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            spec = BuiltinDatasetIn.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise bad_input(f"invalid built-in dataset request: {exc}") from None
+        dataset = await run_in_threadpool(dataset_from_builtin, spec, settings)
+        source: dict[str, Any] = {"kind": "builtin", "name": spec.builtin}
+    else:
+        upload = await read_upload(request, store, settings.max_upload_bytes)
+        try:
+            if upload.file is None:
+                raise bad_input("the form has no 'file' part")
+            options = _options(upload.fields.get("options"))
+            dataset = await run_in_threadpool(
+                dataset_from_file,
+                upload.file.path, upload.fields.get("format"), upload.filename, options,
+            )
+            source = {"kind": "upload", "file": upload.filename,
+                      "upload_sha256": upload.file.sha256, "upload_bytes": upload.file.size}
+        finally:
+            upload.discard()
+    row, created = await run_in_threadpool(register, db, store, owner, dataset, source)
+    await run_in_threadpool(db.flush)
+    response.status_code = 201 if created else 200
+    response.headers["Location"] = f"/v1/datasets/{row.id}"
+    return to_out(row)
+
+
+@router.get("", response_model=Page[DatasetOut])
+def list_datasets(
+    owner: Owner, db: DB,
+    after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> Page[DatasetOut]:
+    """The key's datasets, oldest first."""
+    query = select(DatasetRow).where(DatasetRow.owner_id == owner)
+    if after is not None:
+        anchor = db.get(DatasetRow, after)
+        if anchor is None or anchor.owner_id != owner:
+            raise bad_input(f"unknown cursor {after!r}")
+        query = query.where(
+            tuple_(DatasetRow.created_at, DatasetRow.id) > (anchor.created_at, anchor.id)
+        )
+    rows = db.scalars(query.order_by(DatasetRow.created_at, DatasetRow.id).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page[DatasetOut](
+        items=[to_out(r) for r in rows], next_cursor=rows[-1].id if more else None
+    )
+
+
+def owned_dataset(db: DB, owner: str, dataset_id: str) -> DatasetRow:
+    """The dataset if it belongs to ``owner``, else 404 (whether or not it exists)."""
+    row = db.get(DatasetRow, dataset_id)
+    if row is None or row.owner_id != owner:
+        raise not_found("dataset", dataset_id)
+    return row
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset_id: str, owner: Owner, db: DB) -> DatasetOut:
+    """Describe one dataset."""
+    return to_out(owned_dataset(db, owner, dataset_id))
+

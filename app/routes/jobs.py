@@ -1,0 +1,283 @@
+"""POST/GET/DELETE /v1/jobs, per-sample certificates, summary and the certified-accuracy plot."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.deps import DB, AppSettings, Owner
+from app.jobspec import attack_spec, ensemble_config
+from app.orm import Certificate, Job, utcnow
+from app.orm import Dataset as DatasetRow
+from app.problems import ProblemError, bad_input, not_found
+from app.schemas import AttackSpec as AttackIn
+from app.schemas import CertificateOut, EnsembleJobIn, JobIn, JobOut, KnnJobIn, Page, Progress
+from workers.celery_app import ENSEMBLE_CHUNK_TASK, KNN_TASK
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+_PLOT_LOCK = threading.Lock()
+Subset = Literal["clean", "backdoor", "inputs"]
+
+
+def job_out(job: Job) -> JobOut:
+    """The API view of a job row."""
+    base = f"/v1/jobs/{job.id}"
+    links = {"self": base, "certificates": f"{base}/certificates"}
+    if job.kind == "evaluate":
+        links.update(summary=f"{base}/summary", curve=f"{base}/curve.png")
+    if job.model_id:
+        links["model"] = f"/v1/models/{job.model_id}"
+    return JobOut(
+        id=job.id, kind=job.kind, state=job.state, method=job.method,  # type: ignore[arg-type]
+        dataset_id=job.dataset_id, model_id=job.model_id, params=job.params, attack=job.attack,
+        seed=job.seed,
+        progress=Progress(done=job.progress_done, total=job.progress_total, phase=job.phase),
+        attempts=job.attempts, error=job.error, created_at=job.created_at,
+        started_at=job.started_at, finished_at=job.finished_at, links=links,
+    )
+
+
+def owned_job(db: Session, owner: str, job_id: str) -> Job:
+    """The job if it belongs to ``owner``, else 404."""
+    job = db.get(Job, job_id)
+    if job is None or job.owner_id != owner:
+        raise not_found("job", job_id)
+    return job
+
+
+def _check_attack(attack: AttackIn, dataset: DatasetRow, seed: int) -> None:
+    """The attack must fit the dataset: a trigger of its input shape, a target class, and a
+    rate that poisons at least one and at most every non-target training point."""
+    num_classes, n_train = len(dataset.class_names), sum(dataset.train_counts)
+    if attack.target >= num_classes:
+        raise bad_input(
+            f"attack.target={attack.target} is not a class of dataset {dataset.id} "
+            f"(classes 0..{num_classes - 1})"
+        )
+    count = math.floor(attack.poison_fraction * n_train)
+    eligible = n_train - dataset.train_counts[attack.target]
+    if not 1 <= count <= eligible:
+        raise bad_input(
+            f"attack.poison_fraction={attack.poison_fraction} poisons {count} of {n_train} "
+            f"training points; it must poison between 1 and {eligible} (the non-target ones)"
+        )
+    try:
+        attack_spec(attack.model_dump(), seed).trigger(dataset.input_shape)
+    except ValueError as exc:
+        raise bad_input(f"invalid attack: {exc}") from None
+
+
+def _check_against_dataset(spec: KnnJobIn | EnsembleJobIn, dataset: DatasetRow) -> None:
+    """Parameters that only make sense for this dataset (classes, test size, architecture)."""
+    num_classes, test_size = len(dataset.class_names), sum(dataset.test_counts)
+    if isinstance(spec, EnsembleJobIn):
+        try:
+            ensemble_config(
+                spec.params.model_dump(), dataset.input_shape, num_classes, spec.seed
+            )
+        except ValueError as exc:
+            raise bad_input(f"invalid ensemble parameters: {exc}") from None
+    if spec.attack is not None:
+        _check_attack(spec.attack, dataset, spec.seed)
+    if spec.params.num_test is not None and spec.params.num_test > test_size:
+        raise bad_input(
+            f"params.num_test={spec.params.num_test} exceeds the test set size {test_size}"
+        )
+
+
+def enqueue(
+    request: Request, db: Session, job: Job, messages: list[tuple[str, list[Any], str]]
+) -> None:
+    """Send ``(task, args, queue)`` messages for a committed job; a broker failure fails it."""
+    try:
+        for task, args, queue in messages:
+            request.app.state.celery.send_task(task, args=args, queue=queue)
+    except Exception as exc:
+        job.state, job.error, job.finished_at = "failed", f"broker unavailable: {exc}", utcnow()
+        db.commit()
+        detail = f"could not enqueue the job: {exc}"
+        raise ProblemError(503, "Service Unavailable", detail) from None
+
+
+def _messages(job: Job) -> list[tuple[str, list[Any], str]]:
+    """The tasks of a new evaluation job: one K-NN task, or the ensemble's training chunks."""
+    if job.method == "knn":
+        return [(KNN_TASK, [job.id], "cpu")]
+    n, size = job.params["num_models"], job.params["models_per_task"]
+    return [
+        (ENSEMBLE_CHUNK_TASK, [job.id, start, min(start + size, n)], "gpu")
+        for start in range(0, n, size)
+    ]
+
+
+def _earlier(db: Session, owner: str, key: str, request_sha: str) -> Job | None:
+    """The job submitted earlier with this Idempotency-Key (409 if its request differed)."""
+    earlier = db.scalar(select(Job).where(Job.owner_id == owner, Job.idempotency_key == key))
+    if earlier is not None and earlier.request_sha256 != request_sha:
+        raise ProblemError(
+            409, "Conflict", "Idempotency-Key was already used for a different request"
+        )
+    return earlier
+
+
+@router.post("", status_code=202, response_model=JobOut)
+def create_job(
+    request: Request, response: Response, owner: Owner, db: DB, settings: AppSettings,
+    spec: Annotated[JobIn, Body()],
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobOut:
+    """Submit an evaluation job; a repeated ``Idempotency-Key`` returns the first job."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    request_sha = hashlib.sha256(canonical.encode()).hexdigest()
+    if idempotency_key is not None:
+        earlier = _earlier(db, owner, idempotency_key, request_sha)
+        if earlier is not None:
+            response.headers["Location"] = f"/v1/jobs/{earlier.id}"
+            return job_out(earlier)
+    dataset = db.get(DatasetRow, spec.dataset_id)
+    if dataset is None or dataset.owner_id != owner:
+        raise bad_input(f"no dataset with id {spec.dataset_id!r}")
+    _check_against_dataset(spec, dataset)
+    total = spec.params.num_models if isinstance(spec, EnsembleJobIn) else 0
+    job = Job(
+        owner_id=owner, kind="evaluate", dataset_id=dataset.id, method=spec.method,
+        params=spec.params.model_dump(mode="json"),
+        attack=None if spec.attack is None else spec.attack.model_dump(mode="json"),
+        seed=spec.seed, max_attempts=settings.max_job_attempts, progress_total=total,
+        idempotency_key=idempotency_key, request_sha256=request_sha,
+    )
+    db.add(job)
+    try:
+        db.commit()
+    except IntegrityError:  # a concurrent request with the same Idempotency-Key won the race
+        db.rollback()
+        assert idempotency_key is not None
+        earlier = _earlier(db, owner, idempotency_key, request_sha)
+        assert earlier is not None
+        response.headers["Location"] = f"/v1/jobs/{earlier.id}"
+        return job_out(earlier)
+    enqueue(request, db, job, _messages(job))
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job_out(job)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str, owner: Owner, db: DB) -> JobOut:
+    """State, progress, timings and error of a job."""
+    return job_out(owned_job(db, owner, job_id))
+
+
+@router.delete("/{job_id}", response_model=JobOut)
+def cancel_job(job_id: str, owner: Owner, db: DB) -> JobOut:
+    """Cancel a queued or running job (workers stop at their next progress report)."""
+    job = owned_job(db, owner, job_id)
+    cancelled = db.execute(  # one conditional UPDATE: no race with a worker finishing the job
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_(("queued", "running")))
+        .values(state="cancelled", phase="cancelled", finished_at=utcnow())
+    )
+    db.refresh(job)
+    if cancelled.rowcount == 0:  # type: ignore[attr-defined]
+        raise ProblemError(409, "Conflict", f"job {job_id} has already {job.state}")
+    return job_out(job)
+
+
+def certificate_out(row: Certificate) -> CertificateOut:
+    """The API view of a certificate row."""
+    return CertificateOut(
+        index=row.sample_index, subset=row.subset, label=row.label, prediction=row.prediction,
+        top_class=row.top_class, p_a=row.p_a, p_b=row.p_b, radius=row.radius,
+        abstain=row.abstain, correct=row.correct,
+    )
+
+
+@router.get("/{job_id}/certificates", response_model=Page[CertificateOut])
+def list_certificates(
+    job_id: str, owner: Owner, db: DB,
+    subset: Subset = "clean",
+    min_radius: Annotated[float | None, Query(ge=0)] = None,
+    correct: bool | None = None,
+    abstain: bool | None = None,
+    after: Annotated[int | None, Query(ge=-1, description="next_cursor of a previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Page[CertificateOut]:
+    """Per-sample certificates in index order, filtered; keyset pagination on the index."""
+    owned_job(db, owner, job_id)
+    query = select(Certificate).where(Certificate.job_id == job_id, Certificate.subset == subset)
+    if min_radius is not None:
+        query = query.where(Certificate.radius >= min_radius)
+    if correct is not None:
+        query = query.where(Certificate.correct.is_(correct))
+    if abstain is not None:
+        query = query.where(Certificate.abstain.is_(abstain))
+    if after is not None:
+        query = query.where(Certificate.sample_index > after)
+    rows = db.scalars(query.order_by(Certificate.sample_index).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page[CertificateOut](
+        items=[certificate_out(r) for r in rows],
+        next_cursor=str(rows[-1].sample_index) if more else None,
+    )
+
+
+@router.get("/{job_id}/certificates/{index}", response_model=CertificateOut)
+def get_certificate(
+    job_id: str, index: int, owner: Owner, db: DB, subset: Subset = "clean"
+) -> CertificateOut:
+    """One certified prediction with its radius."""
+    owned_job(db, owner, job_id)
+    row = db.get(Certificate, (job_id, subset, index))
+    if row is None:
+        raise not_found("certificate", f"{job_id}/{subset}/{index}")
+    return certificate_out(row)
+
+
+def _finished(db: Session, owner: str, job_id: str) -> Job:
+    job = owned_job(db, owner, job_id)
+    if job.state != "succeeded":
+        raise ProblemError(409, "Conflict", f"job {job_id} is {job.state}, not succeeded")
+    return job
+
+
+@router.get("/{job_id}/summary")
+def get_summary(job_id: str, owner: Owner, db: DB) -> dict[str, object]:
+    """Accuracy, certified accuracy and rate at radii; clean/backdoor accuracy and ASR."""
+    job = _finished(db, owner, job_id)
+    return dict(job.summary or {})
+
+
+@router.get(
+    "/{job_id}/curve.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "The plot."}},
+)
+def get_curve(job_id: str, owner: Owner, db: DB) -> Response:
+    """Certified accuracy against the radius, for the clean (and backdoored) test set."""
+    from rab.plots import certified_accuracy_curve
+
+    _finished(db, owner, job_id)
+    curves = {}
+    for subset in ("clean", "backdoor"):
+        rows = db.execute(
+            select(Certificate.prediction, Certificate.label, Certificate.radius)
+            .where(Certificate.job_id == job_id, Certificate.subset == subset)
+            .order_by(Certificate.sample_index)
+        ).all()
+        if rows:
+            pred, lab, rad = (np.asarray(col) for col in zip(*rows, strict=True))
+            curves[f"{subset} test set"] = (pred, lab, rad)
+    with tempfile.TemporaryDirectory() as tmp, _PLOT_LOCK:  # pyplot is not thread-safe
+        path = certified_accuracy_curve(curves, Path(tmp) / "curve.png", title=f"job {job_id}")
+        return Response(path.read_bytes(), media_type="image/png")

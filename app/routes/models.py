@@ -1,0 +1,181 @@
+"""GET /v1/models/{id} (provenance) and POST /v1/models/{id}/certify (new inputs)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.artefacts import npz_bytes, put_object
+from app.deps import DB, AppSettings, Owner, Store
+from app.orm import Certificate, Job, Model, ModelMember
+from app.orm import Dataset as DatasetRow
+from app.problems import ProblemError, bad_input, not_found
+from app.routes.jobs import certificate_out, enqueue, job_out
+from app.schemas import MAX_INPUTS, CertifyIn, CertifyOut, JobOut, MemberOut, ModelOut
+from app.uploads import read_upload
+from models_store import ObjectStore
+from workers.celery_app import CERTIFY_TASK, QUEUE_OF
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def owned_model(db: Session, owner: str, model_id: str) -> Model:
+    """The model if it belongs to ``owner``, else 404."""
+    model = db.get(Model, model_id)
+    if model is None or model.owner_id != owner:
+        raise not_found("model", model_id)
+    return model
+
+
+@router.get("/{model_id}", response_model=ModelOut)
+def get_model(model_id: str, owner: Owner, db: DB) -> ModelOut:
+    """Dataset hash, parameters, code version, member hashes and noise seeds."""
+    model = owned_model(db, owner, model_id)
+    job = db.get(Job, model.job_id)
+    assert job is not None
+    members = db.scalars(
+        select(ModelMember).where(ModelMember.job_id == model.job_id)
+        .order_by(ModelMember.member_index)
+    ).all()
+    return ModelOut(
+        id=model.id, job_id=model.job_id, method=model.method, dataset_id=model.dataset_id,
+        dataset_sha256=model.dataset_sha256, train_sha256=model.train_sha256,
+        params=model.params, attack=model.attack, seed=job.seed,
+        code_version=model.code_version, created_at=model.created_at,
+        members=[
+            MemberOut(index=m.member_index, state_sha256=m.state_sha256, noise_seed=m.noise_seed)
+            for m in members
+        ],
+    )
+
+
+_CERTIFY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/CertifyIn"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string", "format": "binary",
+                            "description": "npz with one array, or an array named X",
+                        }
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+def _npz_inputs(path: Path) -> np.ndarray:
+    """The inputs array of an uploaded npz (``X``, or its only array); pickles refused."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = archive.files
+            if "X" not in names and len(names) != 1:
+                raise bad_input(f"the npz must hold an array named X (or one array), has {names}")
+            return np.asarray(archive["X" if "X" in names else names[0]])
+    except (ValueError, OSError, zipfile.BadZipFile, AttributeError) as exc:
+        raise bad_input(f"not a readable npz of numeric arrays: {exc}") from None
+
+
+async def _request_inputs(request: Request, store: ObjectStore, limit: int) -> Any:
+    """The raw inputs of a JSON body (``{"inputs": [...]}``) or of an uploaded npz."""
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        upload = await read_upload(request, store, limit)
+        try:
+            if upload.file is None:
+                raise bad_input("the form has no 'file' part")
+            return await run_in_threadpool(_npz_inputs, upload.file.path)
+        finally:
+            upload.discard()
+    try:  # Python's parser, so that a NaN literal is reported as NaN, not as bad JSON
+        return CertifyIn.model_validate(json.loads(await request.body())).inputs
+    except (ValueError, ValidationError) as exc:
+        raise bad_input(f"invalid certify request: {exc}") from None
+
+
+def _inputs(raw: Any, input_shape: tuple[int, ...]) -> np.ndarray:
+    """The inputs as float32 (m, *input_shape); 422 naming the problem otherwise."""
+    try:
+        X = np.asarray(raw, dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise bad_input(f"inputs must be a rectangular array of numbers: {exc}") from None
+    if X.ndim < 2 or len(X) == 0:
+        raise bad_input(f"inputs must have shape (m >= 1, *{input_shape}), got {X.shape}")
+    if len(X) > MAX_INPUTS:
+        raise bad_input(f"at most {MAX_INPUTS} inputs per request, got {len(X)}")
+    per_sample = tuple(X.shape[1:])
+    if per_sample == (int(np.prod(input_shape)),):
+        X = X.reshape((X.shape[0], *input_shape))
+    elif per_sample != input_shape:
+        raise bad_input(
+            f"inputs have per-sample shape {per_sample}; the model expects {input_shape} "
+            f"(or flattened {int(np.prod(input_shape))})"
+        )
+    if not np.isfinite(X).all():
+        raise bad_input("inputs contain NaN or infinite values")
+    return X.astype(np.float32)
+
+
+@router.post(
+    "/{model_id}/certify",
+    response_model=CertifyOut,
+    openapi_extra=_CERTIFY_DOC,
+    responses={202: {"model": JobOut, "description": "Still running: poll the job."}},
+)
+async def certify(
+    model_id: str, request: Request, owner: Owner, db: DB, store: Store, settings: AppSettings
+) -> CertifyOut | Response:
+    """Certify new inputs with a stored model (run by a worker); waits up to
+    ``RAB_CERTIFY_WAIT_S`` seconds, else answers 202 with the job to poll."""
+    model = owned_model(db, owner, model_id)
+    dataset = db.get(DatasetRow, model.dataset_id)
+    assert dataset is not None
+    raw = await _request_inputs(request, store, settings.max_upload_bytes)
+    X = await run_in_threadpool(_inputs, raw, tuple(dataset.input_shape))
+    inputs_sha = await run_in_threadpool(put_object, db, store, npz_bytes({"X": X}), "inputs")
+    job = Job(
+        owner_id=owner, kind="certify", dataset_id=model.dataset_id, model_id=model.id,
+        method=model.method, params=model.params, attack=None, seed=0,
+        inputs_sha256=inputs_sha, progress_total=len(X), max_attempts=settings.max_job_attempts,
+        request_sha256=hashlib.sha256(inputs_sha.encode()).hexdigest(),
+    )
+    db.add(job)
+    db.commit()
+    enqueue(request, db, job, [(CERTIFY_TASK, [job.id], QUEUE_OF[model.method])])
+    deadline = time.monotonic() + settings.certify_wait_s
+    while time.monotonic() < deadline:
+        db.refresh(job)
+        if job.state in ("succeeded", "failed", "cancelled"):
+            break
+        await asyncio.sleep(0.2)
+    if job.state == "failed":
+        raise ProblemError(422, "Certification failed", job.error or "unknown error")
+    if job.state != "succeeded":
+        return Response(
+            job_out(job).model_dump_json(), status_code=202, media_type="application/json",
+            headers={"Location": f"/v1/jobs/{job.id}"},
+        )
+    rows = db.scalars(
+        select(Certificate)
+        .where(Certificate.job_id == job.id, Certificate.subset == "inputs")
+        .order_by(Certificate.sample_index)
+    ).all()
+    return CertifyOut(job_id=job.id, certificates=[certificate_out(r) for r in rows])

@@ -1,0 +1,280 @@
+"""Request and response bodies of the /v1 API (pydantic models, with OpenAPI examples)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_SEED = 2**63 - 1
+T = TypeVar("T")
+MAX_INPUTS = 10_000  # inputs per certify request
+
+
+class PreprocessingSpec(BaseModel):
+    """A fixed feature map (never fitted on the training set being certified)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["auto", "raw", "pixels", "affine"] = Field(
+        default="auto", description="auto: pixels/255 for uint8 features, raw otherwise."
+    )
+    max_value: float = Field(default=255.0, gt=0, description="pixels: x / max_value.")
+    offset: list[float] | float | None = Field(
+        default=None, description="affine: (x - offset) / scale."
+    )
+    scale: list[float] | float | None = None
+
+    @model_validator(mode="after")
+    def _affine_needs_numbers(self) -> PreprocessingSpec:
+        if self.kind == "affine" and (self.offset is None or self.scale is None):
+            raise ValueError("affine preprocessing needs offset and scale")
+        return self
+
+
+class DatasetOptions(BaseModel):
+    """Options of a dataset upload (form field ``options``, JSON) or built-in request."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, max_length=200)
+    classes: list[int] | None = Field(
+        default=None,
+        min_length=2,
+        description="Original labels to keep, relabelled 0..C-1 in order.",
+    )
+    preprocessing: PreprocessingSpec = Field(default_factory=lambda: PreprocessingSpec())
+    test_fraction: float = Field(default=0.2, gt=0, lt=1, description="Files without a test split.")
+    split_seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    label_column: int = Field(default=-1, description="CSV: index of the label column.")
+    header: bool | None = Field(default=None, description="CSV: header row (None: detect).")
+
+
+class BuiltinDatasetIn(BaseModel):
+    """A named built-in dataset (``rab.evaluation`` names; files from RAB_BUILTIN_DATA_DIR).
+
+    digits / breast_cancer: scikit-learn's (offline); spambase: UCI spambase.data; mnist:
+    all of MNIST; mnist01: MNIST 0 vs 1; cifar: CIFAR-10 bird vs airplane.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"builtin": "mnist01", "train_size": 2000}]},
+    )
+    builtin: Literal["digits", "breast_cancer", "spambase", "mnist", "mnist01", "cifar"]
+    classes: list[int | str] | None = Field(
+        default=None, min_length=2, description="Labels or names to keep, relabelled in order."
+    )
+    variant: Literal["uci", "authors", "drop_total"] = Field(
+        default="uci", description="Spambase feature variant."
+    )
+    split_seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    train_size: int | None = Field(default=None, ge=1, description="Seeded training subset.")
+    test_size: int | None = Field(default=None, ge=1, description="Seeded test subset.")
+    subset_seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+
+class DatasetOut(BaseModel):
+    """A stored, validated dataset."""
+
+    id: str
+    name: str
+    source: str
+    sha256: str = Field(description="SHA-256 of the content (arrays, shape, classes).")
+    input_shape: list[int]
+    class_names: list[str]
+    num_classes: int
+    train_size: int
+    test_size: int
+    train_class_counts: list[int]
+    test_class_counts: list[int]
+    feature_range: list[float] | None
+    provenance: dict[str, Any] = Field(
+        description="Source (file hash or built-in name), preprocessing, original labels, split."
+    )
+    created_at: datetime
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; pass ``next_cursor`` as ``after`` for the next page."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+class AttackSpec(BaseModel):
+    """A backdoor attack for an evaluation: poison the training set, backdoor the test set."""
+
+    model_config = ConfigDict(extra="forbid")
+    pattern: Literal["one_pixel", "four_pixel", "blending"]
+    norm: float = Field(gt=0, le=1e6, description="L2 norm of the trigger, ||delta||.")
+    poison_fraction: float = Field(gt=0, lt=1, description="r_p: share of the training set.")
+    target: int = Field(ge=0, description="Class the poisoned samples are relabelled to.")
+
+
+class KnnParams(BaseModel):
+    """Exact smoothed K-NN (Theorem 3): noise on training features only."""
+
+    model_config = ConfigDict(extra="forbid")
+    sigma: float = Field(gt=0, le=1e6, description="Noise standard deviation.")
+    k: int = Field(default=5, ge=1, le=100, description="Neighbours K.")
+    num_levels: int = Field(default=200, ge=2, le=10_000, description="Distance levels L.")
+    spread: float = Field(
+        default=1.0, gt=0, le=1e6, description="Edge spread s (1.0 images, 0.1 spam)."
+    )
+    num_test: int | None = Field(default=None, ge=1, description="Certify only the first num_test.")
+
+
+class EnsembleParams(BaseModel):
+    """DNN-RAB (section 6.1): N models, each trained on its own Gaussian-noised training set."""
+
+    model_config = ConfigDict(extra="forbid")
+    sigma: float = Field(gt=0, le=1e6, description="Training/test noise standard deviation.")
+    num_models: int = Field(ge=1, le=10_000, description="N.")
+    arch: Literal["mnist_cnn", "preact_resnet", "mlp", "resnet18"] | None = Field(
+        default=None, description="Default: mnist_cnn for 1x28x28, preact_resnet for 3x32x32, "
+        "mlp for vectors."
+    )
+    epochs: int = Field(default=20, ge=1, le=1000)
+    batch_size: int = Field(default=128, ge=1, le=65_536)
+    lr: float = Field(default=1e-3, gt=0, le=10)
+    bound: Literal["clopper-pearson", "hoeffding"] = Field(
+        default="clopper-pearson",
+        description="clopper-pearson on hard votes, hoeffding on soft votes (mean probabilities).",
+    )
+    alpha: float = Field(default=0.001, gt=0, lt=1, description="1 - confidence level.")
+    dp_noise_multiplier: float | None = Field(default=None, gt=0, le=1e3, description="DP-SGD.")
+    dp_max_grad_norm: float | None = Field(default=None, gt=0, le=1e6, description="DP clip C.")
+    models_per_task: int = Field(default=4, ge=1, le=1000, description="Fan-out chunk size.")
+    num_test: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _dp_both_or_neither(self) -> EnsembleParams:
+        if (self.dp_noise_multiplier is None) != (self.dp_max_grad_norm is None):
+            raise ValueError("DP-SGD needs both dp_noise_multiplier and dp_max_grad_norm")
+        return self
+
+
+class _JobBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dataset_id: str = Field(max_length=32)
+    attack: AttackSpec | None = None
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+
+
+class KnnJobIn(_JobBase):
+    """A K-NN evaluation job."""
+
+    method: Literal["knn"]
+    params: KnnParams
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset_id": "3f2a...",
+                    "method": "knn",
+                    "params": {"sigma": 1.0, "k": 5, "spread": 0.1, "num_test": 50},
+                    "seed": 0,
+                }
+            ]
+        },
+    )
+
+
+class EnsembleJobIn(_JobBase):
+    """An ensemble (DNN-RAB) evaluation job."""
+
+    method: Literal["ensemble"]
+    params: EnsembleParams
+
+
+JobIn = Annotated[KnnJobIn | EnsembleJobIn, Field(discriminator="method")]
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+    phase: str
+
+
+class JobOut(BaseModel):
+    """A job: its state is the job row's."""
+
+    id: str
+    kind: str
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    method: str
+    dataset_id: str | None
+    model_id: str | None
+    params: dict[str, Any]
+    attack: dict[str, Any] | None
+    seed: int
+    progress: Progress
+    attempts: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: dict[str, str]
+
+
+class CertificateOut(BaseModel):
+    """One certified prediction (eq. 14); ``prediction`` is -1 when abstaining.
+
+    An exact K-NN probability of 1 gives an infinite radius, written as the string "Infinity".
+    """
+
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+
+    index: int
+    subset: str
+    label: int | None
+    prediction: int
+    top_class: int
+    p_a: float
+    p_b: float
+    radius: float
+    abstain: bool
+    correct: bool | None
+
+
+class MemberOut(BaseModel):
+    """One trained ensemble member."""
+
+    index: int
+    state_sha256: str
+    noise_seed: int
+
+
+class ModelOut(BaseModel):
+    """Provenance of a certified model: everything its certificates depend on."""
+
+    id: str
+    job_id: str
+    method: str
+    dataset_id: str
+    dataset_sha256: str = Field(description="Content hash of the clean dataset.")
+    train_sha256: str = Field(description="Content hash of the (poisoned) training set used.")
+    params: dict[str, Any]
+    attack: dict[str, Any] | None
+    seed: int
+    code_version: str
+    members: list[MemberOut]
+    created_at: datetime
+
+
+class CertifyIn(BaseModel):
+    """New inputs to certify, shape (m, *input_shape) or flattened (m, prod(input_shape))."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"inputs": [[0.0, 0.5, 1.0]]}]}
+    )
+    inputs: list[Any] = Field(min_length=1, max_length=MAX_INPUTS)
+
+
+class CertifyOut(BaseModel):
+    """Certified predictions for new inputs (``index`` = position in the request)."""
+
+    job_id: str
+    certificates: list[CertificateOut]

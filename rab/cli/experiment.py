@@ -1,0 +1,99 @@
+"""``rab experiment run CONFIG`` and ``rab experiment reproduce NAME``: resumable grids.
+
+``run`` evaluates every cell of a TOML configuration (``rab.experiments.config``), writing one
+JSON per cell under ``--out/cells`` (a rerun skips finished cells), then ``results.json`` (our
+figures beside the published ones), ``report.md`` and certified-accuracy plots under
+``--out/plots``.  ``reproduce`` does the same for a configuration shipped in ``experiments/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from rab.cli._common import console, fail, progress_bar
+from rab.experiments import (
+    Cell,
+    ExperimentConfig,
+    load_config,
+    markdown_table,
+    named_config,
+    named_configs,
+    plot_curves,
+    run_experiment,
+    summary_record,
+    write_json,
+)
+
+__all__ = ["register", "reproduce", "run"]
+
+experiment_app = typer.Typer(help="Run experiment grids and the paper's reproductions.",
+                             no_args_is_help=True)
+
+
+def _execute(config: ExperimentConfig, out: Path, force: bool) -> None:
+    def on_cell(index: int, total: int, cell: Cell, skipped: bool) -> None:
+        state = "[dim]finished earlier, skipped[/]" if skipped else "running"
+        console.print(f"cell {index + 1}/{total} ({cell.key}) {state}: {cell.label}",
+                      highlight=False)
+
+    try:
+        with progress_bar() as report:
+            record = run_experiment(config, out, force=force, on_cell=on_cell, progress=report)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    write_json(out / "results.json", summary_record(config, record.results))
+    table = markdown_table(config, record.results)
+    (out / "report.md").write_text(table)
+    plots = plot_curves(config, record.results, out / "plots")
+    stdout = Console()
+    stdout.print(table, markup=False, highlight=False)
+    stdout.print(f"{len(record.computed)} cells computed, {len(record.skipped)} skipped; wrote "
+                 f"{out / 'results.json'}, {out / 'report.md'} and {len(plots)} plots",
+                 highlight=False)
+
+
+@experiment_app.command("run")
+def run(
+    config: Annotated[Path, typer.Argument(help="TOML experiment configuration.")],
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: "
+                                                  "experiment-results/<name>).")] = None,
+    force: Annotated[bool, typer.Option(help="Recompute finished cells.")] = False,
+) -> None:
+    """Run (or resume) the grid of a configuration file."""
+    try:
+        parsed = load_config(config)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    _execute(parsed, out or Path("experiment-results") / parsed.name, force)
+
+
+@experiment_app.command("reproduce")
+def reproduce(
+    name: Annotated[str, typer.Argument(help="A configuration in experiments/, e.g. "
+                                             "table5-spambase.")],
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: "
+                                                  "experiment-results/<name>).")] = None,
+    force: Annotated[bool, typer.Option(help="Recompute finished cells.")] = False,
+) -> None:
+    """Reproduce one of the paper's tables or figures (see ``rab experiment list``)."""
+    try:
+        parsed = named_config(name)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    _execute(parsed, out or Path("experiment-results") / name, force)
+
+
+@experiment_app.command("list")
+def list_named() -> None:
+    """List the shipped reproductions."""
+    for name in named_configs():
+        typer.echo(name)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``experiment`` command group to the ``rab`` application."""
+    app.add_typer(experiment_app, name="experiment")

@@ -1,0 +1,319 @@
+"""``rab submit``, ``rab status`` and ``rab results``: the certification service from the shell.
+
+They talk to a running service (``--url`` / ``RAB_URL``) with an API key (``--api-key`` /
+``RAB_API_KEY``) through :class:`rab.client.Client`. The job id and the tables go to stdout,
+progress and errors to stderr. Exit status: 0 success, 1 the job failed or was cancelled or the
+service refused (not found, conflict, ...), 2 invalid input (ours or the service's 422),
+3 the service could not be reached.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, cast, get_args
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rab.cli._common import BAD_INPUT, console, fail
+from rab.client import (
+    Client,
+    Job,
+    JobFailedError,
+    ProblemError,
+    Summary,
+    UnreachableError,
+    WaitTimeoutError,
+)
+from rab.client.api import Method
+
+__all__ = [
+    "connect",
+    "error",
+    "register",
+    "results",
+    "status",
+    "submit",
+    "summary_table",
+    "wait_with_progress",
+    "write_results",
+]
+
+#: Exit status when the job failed or the service refused the request.
+FAILED = 1
+#: Exit status when the service could not be reached.
+UNREACHABLE = 3
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+stdout = Console()
+
+Url = Annotated[str, typer.Option("--url", envvar="RAB_URL", help="Base URL of the service.")]
+ApiKey = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="RAB_API_KEY", show_default=False,
+                 help="API key (from `rab keys create`)."),
+]
+Timeout = Annotated[
+    float | None,
+    typer.Option(help="With --wait: give up after this many seconds (default: no limit).",
+                 show_default=False),
+]
+
+
+def error(message: str, code: int = BAD_INPUT) -> NoReturn:
+    """``fail`` with ``message`` printed literally (no rich markup in service details)."""
+    fail(escape(message), code)
+
+
+@contextmanager
+def connect(url: str, api_key: str | None) -> Iterator[Client]:
+    """A client of ``url``; expected failures become a message and an exit status."""
+    if not api_key:
+        error("no API key: pass --api-key or set RAB_API_KEY (create one with `rab keys create`)")
+    try:
+        client = Client(url, api_key)
+    except ValueError as exc:
+        error(f"--url: {exc}")
+    try:
+        with client:
+            yield client
+    except UnreachableError as exc:
+        error(f"{exc}\nIs the service running (`rab serve`) and is --url / RAB_URL right?",
+              UNREACHABLE)
+    except ProblemError as exc:
+        code = BAD_INPUT if exc.status in (400, 413, 422) else FAILED
+        error(f"{exc.title} ({exc.status}): {exc.detail}", code)
+    except (JobFailedError, WaitTimeoutError) as exc:
+        error(str(exc), FAILED)
+    except (ValueError, FileNotFoundError) as exc:
+        error(str(exc))
+
+
+def wait_with_progress(client: Client, job_id: str, timeout: float | None = None) -> Job:
+    """Wait for a job with a live progress bar (phase, done/total, elapsed) on stderr."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(f"job {job_id}", total=None)
+
+        def show(job: Job) -> None:
+            p = job.progress
+            phase = p.phase or job.state
+            done = p.total if job.state == "succeeded" else p.done
+            bar.update(task, description=f"{job.method} {phase}", completed=done,
+                       total=p.total or None)
+
+        return client.wait(job_id, timeout=timeout, on_progress=show)
+
+
+def summary_table(summary: Summary, title: str) -> Table:
+    """Accuracy, attack success rate, and certified accuracy over certified rate at each radius
+    R (eq. 14), one row per test set (with its number of points)."""
+    sets = summary.sets
+    radii = next(iter(sets.values())).certified_accuracy if sets else {}
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=0,
+                  caption="radius columns: certified accuracy (upper) and certified rate (lower) "
+                  "at that radius R (eq. 14); ASR: attack success rate")
+    table.add_column("test set", no_wrap=True)
+    headers = [f"R={r}" if i == 0 else r for i, r in enumerate(radii)]
+    for name in ("acc", "ASR", *headers):
+        table.add_column(name, justify="right", no_wrap=True)
+    for name, m in sets.items():
+        asr = "-" if m.attack_success_rate is None else f"{m.attack_success_rate:.3f}"
+        cells = [f"{m.certified_accuracy[r]:.3f}\n{m.certified_rate[r]:.3f}" for r in radii]
+        table.add_row(f"{name} ({m.num_points})", f"{m.accuracy:.3f}", asr, *cells)
+    return table
+
+
+def write_results(
+    client: Client, job: Job, json_path: Path | None, plot_path: Path | None
+) -> Summary:
+    """Print a succeeded job's summary table; write its job+summary JSON and its plot PNG."""
+    summary = client.summary(job.id)
+    attack = "no attack" if job.attack is None else (
+        f"{job.attack['pattern']} backdoor ||delta||={job.attack['norm']:g}, "
+        f"r_p={job.attack['poison_fraction']:g}"
+    )
+    stdout.print(summary_table(
+        summary, f"job {job.id} | {job.method} sigma={job.params.get('sigma', '?')} | {attack}"
+    ))
+    if json_path is not None:
+        record = {"job": job.model_dump(mode="json"),
+                  "summary": summary.model_dump(mode="json", exclude_none=True)}
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(record, indent=2) + "\n")
+        stdout.print(f"wrote {json_path}", highlight=False)
+    if plot_path is not None:
+        png = client.curve_png(job.id)
+        plot_path.parent.mkdir(parents=True, exist_ok=True)
+        plot_path.write_bytes(png)
+        stdout.print(f"wrote {plot_path}", highlight=False)
+    return summary
+
+
+def _value(text: str) -> Any:
+    """A JSON value (number, list, true/false/null) or else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _pairs(items: list[str], option: str) -> dict[str, Any]:
+    """``KEY=VALUE`` items as a mapping (values parsed as JSON where possible)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            error(f"{option} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = _value(value.strip())
+    return out
+
+
+def _classes(text: str | None) -> list[int | str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if len(items) < 2:
+        error(f"--classes needs at least two comma-separated classes, got {text!r}")
+    return [int(c) if c.lstrip("-").isdigit() else c for c in items]
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def submit(
+    dataset: Annotated[str, typer.Argument(
+        help="An .npz / .csv file to upload, or a built-in name: digits, breast_cancer, "
+             "spambase, mnist, mnist01, cifar.")],
+    sigma: Annotated[float, typer.Option(help="Smoothing noise sigma (> 0).")],
+    method: Annotated[str, typer.Option(help="knn (exact smoothed K-NN) or ensemble.")] = "knn",
+    classes: Annotated[str | None, typer.Option(
+        help="Classes to keep, comma-separated; the first becomes class 0.")] = None,
+    train_size: Annotated[int | None, typer.Option(
+        help="Built-in sets: seeded training subset.")] = None,
+    test_size: Annotated[int | None, typer.Option(
+        help="Built-in sets: seeded test subset.")] = None,
+    file_format: Annotated[str | None, typer.Option(
+        "--format", help="Uploads: npz or csv (default: the file's suffix).")] = None,
+    dataset_option: Annotated[list[str] | None, typer.Option(
+        help="Other dataset option KEY=VALUE (JSON value), e.g. split_seed=1; repeatable.")
+    ] = None,
+    k: Annotated[int | None, typer.Option(help="K-NN: neighbours K.")] = None,
+    num_levels: Annotated[int | None, typer.Option(help="K-NN: distance levels L.")] = None,
+    spread: Annotated[float | None, typer.Option(
+        help="K-NN: edge spread (1.0 images, 0.1 Spambase).")] = None,
+    num_models: Annotated[int | None, typer.Option(help="Ensemble: models N.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Ensemble: training epochs.")] = None,
+    arch: Annotated[str | None, typer.Option(
+        help="Ensemble: mnist_cnn, preact_resnet, mlp or resnet18.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Ensemble: 1 - confidence level.")] = None,
+    bound: Annotated[str | None, typer.Option(
+        help="Ensemble: clopper-pearson (hard votes) or hoeffding (soft votes).")] = None,
+    num_test: Annotated[int | None, typer.Option(
+        help="Certify only the first N test points.")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", "-p", help="Other job parameter KEY=VALUE (JSON value), e.g. lr=0.01; "
+        "repeatable.")] = None,
+    attack: Annotated[str, typer.Option(
+        help="Backdoor trigger: none, one_pixel, four_pixel or blending.")] = "none",
+    norm: Annotated[float, typer.Option(help="Trigger L2 norm ||delta||.")] = 0.1,
+    rate: Annotated[float, typer.Option(help="Poisoning rate r_p.")] = 0.02,
+    target: Annotated[int, typer.Option(help="Backdoor target class.")] = 0,
+    seed: Annotated[int, typer.Option(help="Job seed (poisoned rows, noise).")] = 0,
+    idempotency_key: Annotated[str | None, typer.Option(
+        help="Resubmitting with the same key returns the first job.")] = None,
+    wait: Annotated[bool, typer.Option(
+        help="Wait with a progress bar, then print the results.")] = False,
+    timeout: Timeout = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Upload (or name) a dataset and submit a certification job; prints the job id."""
+    if method not in get_args(Method):
+        error(f"--method must be knn or ensemble, got {method!r}")
+    if file_format not in (None, "npz", "csv"):
+        error(f"--format must be npz or csv, got {file_format!r}")
+    params = {
+        **_given(sigma=sigma, k=k, num_levels=num_levels, spread=spread, num_models=num_models,
+                 epochs=epochs, arch=arch, alpha=alpha, bound=bound, num_test=num_test),
+        **_pairs(param or [], "--param"),
+    }
+    options = {
+        **_given(classes=_classes(classes), train_size=train_size, test_size=test_size,
+                 format=file_format),
+        **_pairs(dataset_option or [], "--dataset-option"),
+    }
+    spec = None if attack == "none" else {
+        "pattern": attack, "norm": norm, "poison_fraction": rate, "target": target,
+    }
+    with connect(url, api_key) as client:
+        data = client.create_dataset(dataset, **options)
+        console.print(f"dataset {data.id} ({data.name}): {data.train_size} train / "
+                      f"{data.test_size} test, classes {list(data.class_names)}", highlight=False)
+        job = client.submit_job(data.id, cast(Method, method), params, attack=spec, seed=seed,
+                                idempotency_key=idempotency_key)
+        typer.echo(job.id)
+        if wait:
+            job = wait_with_progress(client, job.id, timeout)
+            write_results(client, job, None, None)
+
+
+def status(
+    job_id: Annotated[str, typer.Argument(help="The job id printed by `rab submit`.")],
+    wait: Annotated[bool, typer.Option(help="Wait with a progress bar until it ends.")] = False,
+    timeout: Timeout = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """State, progress and error of a job."""
+    with connect(url, api_key) as client:
+        job = wait_with_progress(client, job_id, timeout) if wait else client.get_job(job_id)
+    if as_json:
+        typer.echo(job.model_dump_json(indent=2))
+        return
+    p = job.progress
+    lines = [
+        f"job {job.id} ({job.kind}, {job.method})",
+        f"state:    {job.state}",
+        f"progress: {p.done}/{p.total} {p.phase}",
+        f"attempts: {job.attempts}",
+        f"created:  {job.created_at:%Y-%m-%d %H:%M:%S}",
+    ]
+    if job.started_at:
+        lines.append(f"started:  {job.started_at:%Y-%m-%d %H:%M:%S}")
+    if job.finished_at:
+        lines.append(f"finished: {job.finished_at:%Y-%m-%d %H:%M:%S}")
+    if job.error:
+        lines.append(f"error:    {job.error}")
+    stdout.print("\n".join(lines), highlight=False, markup=False)
+
+
+def results(
+    job_id: Annotated[str, typer.Argument(help="A succeeded job.")],
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Write the job and its summary to this JSON file.")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        help="Write the certified-accuracy plot to this PNG file.")] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Summary metrics of a succeeded job as a table; optionally its JSON and plot."""
+    with connect(url, api_key) as client:
+        write_results(client, client.get_job(job_id), json_path, plot)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``submit``, ``status`` and ``results`` to the ``rab`` application."""
+    app.command("submit")(submit)
+    app.command("status")(status)
+    app.command("results")(results)

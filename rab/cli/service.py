@@ -1,0 +1,132 @@
+"""``rab serve``, ``rab worker`` and ``rab keys create``: the certification service's commands.
+
+Settings come from ``RAB_*`` environment variables (see ``app/settings.py``). With none set,
+``rab serve`` runs the embedded mode: SQLite, a local store and a local Celery transport under
+``./rab-data``, plus a worker process that it starts and stops itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    """Settings from the environment, with ``--data-dir`` exported to child processes."""
+    if data_dir is not None:
+        os.environ["RAB_DATA_DIR"] = str(data_dir.resolve())
+    from app.settings import get_settings
+
+    return get_settings()
+
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Embedded-mode directory (RAB_DATA_DIR).")
+]
+
+
+def worker_command(queues: str, concurrency: int, loglevel: str = "info") -> list[str]:
+    """The command line of a Celery worker process for ``queues``."""
+    return [
+        sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+        "-Q", queues, "-c", str(concurrency), "--loglevel", loglevel,
+        "--without-gossip", "--without-mingle", "-n", f"rab-{queues.replace(',', '-')}@%h",
+    ]
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    worker: Annotated[bool, typer.Option(help="Start a local worker process too.")] = True,
+    concurrency: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the API (migrating the database first) and, by default, a local worker."""
+    import uvicorn
+
+    from app.main import create_app
+    from app.migrate import upgrade
+
+    settings = _settings(data_dir)
+    upgrade(settings)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exit through ``finally`` instead
+    # so that the local worker is stopped too.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    child = (
+        subprocess.Popen(worker_command("cpu,gpu", concurrency), env=os.environ.copy())
+        if worker
+        else None
+    )
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    finally:
+        if child is not None:
+            child.terminate()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues: cpu, gpu.")] = "cpu",
+    concurrency: Annotated[int, typer.Option(help="Worker processes (1 per GPU).")] = 1,
+    data_dir: DataDir = None,
+) -> None:
+    """Run a Celery worker (prefetch 1, late acks) on the given queues."""
+    _settings(data_dir)
+    os.execv(sys.executable, worker_command(queues, concurrency))
+
+
+@keys_app.command("create")
+def create_key(
+    name: Annotated[str, typer.Option(help="Who or what the key is for.")] = "default",
+    data_dir: DataDir = None,
+) -> None:
+    """Create an API key and print its secret (shown only this once)."""
+    from app.auth import create_key as make_key
+    from app.db import Database
+    from app.migrate import upgrade
+
+    settings = _settings(data_dir)
+    upgrade(settings)
+    db = Database(settings)
+    with db.session() as session:
+        row, secret = make_key(session, name)
+        key_id = row.id
+    db.engine.dispose()
+    typer.echo(f"key id: {key_id}", err=True)
+    typer.echo(secret)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve``, ``worker`` and ``keys create`` to the root ``rab`` command."""
+    app.command("serve")(serve)
+    app.command("worker")(worker)
+    app.add_typer(keys_app, name="keys")
+
+
+def main() -> None:
+    """``python -m rab.cli.service``: the service commands on their own."""
+    app = typer.Typer(no_args_is_help=True, add_completion=False)
+    register(app)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""A Python client of the certification service (HTTP only; see ``rab.client.api.Client``)."""
+
+from rab.client.api import Client
+from rab.client.errors import (
+    JobFailedError,
+    ProblemError,
+    ServiceError,
+    UnreachableError,
+    WaitTimeoutError,
+)
+from rab.client.models import (
+    Certificate,
+    CertifyResult,
+    Dataset,
+    Job,
+    Member,
+    ModelInfo,
+    Progress,
+    SetMetrics,
+    Summary,
+)
+
+__all__ = [
+    "Certificate",
+    "CertifyResult",
+    "Client",
+    "Dataset",
+    "Job",
+    "JobFailedError",
+    "Member",
+    "ModelInfo",
+    "ProblemError",
+    "Progress",
+    "ServiceError",
+    "SetMetrics",
+    "Summary",
+    "UnreachableError",
+    "WaitTimeoutError",
+]

@@ -1,0 +1,205 @@
+"""Experiment configurations (TOML, read by ``tomllib``): a grid of evaluations.
+
+A configuration names data sets, attacks, attack settings (||delta||, r_p), sigmas and one
+method; the grid is their product, one *cell* per (data set, attack, setting, sigma).  Layout::
+
+    name = "table5-spambase"
+    description = "..."
+    radii = [0.05, 0.1, 0.2, 0.5, 1.0]
+    sigmas = [1.0, 2.0]
+    vanilla = true            # also score the undefended model (Figure 3)
+    # num_test = 200          # optional: first N points of each test set
+
+    [method]                  # rab.evaluation.method_from_dict, without sigma
+    name = "knn"
+    k = 5
+
+    [[datasets]]              # rab.evaluation.DatasetSpec fields
+    source = "spambase"
+    variant = "authors"
+
+    [attack]                  # fields shared by every attack (target, seed, mode, ...)
+    target = 0
+
+    [[attacks]]               # kind (+ options)
+    kind = "one_pixel"
+
+    [[settings]]              # one attack setting: norm and rate
+    norm = 1.0
+    rate = 0.1
+
+    [[reference]]             # published figures to print beside ours (optional)
+    dataset = "spambase"; kind = "one_pixel"; norm = 1.0; rate = 0.1; sigma = 1.0
+    success_rate = 0.452; clean_accuracy = 0.756; backdoor_accuracy = 0.709
+    certified_accuracy = [...]; certified_rate = [...]   # at reference_radii
+
+A setting may be ``{}`` with no attack at all when ``attacks`` is empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rab.evaluation import AttackSpec, DatasetSpec, Method, method_from_dict
+
+__all__ = ["Cell", "ExperimentConfig", "Reference", "load_config", "parse_config"]
+
+_TOP_KEYS = {
+    "name", "description", "radii", "sigmas", "vanilla", "num_test", "method", "datasets",
+    "attack", "attacks", "settings", "reference", "reference_radii", "reference_source", "notes",
+}
+_MATCH_KEYS = {"dataset", "kind", "norm", "rate", "sigma"}
+_FIGURE_KEYS = {"success_rate", "clean_accuracy", "backdoor_accuracy", "certified_accuracy",
+                "certified_rate"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One evaluation of the grid; ``key`` (a hash of its settings) names its result file."""
+
+    dataset: DatasetSpec
+    attack: AttackSpec | None
+    method: Method
+    radii: tuple[float, ...]
+    num_test: int | None
+    vanilla: bool
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that determines the result, JSON-ready."""
+        return {
+            "dataset": self.dataset.to_dict(),
+            "attack": None if self.attack is None else self.attack.to_dict(),
+            "method": self.method.to_dict(),
+            "radii": list(self.radii),
+            "num_test": self.num_test,
+            "vanilla": self.vanilla,
+        }
+
+    @property
+    def key(self) -> str:
+        """SHA-256 (first 16 hex digits) of the canonical JSON of :meth:`settings`."""
+        text = json.dumps(self.settings(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        attack = "no attack" if self.attack is None else self.attack.label
+        return f"{self.dataset.label} | {attack} | sigma={self.method.sigma:g}"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Published figures of one cell (matched on dataset label, kind, norm, rate, sigma)."""
+
+    dataset: str
+    kind: str | None
+    norm: float | None
+    rate: float | None
+    sigma: float
+    values: Mapping[str, Any]
+
+    def matches(self, cell: Cell) -> bool:
+        a = cell.attack
+        same_attack = (
+            (a is None and self.kind is None)
+            or (a is not None and a.kind == self.kind and a.norm == self.norm
+                and a.rate == self.rate)
+        )
+        return self.dataset == cell.dataset.label and same_attack and self.sigma == \
+            cell.method.sigma
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A parsed configuration (see the module docstring)."""
+
+    name: str
+    description: str
+    cells: tuple[Cell, ...]
+    references: tuple[Reference, ...]
+    reference_radii: tuple[float, ...]
+    reference_source: str
+    notes: str
+    raw: Mapping[str, Any] = field(repr=False)
+
+    def reference_for(self, cell: Cell) -> Reference | None:
+        return next((r for r in self.references if r.matches(cell)), None)
+
+
+def _floats(value: Any, what: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{what} must be a non-empty list of numbers")
+    try:
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a list of numbers, got {value!r}") from None
+
+
+def _reference(entry: Mapping[str, Any]) -> Reference:
+    unknown = set(entry) - _MATCH_KEYS - _FIGURE_KEYS
+    if unknown:
+        raise ValueError(f"unknown reference keys {sorted(unknown)}; figures: "
+                         f"{sorted(_FIGURE_KEYS)}")
+    if "dataset" not in entry or "sigma" not in entry:
+        raise ValueError("a [[reference]] entry needs dataset and sigma")
+    return Reference(entry["dataset"], entry.get("kind"), entry.get("norm"), entry.get("rate"),
+                     float(entry["sigma"]), {k: v for k, v in entry.items() if k in _FIGURE_KEYS})
+
+
+def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
+    """Validate a configuration mapping and expand its grid (ValueError naming the problem)."""
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise ValueError(f"unknown configuration keys {sorted(unknown)}")
+    if not isinstance(data.get("name"), str):
+        raise ValueError("the configuration needs a name")
+    sigmas = _floats(data.get("sigmas"), "sigmas")
+    radii = _floats(data.get("radii", [0.0, 0.05, 0.1, 0.2, 0.5, 1.0]), "radii")
+    method = dict(data.get("method") or {})
+    if "sigma" in method:
+        raise ValueError("give sigma in 'sigmas', not in [method]")
+    methods = [method_from_dict({**method, "sigma": s}) for s in sigmas]
+    datasets = [DatasetSpec.from_dict(d) for d in data.get("datasets") or []]
+    if not datasets:
+        raise ValueError("the configuration needs at least one [[datasets]] entry")
+    shared = dict(data.get("attack") or {})
+    attacks: list[AttackSpec | None] = []
+    for kind in data.get("attacks") or []:
+        for setting in data.get("settings") or [{}]:
+            attacks.append(AttackSpec.from_dict({**shared, **kind, **setting}))
+    if not attacks:
+        attacks = [None]
+    num_test = data.get("num_test")
+    vanilla = bool(data.get("vanilla", True))
+    cells = tuple(
+        Cell(d, a, m, radii, num_test, vanilla) for d in datasets for a in attacks for m in methods
+    )
+    keys = [c.key for c in cells]
+    if len(set(keys)) != len(keys):
+        raise ValueError("the grid has duplicate cells (repeated dataset, attack or sigma)")
+    references = tuple(_reference(r) for r in data.get("reference") or [])
+    return ExperimentConfig(
+        name=data["name"], description=str(data.get("description", "")), cells=cells,
+        references=references,
+        reference_radii=tuple(float(r) for r in data.get("reference_radii", [])),
+        reference_source=str(data.get("reference_source", "")),
+        notes=str(data.get("notes", "")), raw=dict(data),
+    )
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and parse a TOML configuration file."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"experiment configuration not found: {p}")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{p} is not valid TOML: {exc}") from exc
+    return parse_config(data)

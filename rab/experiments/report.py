@@ -1,0 +1,144 @@
+"""Tables and plots of an experiment: ours beside the published figures.
+
+The Markdown table has the columns of the paper's Tables 2 and 5: the undefended model's
+attack success rate ("Success Rate", Figure 3's vanilla model), clean / backdoor accuracy of
+the smoothed model, and certified accuracy and certified rate at the reference radii, each
+measured on the backdoored test set (non-target test points with the trigger and their true
+labels, Table 1).  Every figure is printed as ``ours (paper)`` where the configuration gives the
+published value.  Plots: certified accuracy against R for every sigma (Figure 4b).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rab.experiments.config import Cell, ExperimentConfig
+from rab.metrics import certified_accuracy, certified_rate
+from rab.plots import certified_accuracy_curve
+
+__all__ = ["cell_row", "markdown_table", "plot_curves", "summary_record"]
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _pair(ours: float | None, paper: float | None) -> str:
+    return _fmt(ours) if paper is None else f"{_fmt(ours)} ({paper:.3f})"
+
+
+def _scored_set(result: dict[str, Any]) -> str:
+    return "backdoor" if "backdoor" in result["certificates"] else "clean"
+
+
+def cell_row(result: dict[str, Any], radii: Sequence[float]) -> dict[str, Any]:
+    """Table figures of one stored cell result, recomputed at ``radii`` from its certificates."""
+    subset = _scored_set(result)
+    cert = result["certificates"][subset]
+    pred, lab, rad = (np.asarray(cert[k]) for k in ("prediction", "label", "radius"))
+    vanilla = result.get("vanilla") or {}
+    metrics = result["metrics"]
+    return {
+        "vanilla_success_rate": vanilla.get("backdoor", {}).get("attack_success_rate"),
+        "vanilla_clean_accuracy": vanilla.get("clean", {}).get("accuracy"),
+        "vanilla_backdoor_accuracy": vanilla.get("backdoor", {}).get("accuracy"),
+        "success_rate": metrics.get("attack_success_rate"),
+        "clean_accuracy": metrics["clean"]["accuracy"],
+        "backdoor_accuracy": metrics.get("backdoor", {}).get("accuracy"),
+        "scored_set": subset,
+        "num_points": len(lab),
+        "certified_accuracy": certified_accuracy(pred, lab, rad, list(radii)).tolist(),
+        "certified_rate": certified_rate(rad, list(radii)).tolist(),
+    }
+
+
+def _radii(config: ExperimentConfig) -> tuple[float, ...]:
+    return config.reference_radii or config.cells[0].radii
+
+
+def summary_record(config: ExperimentConfig, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """JSON summary: per cell its settings, our figures at the radii and the paper's."""
+    radii = _radii(config)
+    cells = []
+    for cell in config.cells:
+        if cell.key not in results:
+            continue
+        ref = config.reference_for(cell)
+        result = results[cell.key]["result"]
+        cells.append({
+            "key": cell.key, "label": cell.label, "settings": cell.settings(),
+            "ours": cell_row(result, radii), "paper": None if ref is None else dict(ref.values),
+            "seconds": result.get("seconds"),
+        })
+    return {"name": config.name, "description": config.description, "radii": list(radii),
+            "reference_source": config.reference_source, "cells": cells}
+
+
+def markdown_table(config: ExperimentConfig, results: dict[str, dict[str, Any]]) -> str:
+    """The paper-style table, ``ours (paper)`` in every cell with a published figure."""
+    radii = _radii(config)
+    rs = "/".join(f"{r:g}" for r in radii)
+    head = ["data set", "attack", "‖δ‖", "r_p", "σ", "success rate, vanilla",
+            "success rate, smoothed", "clean acc", "backdoor acc"]
+    head += [f"cert. acc R={r:g}" for r in radii] + [f"cert. rate R={r:g}" for r in radii]
+    lines = [f"### {config.name}", "", config.description.strip(), "",
+             f"Figures: ours (paper). Certified accuracy / rate on the backdoored test set at "
+             f"R = {rs}.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cell in config.cells:
+        if cell.key not in results:
+            continue
+        row = cell_row(results[cell.key]["result"], radii)
+        ref = config.reference_for(cell)
+        paper: dict[str, Any] = {} if ref is None else dict(ref.values)
+        a = cell.attack
+        cols = [cell.dataset.label, "-" if a is None else a.kind,
+                "-" if a is None or a.norm is None else f"{a.norm:g}",
+                "-" if a is None else f"{a.rate:g}", f"{cell.method.sigma:g}",
+                _pair(row["vanilla_success_rate"], paper.get("success_rate")),
+                _fmt(row["success_rate"]),
+                _pair(row["clean_accuracy"], paper.get("clean_accuracy")),
+                _pair(row["backdoor_accuracy"], paper.get("backdoor_accuracy"))]
+        for name in ("certified_accuracy", "certified_rate"):
+            published = paper.get(name) or [None] * len(radii)
+            cols += [_pair(o, p) for o, p in zip(row[name], published, strict=True)]
+        lines.append("| " + " | ".join(cols) + " |")
+    if config.reference_source:
+        lines += ["", f"Published figures: {config.reference_source}"]
+    if config.notes:
+        lines += ["", config.notes.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")
+
+
+def plot_curves(config: ExperimentConfig, results: dict[str, dict[str, Any]],
+                out_dir: Path) -> list[Path]:
+    """One PNG per (data set, attack): certified accuracy vs R, one curve per sigma (Fig. 4b)."""
+    groups: dict[tuple[str, str], list[Cell]] = defaultdict(list)
+    for cell in config.cells:
+        if cell.key in results:
+            attack = "no attack" if cell.attack is None else cell.attack.label
+            groups[(cell.dataset.label, attack)].append(cell)
+    paths = []
+    for (dataset, attack), cells in groups.items():
+        curves = {}
+        for cell in cells:
+            result = results[cell.key]["result"]
+            cert = result["certificates"][_scored_set(result)]
+            curves[f"σ = {cell.method.sigma:g}"] = (
+                np.asarray(cert["prediction"]), np.asarray(cert["label"]),
+                np.asarray(cert["radius"]),
+            )
+        path = out_dir / f"{_slug(dataset)}__{_slug(attack)}.png"
+        paths.append(certified_accuracy_curve(
+            curves, path, title=f"{dataset}, {attack}: certified accuracy"))
+    return paths

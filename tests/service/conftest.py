@@ -1,0 +1,216 @@
+"""Fixtures of the service tests: a fresh PostgreSQL database per run, a Redis key namespace,
+a real Celery worker process and a real uvicorn server talking HTTP.
+
+Everything that needs PostgreSQL or Redis depends on the root conftest's ``postgres_url`` /
+``redis_url`` fixtures, so it skips when they are unreachable and fails under
+``RAB_REQUIRE_SERVICES=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def service_cli(*args: str) -> list[str]:
+    """Command line of the service commands (``rab serve`` etc.) run as a module."""
+    return [sys.executable, "-m", "rab.cli.service", *args]
+
+
+def create_key(env: dict[str, str], name: str) -> str:
+    """A new API key secret, made through the CLI."""
+    out = subprocess.run(
+        service_cli("keys", "create", "--name", name), env=env, cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait for /healthz to answer 200 (fail with the server's log if it dies or hangs)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"server did not become healthy:\n{log.read_text()[-4000:]}")
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Stop a child process we started, killing it if it does not exit in time."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+@dataclass
+class Service:
+    """A running API + worker: base URL, environment, log directory, and its processes."""
+
+    base_url: str
+    env: dict[str, str]
+    logs: Path
+    store_dir: Path
+    database_url: str
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start_worker(self, name: str = "worker", queues: str = "cpu,gpu") -> None:
+        """Start a Celery worker process (prefork, one child) through ``rab worker``."""
+        log = (self.logs / f"{name}.log").open("ab")
+        cmd = service_cli("worker", "--queues", queues, "--concurrency", "1")
+        self.processes[name] = subprocess.Popen(
+            cmd, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill_worker(self, name: str = "worker") -> None:
+        """SIGKILL a worker and its pool children at once, as when a machine dies."""
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+    def client(self, key: str | None) -> httpx.Client:
+        """An HTTP client sending ``key`` as X-API-Key."""
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
+
+    def log_tail(self) -> str:
+        """The end of every process log, for failure messages."""
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.logs.glob("*")
+        )
+
+
+@contextmanager
+def fresh_pg_database(postgres_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on the server of ``postgres_url``, dropped afterwards."""
+    import sqlalchemy
+
+    name = f"rab_test_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    url = sqlalchemy.make_url(postgres_url).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database(postgres_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for the service of this test run."""
+    with fresh_pg_database(postgres_url) as url:
+        yield url
+
+
+VISIBILITY_TIMEOUT_S = 45  # unacked tasks of a killed worker come back after this; every
+# task in these tests must finish well within it (a longer one is delivered twice)
+UPLOAD_LIMIT = 3 * 1024 * 1024  # spambase.data (698 kB) fits, a 4 MB upload does not
+
+
+@pytest.fixture(scope="session")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, pg_database: str, redis_url: str
+) -> Iterator[Service]:
+    """API (uvicorn subprocess) + Celery worker subprocess on PostgreSQL and Redis."""
+    root = tmp_path_factory.mktemp("service")
+    logs = root / "logs"
+    logs.mkdir()
+    env = {
+        **os.environ,
+        "RAB_DATA_DIR": str(root / "data"),
+        "RAB_STORE_DIR": str(root / "store"),
+        "RAB_DATABASE_URL": pg_database,
+        "RAB_BROKER_URL": redis_url,
+        "RAB_BROKER_KEY_PREFIX": f"rabtest-{uuid.uuid4().hex[:8]}:",
+        "RAB_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
+        "RAB_CERTIFY_WAIT_S": "30",
+        "RAB_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
+        # scan for a dead worker's unacked tasks every second (kombu: every 10th of 10 s ticks)
+        "RAB_BROKER_TRANSPORT_OPTIONS": '{"unacked_restore_interval": 1, '
+        '"unacked_restore_throttle": 1}',
+    }
+    port = free_port()
+    svc = Service(f"http://127.0.0.1:{port}", env, logs, root / "store", pg_database)
+    log = logs / "api.log"
+    api = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
+         "--host", "127.0.0.1", "--port", str(port)],
+        env=env, cwd=REPO_ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )
+    svc.processes["api"] = api
+    try:
+        wait_healthy(svc.base_url, api, log)
+        svc.start_worker()
+        yield svc
+    finally:
+        for process in svc.processes.values():
+            stop(process)
+
+
+@pytest.fixture(scope="session")
+def key_a(service: Service) -> str:
+    """One API key."""
+    return create_key(service.env, "alice")
+
+
+@pytest.fixture(scope="session")
+def key_b(service: Service) -> str:
+    """Another API key."""
+    return create_key(service.env, "bob")
+
+
+@pytest.fixture
+def client_a(service: Service, key_a: str) -> Iterator[httpx.Client]:
+    with service.client(key_a) as client:
+        yield client
+
+
+@pytest.fixture
+def client_b(service: Service, key_b: str) -> Iterator[httpx.Client]:
+    with service.client(key_b) as client:
+        yield client
+
+
+def wait_for_job(client: httpx.Client, job_id: str, timeout: float = 240) -> dict[str, object]:
+    """Poll a job until it reaches a terminal state; returns its last representation."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job  # type: ignore[no-any-return]
+        time.sleep(0.5)
+    pytest.fail(f"job {job_id} did not finish in {timeout} s: {job}")

@@ -1,0 +1,133 @@
+"""A small DNN-RAB ensemble on an MNIST 0/1 subset through the production stack: fan-out in
+chunks, aggregation by the database counter, certificates, provenance, new inputs; and a worker
+killed mid-ensemble: after a restart the job completes with exactly N models."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import sqlalchemy
+
+import rab.data as rd
+from rab.ensemble.noise import noise_seed_from_digest
+
+from .conftest import Service, wait_for_job
+from .flow import all_certificates
+from .helpers import npz_bytes, upload
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+PARAMS = {"sigma": 0.5, "num_models": 6, "epochs": 3, "batch_size": 32,
+          "models_per_task": 2, "alpha": 0.05, "num_test": 16}
+
+
+def _mnist_subset(shared_data: Path) -> dict[str, np.ndarray]:
+    """A seeded, balanced subset of MNIST 0/1: 200 training and 16 test images (uint8)."""
+    rng = np.random.default_rng(2024)
+    with np.load(shared_data / "mnist_01.npz", allow_pickle=False) as d:
+        X_train, y_train, X_test, y_test = (d[k] for k in ("X_train", "y_train", "X_test",
+                                                            "y_test"))
+    train = np.concatenate([rng.choice(np.flatnonzero(y_train == c), 100, replace=False)
+                            for c in (0, 1)])
+    test = rng.choice(len(y_test), 16, replace=False)
+    return {"X_train": X_train[np.sort(train)], "y_train": y_train[np.sort(train)],
+            "X_test": X_test[test], "y_test": y_test[test]}
+
+
+@pytest.fixture(scope="module")
+def mnist01(client_a_module: httpx.Client, shared_data: Path) -> tuple[dict[str, Any], rd.Dataset]:
+    arrays = _mnist_subset(shared_data)
+    response = upload(client_a_module, npz_bytes(**arrays), "mnist01.npz")
+    assert response.status_code in (200, 201), response.text
+    local = rd.from_arrays(*arrays.values(), name="mnist01", preprocessing=rd.PIXELS)
+    assert response.json()["sha256"] == local.sha256
+    return response.json(), local
+
+
+@pytest.fixture(scope="module")
+def client_a_module(service: Service, key_a: str) -> Any:
+    with service.client(key_a) as client:
+        yield client
+
+
+def _members(service: Service, job_id: str) -> list[tuple[int, str, int]]:
+    engine = sqlalchemy.create_engine(service.database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sqlalchemy.text(
+                "SELECT member_index, state_sha256, noise_seed FROM model_members "
+                "WHERE job_id = :j ORDER BY member_index"), {"j": job_id}).all()
+    finally:
+        engine.dispose()
+    return [(int(i), s, int(n)) for i, s, n in rows]
+
+
+def test_ensemble_flow(
+    client_a_module: httpx.Client, mnist01: tuple[dict[str, Any], rd.Dataset], service: Service
+) -> None:
+    client, (dataset, local) = client_a_module, mnist01
+    body = {"dataset_id": dataset["id"], "method": "ensemble", "params": PARAMS, "seed": 3}
+    submitted = client.post("/v1/jobs", json=body)
+    assert submitted.status_code == 202, submitted.text
+    assert submitted.json()["progress"]["total"] == PARAMS["num_models"]
+    job = wait_for_job(client, submitted.json()["id"], timeout=400)
+    assert job["state"] == "succeeded", (job["error"], job["attempts"], service.log_tail())
+    certs = all_certificates(client, job["id"], "clean")
+    assert [c["label"] for c in certs] == local.y_test.tolist()
+    summary = client.get(f"/v1/jobs/{job['id']}/summary").json()
+    pred = np.array([c["prediction"] for c in certs])
+    assert summary["clean"]["accuracy"] == np.mean(pred == local.y_test)
+    assert summary["clean"]["accuracy"] >= 0.9  # 0 vs 1 is easy even for 6 tiny models
+    assert set(summary["votes_sha256"]) == {"clean"}
+    # provenance: N members, hashes recorded, each noise seed derived from its model's hash
+    model = client.get(job["links"]["model"]).json()
+    members = model["members"]
+    assert [m["index"] for m in members] == list(range(PARAMS["num_models"]))
+    assert len({m["state_sha256"] for m in members}) == PARAMS["num_models"]
+    for m in members:
+        assert m["noise_seed"] == noise_seed_from_digest(m["state_sha256"])
+    assert _members(service, job["id"]) == [
+        (m["index"], m["state_sha256"], m["noise_seed"]) for m in members
+    ]
+    # new inputs: the first test images get the certificates the evaluation gave them
+    flat = local.X_test[:3].reshape(3, -1).tolist()
+    answer = client.post(f"{job['links']['model']}/certify", json={"inputs": flat})
+    assert answer.status_code == 200, answer.text
+    for mine, theirs in zip(answer.json()["certificates"], certs[:3], strict=True):
+        assert mine["prediction"] == theirs["prediction"]
+        assert np.isclose(float(mine["radius"]), float(theirs["radius"]))
+    png = client.get(f"/v1/jobs/{job['id']}/curve.png")
+    assert png.content.startswith(b"\x89PNG")
+
+
+def test_worker_killed_mid_ensemble(
+    client_a_module: httpx.Client, mnist01: tuple[dict[str, Any], rd.Dataset], service: Service
+) -> None:
+    client, (dataset, _) = client_a_module, mnist01
+    params = {**PARAMS, "num_models": 5, "models_per_task": 1}  # short tasks
+    body = {"dataset_id": dataset["id"], "method": "ensemble", "params": params, "seed": 11}
+    job_id = client.post("/v1/jobs", json=body).json()["id"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait until some, not all, models are stored
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["progress"]["done"] >= 1:
+            break
+        time.sleep(0.2)
+    service.kill_worker()
+    killed_at = client.get(f"/v1/jobs/{job_id}").json()
+    assert killed_at["state"] == "running", "the ensemble finished before the worker was killed"
+    assert 1 <= killed_at["progress"]["done"] < params["num_models"]
+    service.start_worker()
+    job = wait_for_job(client, job_id, timeout=400)
+    assert job["state"] == "succeeded", (job["error"], job["attempts"], service.log_tail())
+    members = _members(service, job_id)
+    assert [i for i, _, _ in members] == list(range(params["num_models"]))  # exactly N, no dups
+    assert len({s for _, s, _ in members}) == params["num_models"]
+    assert job["progress"]["done"] == params["num_models"]
+    assert job["attempts"] >= 2  # the killed worker's chunk was redelivered and counted
+    assert len(all_certificates(client, job_id, "clean")) == params["num_test"]

@@ -1,0 +1,254 @@
+"""The evaluation pipeline (rab.evaluation) against independent recomputation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rab.bounds import ABSTAIN
+from rab.evaluation import (
+    AttackSpec,
+    DatasetSpec,
+    EnsembleMethod,
+    KnnMethod,
+    TestSet,
+    certify_test_sets,
+    concat,
+    evaluate,
+    load_dataset,
+    method_from_dict,
+    prepare,
+    set_metrics,
+    summary,
+)
+from rab.knn import certify_knn
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DatasetSpec("digits", classes=(0, 1), train_size=120, test_size=40))
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    return load_dataset(DatasetSpec("breast_cancer", train_size=150, test_size=50, subset_seed=3))
+
+
+def _brute_knn(X_train, y_train, X, k, num_classes):
+    """Plain K-NN written out: sort distances, majority of the K nearest, ties to smallest class."""
+    out = []
+    for x in X.reshape(len(X), -1):
+        d = np.sum((X_train.reshape(len(X_train), -1) - x) ** 2, axis=1)
+        nearest = np.argsort(d, kind="stable")[:k]
+        counts = np.bincount(y_train[nearest], minlength=num_classes)
+        out.append(int(np.argmax(counts)))
+    return np.array(out)
+
+
+# ---- attack specs ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kind": "laser"}, "unknown attack kind"),
+        ({"kind": "one_pixel"}, "norm > 0"),
+        ({"kind": "blending", "norm": -1.0}, "norm > 0"),
+        ({"kind": "blending", "norm": float("nan")}, "norm > 0"),
+        ({"kind": "blending", "norm": 1.0, "rate": 0.0}, "rate"),
+        ({"kind": "blending", "norm": 1.0, "rate": 1.5}, "rate"),
+        ({"kind": "blending", "norm": 1.0, "target": -1}, "target"),
+        ({"kind": "blending", "norm": 1.0, "seed": -2}, "seed"),
+        ({"kind": "blending", "norm": 1.0, "mode": "swap"}, "mode"),
+        ({"kind": "badnets_patch", "norm": 1.0}, "takes no norm"),
+        ({"kind": "blending", "norm": 1.0, "options": {"norm": 2.0}}, "not as an option"),
+    ],
+)
+def test_attack_spec_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AttackSpec(**kwargs)
+
+
+def test_attack_spec_round_trip_and_unknown_keys():
+    spec = AttackSpec("four_pixel", norm=0.5, rate=0.1, target=1, seed=7, options={"legacy": 0})
+    assert AttackSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="unknown attack keys"):
+        AttackSpec.from_dict({"kind": "blending", "norm": 1.0, "poison_fraction": 0.1})
+    with pytest.raises(ValueError, match="needs a 'kind'"):
+        AttackSpec.from_dict({"norm": 1.0})
+
+
+def test_attack_that_does_not_fit_the_data(digits):
+    with pytest.raises(ValueError, match="not a class"):
+        prepare(digits, AttackSpec("blending", norm=1.0, target=2))
+    with pytest.raises(ValueError, match="position"):
+        prepare(digits, AttackSpec("one_pixel", norm=1.0))  # no default position for (1, 8, 8)
+    with pytest.raises(ValueError, match="poisons none"):
+        prepare(digits, AttackSpec("blending", norm=1.0, rate=0.001))
+
+
+# ---- prepare ----------------------------------------------------------------------------------
+
+def test_prepare_poisons_and_builds_backdoor_test_set(digits):
+    attack = AttackSpec("blending", norm=1.0, rate=0.1, target=0, seed=5)
+    ev = prepare(digits, attack)
+    n = len(digits.y_train)
+    changed = np.flatnonzero(np.any(
+        ev.train.X_train.reshape(n, -1) != digits.X_train.reshape(n, -1), axis=1))
+    relabelled = np.flatnonzero(ev.train.y_train != digits.y_train)
+    assert len(relabelled) == int(np.floor(0.1 * n))
+    assert set(changed) <= set(relabelled)
+    assert np.all(digits.y_train[relabelled] == 1) and np.all(ev.train.y_train[relabelled] == 0)
+    # the blending pattern, recomputed: default_rng(0) standard normal scaled to norm 1, clipped
+    noise = np.random.default_rng(0).standard_normal(digits.input_shape)
+    pattern = noise / np.linalg.norm(noise)
+    source = np.flatnonzero(digits.y_test == 1)
+    expected = np.clip(digits.X_test[source].astype(np.float64) + pattern, 0.0, 1.0)
+    backdoor = ev.test("backdoor")
+    np.testing.assert_allclose(backdoor.X, expected, atol=1e-6)
+    assert np.all(backdoor.labels == 1) and np.all(backdoor.attack_labels == 0)
+    np.testing.assert_array_equal(ev.test("clean").X, digits.X_test)
+    assert ev.poisoning["num_poisoned"] == len(relabelled)
+    assert ev.poisoning["seed"] == 5
+
+
+def test_prepare_without_attack_and_num_test(digits):
+    ev = prepare(digits, None, num_test=7)
+    assert [t.subset for t in ev.tests] == ["clean"] and len(ev.tests[0]) == 7
+    assert ev.train is digits and ev.poisoning is None
+    with pytest.raises(ValueError, match="num_test"):
+        prepare(digits, None, num_test=0)
+
+
+# ---- metrics ----------------------------------------------------------------------------------
+
+def test_set_metrics_against_a_loop(digits):
+    rng = np.random.default_rng(0)
+    m = 50
+    labels = rng.integers(0, 2, m)
+    proba = rng.dirichlet([1.0, 1.0], size=m)
+    from rab.bounds import certify_exact
+
+    batch = certify_exact(proba, sigma=1.0)
+    test = TestSet("backdoor", np.zeros((m, 1)), labels, np.zeros(m, dtype=np.int64))
+    radii = [0.0, 0.1, 0.3, 1.0]
+    got = set_metrics(test, batch, radii)
+    for r in radii:
+        acc = sum(1 for i in range(m) if batch.prediction[i] == labels[i] and batch.radius[i] > r)
+        rate = sum(1 for i in range(m) if batch.radius[i] > r)
+        assert got["certified_accuracy"][f"{r:g}"] == pytest.approx(acc / m)
+        assert got["certified_rate"][f"{r:g}"] == pytest.approx(rate / m)
+    assert got["accuracy"] == pytest.approx(np.mean(batch.prediction == labels))
+    assert got["attack_success_rate"] == pytest.approx(np.mean(batch.prediction == 0))
+    assert got["abstain_rate"] == pytest.approx(np.mean(batch.prediction == ABSTAIN))
+    top = summary({"backdoor": (test, batch)}, radii)
+    assert top["backdoor_accuracy"] == got["accuracy"]
+    assert top["attack_success_rate"] == got["attack_success_rate"]
+
+
+def test_chunked_certificates_equal_one_call(digits):
+    method = KnnMethod(sigma=0.5, k=3)
+    test = TestSet("clean", digits.X_test, digits.y_test)
+    chunked = certify_test_sets(digits, [test], method)["clean"].certificates
+    whole = certify_knn(digits.X_train, digits.y_train, digits.X_test, sigma=0.5, k=3,
+                        num_classes=2, backend="numpy")
+    for name in ("prediction", "top_class", "p_a", "p_b", "radius"):
+        np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-9,
+                                   atol=1e-12)
+    halves = concat([whole, whole])
+    assert len(halves) == 2 * len(whole) and halves.sigma == whole.sigma
+    with pytest.raises(ValueError, match="at least one"):
+        concat([])
+
+
+# ---- the pipeline -------------------------------------------------------------------------------
+
+def test_evaluate_knn_against_direct_computation(cancer):
+    attack = AttackSpec("one_pixel", norm=50.0, rate=0.1, target=1, seed=2,
+                        options={"position": (3,)})
+    sigma, k = 100.0, 5  # radii far below the float-rounding regime of pB ~ 1e-16
+    result = evaluate(cancer, KnnMethod(sigma=sigma, k=k, spread=1.0), attack,
+                      radii=[0.0, 10.0, 50.0])
+    ev = prepare(cancer, attack)
+    np.testing.assert_array_equal(result.evaluation.train.X_train, ev.train.X_train)
+    for test in ev.tests:
+        direct = certify_knn(ev.train.X_train, ev.train.y_train, test.X, sigma=sigma, k=k,
+                             num_classes=2, backend="numpy")
+        got = result.certified[test.subset].certificates
+        np.testing.assert_allclose(got.radius, direct.radius, rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(got.prediction, direct.prediction)
+        for r in result.radii:
+            expected = np.mean((direct.prediction == test.labels) & (direct.radius > r))
+            assert result.metrics[test.subset]["certified_accuracy"][f"{r:g}"] == \
+                pytest.approx(expected)
+        plain = _brute_knn(ev.train.X_train, ev.train.y_train, test.X, k, 2)
+        assert result.vanilla[test.subset]["accuracy"] == pytest.approx(
+            np.mean(plain == test.labels))
+        if test.attack_labels is not None:
+            assert result.vanilla[test.subset]["attack_success_rate"] == pytest.approx(
+                np.mean(plain == test.attack_labels))
+    diff = ev.train.X_train.astype(np.float64) - cancer.X_train.astype(np.float64)
+    total = np.sqrt(np.sum(diff**2))  # eq. 14's left side, from the data itself
+    assert result.metrics["attack_total_norm"] == pytest.approx(total, rel=1e-6)
+    backdoor = result.certified["backdoor"].certificates
+    labels = ev.test("backdoor").labels
+    assert result.metrics["backdoor"]["certified_accuracy_at_attack_norm"] == pytest.approx(
+        np.mean((backdoor.prediction == labels) & (backdoor.radius > total)))
+    record = result.to_dict()
+    assert record["attack"] == attack.to_dict()
+    assert record["certificates"]["backdoor"]["radius"] == \
+        result.certified["backdoor"].certificates.radius.tolist()
+
+
+def test_evaluate_small_ensemble_abstains_as_the_bound_forces(digits):
+    """With N = 3 hard votes and alpha = 0.001, pA <= (alpha / C)^(1/N) < 1/2: all abstain."""
+    method = EnsembleMethod(sigma=0.5, num_models=3, epochs=1, alpha=0.001)
+    result = evaluate(digits, method, AttackSpec("blending", norm=1.0, rate=0.1), radii=[0.0])
+    for subset, cert in result.certified.items():
+        assert np.all(cert.certificates.p_a <= (0.001 / 2) ** (1 / 3) + 1e-12)
+        assert np.all(cert.certificates.prediction == ABSTAIN)
+        assert result.metrics[subset]["certified_accuracy"]["0"] == 0.0
+        assert cert.expected is not None  # point estimates, labelled as not certified
+    assert "expected_not_certified" in result.to_dict(certificates=False)
+    vanilla = method.config((1, 8, 8), 2, vanilla=True)
+    assert vanilla.sigma == 0.0 and vanilla.num_models == 1 and vanilla.arch == "mlp"
+
+
+def test_method_validation():
+    with pytest.raises(ValueError, match="sigma"):
+        KnnMethod(sigma=0.0)
+    with pytest.raises(ValueError, match="sigma"):
+        EnsembleMethod(sigma=-1.0)
+    with pytest.raises(ValueError, match="k must"):
+        KnnMethod(sigma=1.0, k=0)
+    with pytest.raises(ValueError, match="alpha"):
+        EnsembleMethod(sigma=1.0, alpha=1.0)
+    with pytest.raises(ValueError, match="unknown method"):
+        method_from_dict({"name": "svm", "sigma": 1.0})
+    with pytest.raises(ValueError, match="unknown knn parameters"):
+        method_from_dict({"name": "knn", "sigma": 1.0, "alpha": 0.1})
+    assert method_from_dict({"name": "knn", "sigma": 2, "k": 3}) == KnnMethod(sigma=2.0, k=3)
+
+
+def test_dataset_spec_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown data set"):
+        load_dataset(DatasetSpec("no-such-set"))
+    with pytest.raises(FileNotFoundError):
+        load_dataset(DatasetSpec(str(tmp_path / "missing.npz")))
+    with pytest.raises(ValueError, match="train_size"):
+        load_dataset(DatasetSpec("digits", classes=(0, 1), train_size=10_000))
+    with pytest.raises(ValueError, match="unknown data set keys"):
+        DatasetSpec.from_dict({"source": "digits", "colour": "red"})
+
+
+def test_authors_spambase_split(shared_data):
+    """The authors' loader: train = first 80 % of the rows, test = the first 921 rows (spam)."""
+    spec = DatasetSpec("spambase", variant="authors", split="authors")
+    data = load_dataset(spec, shared_data)
+    table = np.loadtxt(shared_data / "spambase.data", delimiter=",")
+    assert data.X_train.shape == (3680, 56) and data.X_test.shape == (921, 56)
+    np.testing.assert_allclose(data.X_test[:, :54], table[:921, :54], rtol=1e-6)
+    np.testing.assert_allclose(data.X_test[:, 54], table[:921, 54] / table[:921, 56], rtol=1e-6)
+    np.testing.assert_array_equal(data.X_test, data.X_train[:921])
+    assert np.all(data.y_test == 1)  # the file lists spam first
+    with pytest.raises(ValueError, match="Spambase loader only"):
+        DatasetSpec("digits", split="authors")

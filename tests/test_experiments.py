@@ -1,0 +1,197 @@
+"""Experiment grids: configuration parsing, resumable runner, reports, the experiment CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from rab.cli import experiment
+from rab.experiments import (
+    finished_cells,
+    load_cell,
+    load_config,
+    markdown_table,
+    named_config,
+    named_configs,
+    parse_config,
+    plot_curves,
+    run_experiment,
+    summary_record,
+)
+from rab.experiments.runner import cell_path
+from rab.metrics import certified_accuracy
+
+CONFIG = """
+name = "tiny"
+description = "digits 0/1, small"
+radii = [0.0, 0.1, 0.3]
+sigmas = [0.5, 1.0]
+reference_radii = [0.0, 0.1]
+
+[method]
+name = "knn"
+k = 3
+
+[[datasets]]
+source = "digits"
+classes = [0, 1]
+train_size = 60
+test_size = 20
+
+[attack]
+target = 0
+
+[[attacks]]
+kind = "blending"
+
+[[settings]]
+norm = 1.0
+rate = 0.1
+[[settings]]
+norm = 0.5
+rate = 0.05
+
+[[reference]]
+dataset = "digits"
+kind = "blending"
+norm = 1.0
+rate = 0.1
+sigma = 0.5
+clean_accuracy = 0.123
+certified_accuracy = [0.456, 0.789]
+"""
+
+
+@pytest.fixture()
+def config_file(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_grid_expansion_and_keys(config_file):
+    config = load_config(config_file)
+    assert len(config.cells) == 4  # 1 data set x 1 attack x 2 settings x 2 sigmas
+    assert len({c.key for c in config.cells}) == 4
+    sigmas = sorted({c.method.sigma for c in config.cells})
+    assert sigmas == [0.5, 1.0]
+    assert sum(config.reference_for(c) is not None for c in config.cells) == 1
+    again = load_config(config_file)
+    assert [c.key for c in again.cells] == [c.key for c in config.cells]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: "bogus = 1\n" + s, "unknown configuration keys"),
+        (lambda s: s + "\nbogus = 1\n", "unknown reference keys"),
+        (lambda s: s.replace('name = "knn"', 'name = "knn"\nsigma = 1.0'), "sigmas"),
+        (lambda s: s.replace("sigmas = [0.5, 1.0]", "sigmas = [0.5, 0.5]"), "duplicate"),
+        (lambda s: s.replace("sigmas = [0.5, 1.0]", "sigmas = [0.0]"), "sigma"),
+        (lambda s: s.replace('kind = "blending"\n\n', 'kind = "laser"\n\n'), "unknown attack"),
+        (lambda s: s.replace("[[datasets]]", "[[datasetz]]"), "unknown configuration keys"),
+        (lambda s: s.replace("k = 3", "k = 3\nalpha = 0.1"), "unknown knn parameters"),
+        (lambda s: s + "\n[[[", "not valid TOML"),
+    ],
+)
+def test_bad_configurations(tmp_path, edit, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(edit(CONFIG))
+    with pytest.raises(ValueError, match=message):
+        load_config(path)
+
+
+def test_runner_resumes_and_skips_finished_cells(config_file, tmp_path):
+    config = load_config(config_file)
+    out = tmp_path / "out"
+    first = run_experiment(config, out)
+    assert len(first.computed) == 4 and first.skipped == []
+    paths = [cell_path(out, c) for c in config.cells]
+    mtimes = [p.stat().st_mtime_ns for p in paths]
+    second = run_experiment(config, out)
+    assert second.computed == [] and len(second.skipped) == 4
+    assert [p.stat().st_mtime_ns for p in paths] == mtimes
+    assert second.results == first.results
+    # a lost cell and a cell stored with other settings are recomputed, nothing else
+    paths[1].unlink()
+    assert set(finished_cells(config, out)) == {c.key for i, c in enumerate(config.cells) if i != 1}
+    tampered = json.loads(paths[2].read_text())
+    tampered["settings"]["radii"] = [9.0]
+    paths[2].write_text(json.dumps(tampered))
+    third = run_experiment(config, out)
+    assert third.computed == [config.cells[1].key, config.cells[2].key]
+    assert [p.stat().st_mtime_ns for p in (paths[0], paths[3])] == [mtimes[0], mtimes[3]]
+    assert load_cell(out, config.cells[2]) is not None
+    assert not list(out.glob("cells/*.tmp"))
+    assert len(run_experiment(config, out, force=True).computed) == 4
+
+
+def test_report_against_stored_certificates(config_file, tmp_path):
+    config = load_config(config_file)
+    record = run_experiment(config, tmp_path)
+    summary = summary_record(config, record.results)
+    assert summary["radii"] == [0.0, 0.1]
+    cell = summary["cells"][0]
+    stored = record.results[cell["key"]]["result"]["certificates"]["backdoor"]
+    expected = certified_accuracy(stored["prediction"], stored["label"], stored["radius"],
+                                  [0.0, 0.1])
+    np.testing.assert_allclose(cell["ours"]["certified_accuracy"], expected)
+    assert cell["paper"]["certified_accuracy"] == [0.456, 0.789]
+    table = markdown_table(config, record.results)
+    assert f"{expected[0]:.3f} (0.456)" in table and f"{expected[1]:.3f} (0.789)" in table
+    assert table.count("\n| digits |") == 4
+    plots = plot_curves(config, record.results, tmp_path / "plots")
+    assert len(plots) == 2 and all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)
+
+
+def test_shipped_configurations_parse_and_match_their_references():
+    names = named_configs()
+    for required in ("table5-spambase", "table5-mnist", "table5-cifar-subset",
+                     "table2-mnist-reduced", "fig4b-curves"):
+        assert required in names
+    for name in names:
+        config = named_config(name)
+        for ref in config.references:
+            assert any(ref.matches(c) for c in config.cells), (name, ref)
+    spam = named_config("table5-spambase")
+    assert len(spam.cells) == 12
+    assert all(spam.reference_for(c) is not None for c in spam.cells)
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    application = typer.Typer()
+    experiment.register(application)
+    return application
+
+
+def test_experiment_cli_run_and_rerun(app, config_file, tmp_path):
+    out = tmp_path / "cli"
+    runner = CliRunner()
+    first = runner.invoke(app, ["experiment", "run", str(config_file), "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    assert "4 cells computed, 0 skipped" in first.output
+    summary = json.loads((out / "results.json").read_text())
+    assert len(summary["cells"]) == 4
+    assert (out / "report.md").read_text().startswith("### tiny")
+    second = runner.invoke(app, ["experiment", "run", str(config_file), "--out", str(out)])
+    assert second.exit_code == 0 and "0 cells computed, 4 skipped" in second.output
+
+
+def test_experiment_cli_errors(app, tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(app, ["experiment", "run", str(tmp_path / "none.toml")])
+    assert missing.exit_code == 2 and "not found" in missing.output
+    unknown = runner.invoke(app, ["experiment", "reproduce", "table9-nothing"])
+    assert unknown.exit_code == 2 and "unknown experiment" in unknown.output
+    listed = runner.invoke(app, ["experiment", "list"])
+    assert listed.exit_code == 0 and "table5-spambase" in listed.output
+
+
+def test_parse_config_needs_a_dataset():
+    with pytest.raises(ValueError, match="datasets"):
+        parse_config({"name": "x", "sigmas": [1.0], "method": {"name": "knn"}})
