@@ -301,3 +301,18 @@ def test_noncentralities_keep_precision_for_large_features() -> None:
     )
     direct = ((X_train[None] - X_test[:, None]) ** 2).sum(-1)
     np.testing.assert_allclose(problem.noncentralities(), direct, rtol=1e-12)
+
+
+def test_float_probability_one_still_gives_a_finite_radius() -> None:
+    # Far-apart clusters at small sigma: q(top) rounds to exactly 1.0 in float64, but the true
+    # runner-up probability is positive, so the certificate must stay finite (rounding slack).
+    rng = np.random.default_rng(3)
+    X_train = np.concatenate([rng.normal(0.0, 0.01, (6, 4)), rng.normal(50.0, 0.01, (6, 4))])
+    y_train = np.repeat([0, 1], 6)
+    X_test = np.zeros((1, 4))
+    edges = default_edges(4, 0.5, num_levels=50)
+    result = exact_knn(X_train, y_train, X_test, sigma=0.5, k=3, edges=edges)
+    assert result.proba[0, 0] == 1.0 and result.slack[0] > 0.0
+    cert = certify_knn(X_train, y_train, X_test, sigma=0.5, k=3, edges=edges)
+    assert cert.prediction[0] == 0
+    assert np.isfinite(cert.radius[0]) and cert.radius[0] > 3.0

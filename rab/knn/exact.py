@@ -19,9 +19,14 @@ Per test point:
 Nothing is renormalised.  The computed probabilities are those of a model that differs from the
 exact one by moving, per point, at most the reported mass (Poisson window tails and skipped
 points) to far levels; by coupling, every class probability moves by at most the sum of those
-masses.  The boundary mass outside the computed level range is 1 - sum(proba).  ``slack`` is
-the sum of both, so the exact q(c | x) lies within proba[c] +- slack; ``certify_knn`` moves it
-against the prediction.
+masses.  The boundary mass outside the computed level range is 1 - sum(proba).  Float rounding
+is bounded too: each class probability is a multilinear function of the per-point level
+probabilities with coefficients that are probabilities, and every level probability (a
+difference of two CDF values) and every truncated-polynomial product carries an absolute
+rounding error of a few units of 2^-53, so the computed value is within
+``4 eps * kept points * (levels + K + 1)`` of the exact one.  ``slack`` is the sum of all
+three, so the exact q(c | x) lies within proba[c] +- slack; ``certify_knn`` moves it against
+the prediction, so a float64 probability of exactly 1 never yields an infinite radius.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ _LEVEL_PRUNE_LOG_TOL = math.log(1e-16)
 _POINT_DROP_TOL = 1e-18
 # Chernoff parameters tried besides the Poisson-optimal one.
 _T_GRID = np.array([0.5, 2.0, 8.0, 32.0, 128.0])[:, None]
+# Absolute rounding error per operation on values in [0, 1] (forward error of the DP).
+_ROUNDING_PER_TERM = 4 * float(np.finfo(np.float64).eps)
 # Test points whose noncentralities are held at once.
 _TEST_CHUNK = 256
 # Working memory of one batch of the dynamic programme, in float64 values.
@@ -176,6 +183,7 @@ def _solve_batch(
     keep = ~((reach <= _POINT_DROP_TOL) & (index >= problem.k)[None, :]).all(axis=0)
     cdf = np.empty((lam.shape[0], width + 1, int(keep.sum())))
     neglected = reach[:, ~keep].sum(axis=1)
+    neglected += _ROUNDING_PER_TERM * float(keep.sum()) * (width + problem.k + 1)
     for b in range(lam.shape[0]):
         cdf[b], tails = _level_cdfs(lam[b, keep], int(first[b]), width, problem, table)
         neglected[b] += tails
