@@ -24,7 +24,7 @@ is bounded too: each class probability is a multilinear function of the per-poin
 probabilities with coefficients that are probabilities, and every level probability (a
 difference of two CDF values) and every truncated-polynomial product carries an absolute
 rounding error of a few units of 2^-53, so the computed value is within
-``4 eps * kept points * (levels + K + 1)`` of the exact one.  ``slack`` is the sum of all
+``4 eps * n * (L + K + 1)`` of the exact one (:func:`rounding_bound`).  ``slack`` is the sum of all
 three, so the exact q(c | x) lies within proba[c] +- slack; ``certify_knn`` moves it against
 the prediction, so a float64 probability of exactly 1 never yields an infinite radius.
 """
@@ -146,6 +146,19 @@ def _reach(lam: np.ndarray, top: np.ndarray, problem: KnnProblem) -> np.ndarray:
     return ncx2_cdf_bounds(x, problem.dim, lam)[1]
 
 
+def rounding_bound(problem: KnnProblem) -> float:
+    """Bound on the float64 rounding error of every computed q(c | x).
+
+    Each class probability is multilinear in the per-point level probabilities, with
+    coefficients that are probabilities; every level probability (a difference of CDF values)
+    and every truncated-polynomial product carries an absolute error of a few units of 2^-53.
+    Counting all n points and L levels (not only those a batch keeps) makes the bound the same
+    whichever test points are solved together.
+    """
+    n = problem.X_train.shape[0]
+    return _ROUNDING_PER_TERM * n * (problem.num_levels + problem.k + 1)
+
+
 def _plan_batches(levels: np.ndarray, lam: np.ndarray, problem: KnnProblem) -> Iterator[np.ndarray]:
     """Groups of test rows solved together: one DP over the union of their kept points and the
     widest level range, as long as that costs at most 25 % more than separate DPs (plus a
@@ -183,7 +196,6 @@ def _solve_batch(
     keep = ~((reach <= _POINT_DROP_TOL) & (index >= problem.k)[None, :]).all(axis=0)
     cdf = np.empty((lam.shape[0], width + 1, int(keep.sum())))
     neglected = reach[:, ~keep].sum(axis=1)
-    neglected += _ROUNDING_PER_TERM * float(keep.sum()) * (width + problem.k + 1)
     for b in range(lam.shape[0]):
         cdf[b], tails = _level_cdfs(lam[b, keep], int(first[b]), width, problem, table)
         neglected[b] += tails
@@ -212,7 +224,7 @@ def _solve(problem: KnnProblem, ops: ArrayOps) -> ExactKnnResult:
             proba[out], slack[out], levels[out], kept[out] = _solve_batch(
                 lam[group], window[group], problem, table, ops
             )
-    slack += np.maximum(1.0 - proba.sum(axis=1), 0.0)
+    slack += np.maximum(1.0 - proba.sum(axis=1), 0.0) + rounding_bound(problem)
     return ExactKnnResult(proba, slack, levels, kept, ops.name)
 
 
