@@ -23,7 +23,7 @@ from rab.attacks import (
     poison_training_set,
     shift_permutation,
 )
-from rab.data import Dataset, load_npz
+from rab.data import Dataset, from_arrays, load_npz
 
 # REFERENCE section 4: (row, col) of each pixel, every channel; flat inputs use (feature,).
 SPAM_ONE: list[tuple[int, ...]] = [(25,)]
@@ -287,3 +287,11 @@ def test_make_trigger_and_argument_errors() -> None:
         )
     with pytest.raises(ValueError, match="data set has"):
         poison_training_set(clean, one_pixel((3, 32, 32), 1.0), rate=0.1, target=0, seed=0)
+
+
+def test_a_rate_that_poisons_no_point_is_rejected() -> None:
+    X = np.zeros((10, 57), dtype=np.float32)
+    data = from_arrays(X, np.repeat([0, 1], 5), X[:2], np.array([0, 1]), name="tiny")
+    trigger = make_trigger("one_pixel", (57,), norm=0.1)
+    with pytest.raises(ValueError, match="poisons none"):
+        poison_training_set(data, trigger, rate=0.05, target=0, seed=0)

@@ -129,6 +129,8 @@ def poison_training_set(
     mapping = label_map(target, dataset.num_classes)
     n = len(dataset.y_train)
     count = int(np.floor(rate * n))
+    if count == 0:
+        raise ValueError(f"r_p={rate} of {n} training points poisons none; raise the rate")
     eligible = np.flatnonzero(mapping[dataset.y_train] != dataset.y_train)
     if count > len(eligible):
         raise ValueError(

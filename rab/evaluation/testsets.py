@@ -90,11 +90,6 @@ def prepare(
             f"(classes 0..{dataset.num_classes - 1})"
         )
     trigger = attack.trigger(dataset.input_shape)
-    if int(np.floor(attack.rate * len(dataset.y_train))) == 0:
-        raise ValueError(
-            f"r_p={attack.rate} of {len(dataset.y_train)} training points poisons none; "
-            "raise the rate"
-        )
     poisoned = poison_training_set(
         dataset, trigger, rate=attack.rate, target=attack.target, seed=attack.seed,
         mode=attack.mode, clip=attack.clip,  # type: ignore[arg-type]
