@@ -12,10 +12,16 @@ from app.settings import Settings
 
 
 def make_engine(settings: Settings) -> Engine:
-    """An engine for ``settings``; SQLite gets WAL, foreign keys and a busy timeout."""
+    """An engine for ``settings``; SQLite gets WAL, foreign keys and a busy timeout.
+
+    The pool allows as many connections as the server's thread pool runs requests (40), so
+    concurrent requests wait for a thread, not for a connection."""
     url = settings.resolved_database_url
+    pool = {"pool_size": 10, "max_overflow": 30}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, **pool
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -25,7 +31,7 @@ def make_engine(settings: Settings) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 class Database:

@@ -24,6 +24,7 @@ from app.orm import Dataset as DatasetRow
 from app.problems import ProblemError, bad_input, not_found
 from app.routes.jobs import certificate_out, enqueue, job_out
 from app.schemas import MAX_INPUTS, CertifyIn, CertifyOut, JobOut, MemberOut, ModelOut
+from app.settings import Settings
 from app.uploads import read_upload
 from models_store import ObjectStore
 from workers.celery_app import CERTIFY_TASK, QUEUE_OF
@@ -134,6 +135,51 @@ def _inputs(raw: Any, input_shape: tuple[int, ...]) -> np.ndarray:
     return X.astype(np.float32)
 
 
+def _input_shape(db: Session, owner: str, model_id: str) -> tuple[Model, tuple[int, ...]]:
+    """The owned model and the input shape of its dataset (the connection is released)."""
+    model = owned_model(db, owner, model_id)
+    dataset = db.get(DatasetRow, model.dataset_id)
+    assert dataset is not None
+    db.commit()
+    return model, tuple(dataset.input_shape)
+
+
+def _submit(
+    request: Request, db: Session, store: ObjectStore, settings: Settings, owner: str,
+    model: Model,
+    X: np.ndarray,
+) -> Job:
+    """Store the inputs, commit a certify job and enqueue it (the job row comes first)."""
+    inputs_sha = put_object(db, store, npz_bytes({"X": X}), "inputs")
+    job = Job(
+        owner_id=owner, kind="certify", dataset_id=model.dataset_id, model_id=model.id,
+        method=model.method, params=model.params, attack=None, seed=0,
+        inputs_sha256=inputs_sha, progress_total=len(X), max_attempts=settings.max_job_attempts,
+        request_sha256=hashlib.sha256(inputs_sha.encode()).hexdigest(),
+    )
+    db.add(job)
+    db.commit()
+    enqueue(request, db, job, [(CERTIFY_TASK, [job.id], QUEUE_OF[model.method])])
+    return job
+
+
+def _current_state(db: Session, job: Job) -> str:
+    """Re-read the job's state, then end the transaction so that the pooled connection is
+    returned while the request waits (a waiting request must not hold a connection)."""
+    db.refresh(job)
+    db.commit()
+    return job.state
+
+
+def _input_certificates(db: Session, job_id: str) -> list[Certificate]:
+    rows = db.scalars(
+        select(Certificate)
+        .where(Certificate.job_id == job_id, Certificate.subset == "inputs")
+        .order_by(Certificate.sample_index)
+    ).all()
+    return list(rows)
+
+
 @router.post(
     "/{model_id}/certify",
     response_model=CertifyOut,
@@ -144,38 +190,28 @@ async def certify(
     model_id: str, request: Request, owner: Owner, db: DB, store: Store, settings: AppSettings
 ) -> CertifyOut | Response:
     """Certify new inputs with a stored model (run by a worker); waits up to
-    ``RAB_CERTIFY_WAIT_S`` seconds, else answers 202 with the job to poll."""
-    model = owned_model(db, owner, model_id)
-    dataset = db.get(DatasetRow, model.dataset_id)
-    assert dataset is not None
+    ``RAB_CERTIFY_WAIT_S`` seconds, else answers 202 with the job to poll.
+
+    Every database call runs in the thread pool, never on the event loop, and the session
+    holds no connection while waiting, so many concurrent requests neither block the server
+    nor exhaust the connection pool."""
+    model, input_shape = await run_in_threadpool(_input_shape, db, owner, model_id)
     raw = await _request_inputs(request, store, settings.max_upload_bytes)
-    X = await run_in_threadpool(_inputs, raw, tuple(dataset.input_shape))
-    inputs_sha = await run_in_threadpool(put_object, db, store, npz_bytes({"X": X}), "inputs")
-    job = Job(
-        owner_id=owner, kind="certify", dataset_id=model.dataset_id, model_id=model.id,
-        method=model.method, params=model.params, attack=None, seed=0,
-        inputs_sha256=inputs_sha, progress_total=len(X), max_attempts=settings.max_job_attempts,
-        request_sha256=hashlib.sha256(inputs_sha.encode()).hexdigest(),
-    )
-    db.add(job)
-    db.commit()
-    enqueue(request, db, job, [(CERTIFY_TASK, [job.id], QUEUE_OF[model.method])])
+    X = await run_in_threadpool(_inputs, raw, input_shape)
+    job = await run_in_threadpool(_submit, request, db, store, settings, owner, model, X)
     deadline = time.monotonic() + settings.certify_wait_s
+    state = job.state
     while time.monotonic() < deadline:
-        db.refresh(job)
-        if job.state in ("succeeded", "failed", "cancelled"):
+        state = await run_in_threadpool(_current_state, db, job)
+        if state in ("succeeded", "failed", "cancelled"):
             break
         await asyncio.sleep(0.2)
-    if job.state == "failed":
+    if state == "failed":
         raise ProblemError(422, "Certification failed", job.error or "unknown error")
-    if job.state != "succeeded":
+    if state != "succeeded":
         return Response(
             job_out(job).model_dump_json(), status_code=202, media_type="application/json",
             headers={"Location": f"/v1/jobs/{job.id}"},
         )
-    rows = db.scalars(
-        select(Certificate)
-        .where(Certificate.job_id == job.id, Certificate.subset == "inputs")
-        .order_by(Certificate.sample_index)
-    ).all()
+    rows = await run_in_threadpool(_input_certificates, db, job.id)
     return CertifyOut(job_id=job.id, certificates=[certificate_out(r) for r in rows])
