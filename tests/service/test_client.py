@@ -172,6 +172,30 @@ def test_curve_model_and_new_inputs(
         np.testing.assert_allclose([c.p_a for c in got], [c.p_a for c in clean[:4]], atol=1e-12)
 
 
+def test_many_concurrent_certify_requests_all_answer(
+    knn_job: tuple[Job, list[Job]], service: Service, key_a: str,
+    digits: tuple[Dataset, rd.Dataset],
+) -> None:
+    # More waiting certify requests than the connection pool's 15 default connections: each
+    # must be answered (a waiting request used to hold a connection and block the event loop).
+    from concurrent.futures import ThreadPoolExecutor
+
+    job, _ = knn_job
+    _, local = digits
+    row = local.X_test[:1].reshape(1, -1).tolist()
+
+    def certify_once(_: int) -> int:
+        with service.client(key_a) as c:
+            return c.post(f"/v1/models/{job.model_id}/certify", json={"inputs": row},
+                          timeout=120).status_code
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        codes = list(pool.map(certify_once, range(24)))
+    assert codes == [200] * 24
+    with service.client(key_a) as c:  # the server still answers at once afterwards
+        assert c.get("/healthz", timeout=5).status_code == 200
+
+
 def test_problems_raise_typed_errors(
     client: Client, service: Service, key_b: str, knn_job: tuple[Job, list[Job]]
 ) -> None:
