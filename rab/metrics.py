@@ -21,46 +21,46 @@ from numpy.typing import ArrayLike, NDArray
 DEFAULT_RADII: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 1.5, 2.0)
 
 
-def _as_arrays(
-    prediction: ArrayLike, labels: ArrayLike, radius: ArrayLike
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
-    pred = np.asarray(prediction, dtype=np.int64).reshape(-1)
-    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
-    rad = np.asarray(radius, dtype=np.float64).reshape(-1)
-    if not (pred.shape == lab.shape == rad.shape):
-        raise ValueError(
-            f"prediction, labels and radius must have the same length, got "
-            f"{pred.shape[0]}, {lab.shape[0]} and {rad.shape[0]}"
-        )
-    if pred.size == 0:
+def _checked(**arrays: ArrayLike) -> list[np.ndarray]:
+    """The named arrays flattened (labels and predictions as int64, radii as float64), checked
+    to be non-empty and of one length, with no NaN radius."""
+    out = [
+        np.asarray(a, dtype=np.float64 if name == "radius" else np.int64).reshape(-1)
+        for name, a in arrays.items()
+    ]
+    lengths = {name: a.size for name, a in zip(arrays, out, strict=True)}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{', '.join(lengths)} must have the same length, got {lengths}")
+    if out[0].size == 0:
         raise ValueError("metrics need at least one test point")
-    if np.isnan(rad).any():
+    if "radius" in arrays and np.isnan(out[list(arrays).index("radius")]).any():
         raise ValueError("radius contains NaN")
-    return pred, lab, rad
+    return out
+
+
+def _above(radius: np.ndarray, radii: Sequence[float]) -> np.ndarray:
+    """(len(radii), m) booleans R_i > R (strict: eq. 14 certifies norms below the radius)."""
+    return radius[None, :] > np.asarray(radii, dtype=np.float64)[:, None]
 
 
 def prediction_accuracy(prediction: ArrayLike, labels: ArrayLike) -> float:
     """Fraction of test points whose (non-abstaining) prediction equals the label."""
-    pred = np.asarray(prediction, dtype=np.int64).reshape(-1)
-    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
-    pred, lab, _ = _as_arrays(pred, lab, np.zeros(pred.shape))
+    pred, lab = _checked(prediction=prediction, labels=labels)
     return float(np.mean(pred == lab))
 
 
 def certified_rate(radius: ArrayLike, radii: Sequence[float]) -> NDArray[np.float64]:
     """Certified rate at each R in ``radii``: mean(R_i > R)."""
-    rad = np.asarray(radius, dtype=np.float64).reshape(-1)
-    _as_arrays(np.zeros(rad.shape), np.zeros(rad.shape), rad)
-    return np.array([np.mean(rad > r) for r in radii], dtype=np.float64)
+    (rad,) = _checked(radius=radius)
+    return _above(rad, radii).mean(axis=1)
 
 
 def certified_accuracy(
     prediction: ArrayLike, labels: ArrayLike, radius: ArrayLike, radii: Sequence[float]
 ) -> NDArray[np.float64]:
     """Certified accuracy at each R in ``radii``: mean(y_hat_i == y_i and R_i > R)."""
-    pred, lab, rad = _as_arrays(prediction, labels, radius)
-    correct = pred == lab
-    return np.array([np.mean(correct & (rad > r)) for r in radii], dtype=np.float64)
+    pred, lab, rad = _checked(prediction=prediction, labels=labels, radius=radius)
+    return (_above(rad, radii) & (pred == lab)[None, :]).mean(axis=1)
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def summarize(
     abstain_value: int = -1,
 ) -> Summary:
     """Accuracy, abstention rate, certified accuracy and certified rate at ``radii``."""
-    pred, lab, rad = _as_arrays(prediction, labels, radius)
+    pred, lab, rad = _checked(prediction=prediction, labels=labels, radius=radius)
     radii = tuple(float(r) for r in radii)
     return Summary(
         num_points=int(pred.size),
