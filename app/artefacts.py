@@ -11,6 +11,7 @@ import io
 from typing import Any
 
 import numpy as np
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.orm import Dataset as DatasetRow
@@ -22,11 +23,17 @@ _ARRAYS = ("X_train", "y_train", "X_test", "y_test")
 
 
 def put_object(session: Session, store: ObjectStore, data: bytes, kind: str) -> str:
-    """Store ``data`` and record its metadata row (once); returns its SHA-256."""
+    """Store ``data`` and record its metadata row (once); returns its SHA-256.
+
+    Concurrent requests may store the same bytes (the same inputs certified twice at once):
+    the row is inserted in a savepoint, and the loser of that race keeps the winner's row."""
     digest = store.put_bytes(data)
     if session.get(StoredObject, digest) is None:
-        session.add(StoredObject(sha256=digest, kind=kind, size=len(data)))
-        session.flush()
+        try:
+            with session.begin_nested():
+                session.add(StoredObject(sha256=digest, kind=kind, size=len(data)))
+        except IntegrityError:
+            pass  # a concurrent transaction recorded the same object first
     return digest
 
 
