@@ -5,7 +5,6 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    RAB_MIGRATIONS_DIR=/srv/rab/migrations \
     RAB_DATA_DIR=/var/lib/rab \
     RAB_STORE_DIR=/var/lib/rab/store
 

@@ -8,7 +8,9 @@ the same row, and by two keys two rows over one stored object.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
+from threading import Lock
 from typing import Any
 
 import numpy as np
@@ -23,8 +25,11 @@ from app.problems import ProblemError, bad_input
 from app.schemas import BuiltinDatasetIn, DatasetOptions, DatasetOut, PreprocessingSpec
 from app.settings import Settings
 from models_store import ObjectStore
+from rab.data.vision import DownloadError
 from rab.evaluation.datasets import DatasetSpec
 from rab.evaluation.datasets import load_dataset as load_named
+
+_DOWNLOADS = Lock()  # two requests must not write the same files at once
 
 
 def _preprocessing(spec: PreprocessingSpec) -> rd.Preprocessing | None:
@@ -71,27 +76,41 @@ def dataset_from_file(
         raise bad_input(str(exc).replace(str(path), filename or "upload")) from None
 
 
+def _named(spec: BuiltinDatasetIn) -> DatasetSpec:
+    """The ``rab.evaluation`` spec of a built-in request (422 when it is not valid)."""
+    try:
+        return DatasetSpec(
+            source=spec.builtin, name=spec.builtin,
+            classes=None if spec.classes is None else tuple(spec.classes),
+            variant=spec.variant, split_seed=spec.split_seed, train_size=spec.train_size,
+            test_size=spec.test_size, subset_seed=spec.subset_seed, download=spec.download,
+        )
+    except ValueError as exc:
+        raise bad_input(str(exc)) from None
+
+
 def dataset_from_builtin(spec: BuiltinDatasetIn, settings: Settings) -> rd.Dataset:
     """A named built-in dataset, loaded by ``rab.evaluation`` from the built-in data directory.
 
-    Only the listed names reach the loader (never a path from the request).
+    Only the listed names reach the loader (never a path from the request). ``download`` is
+    refused (403) unless the server allows downloads; downloads run one at a time.
     """
-    root = settings.builtin_data_dir
-    source = str(root / "mnist.npz") if spec.builtin == "mnist" else spec.builtin
-    try:
-        return load_named(
-            DatasetSpec(
-                source=source, name=spec.builtin,
-                classes=None if spec.classes is None else tuple(spec.classes),
-                variant=spec.variant, split_seed=spec.split_seed, train_size=spec.train_size,
-                test_size=spec.test_size, subset_seed=spec.subset_seed,
-            ),
-            data_dir=root,
+    named = _named(spec)
+    if named.download and not settings.allow_downloads:
+        raise ProblemError(
+            403, "Downloads disabled",
+            "this server does not download datasets; install the files under "
+            f"{settings.builtin_data_dir} or start the server with RAB_ALLOW_DOWNLOADS=1",
         )
+    try:
+        with _DOWNLOADS if named.download else nullcontext():
+            return load_named(named, data_dir=settings.builtin_data_dir)
     except FileNotFoundError as exc:
         raise ProblemError(
             409, "Built-in data not installed", f"{exc}; set RAB_BUILTIN_DATA_DIR"
         ) from None
+    except DownloadError as exc:
+        raise ProblemError(502, "Download failed", str(exc)) from None
     except ValueError as exc:
         raise bad_input(str(exc)) from None
 

@@ -52,15 +52,24 @@ class DatasetOptions(BaseModel):
 class BuiltinDatasetIn(BaseModel):
     """A named built-in dataset (``rab.evaluation`` names; files from RAB_BUILTIN_DATA_DIR).
 
-    digits / breast_cancer: scikit-learn's (offline); spambase: UCI spambase.data; mnist:
-    all of MNIST; mnist01: MNIST 0 vs 1; cifar: CIFAR-10 bird vs airplane.
+    digits / breast_cancer: scikit-learn's (offline); spambase: UCI spambase.data; mnist01:
+    MNIST 0 vs 1 (mnist_01.npz); cifar: CIFAR-10 bird vs airplane (cifar10_airplane_bird.npz);
+    mnist / cifar10: all of MNIST / CIFAR-10 in torchvision's layout (MNIST/raw/...,
+    cifar-10-batches-py/...), downloaded first with ``download: true`` where the server allows it
+    (RAB_ALLOW_DOWNLOADS).
     """
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"builtin": "mnist01", "train_size": 2000}]},
+        json_schema_extra={
+            "examples": [
+                {"builtin": "mnist01", "train_size": 2000},
+                {"builtin": "mnist", "classes": [3, 8], "train_size": 2000, "test_size": 500},
+                {"builtin": "cifar10", "classes": ["bird", "airplane"], "download": True},
+            ]
+        },
     )
-    builtin: Literal["digits", "breast_cancer", "spambase", "mnist", "mnist01", "cifar"]
+    builtin: Literal["digits", "breast_cancer", "spambase", "mnist", "mnist01", "cifar", "cifar10"]
     classes: list[int | str] | None = Field(
         default=None, min_length=2, description="Labels or names to keep, relabelled in order."
     )
@@ -71,6 +80,11 @@ class BuiltinDatasetIn(BaseModel):
     train_size: int | None = Field(default=None, ge=1, description="Seeded training subset.")
     test_size: int | None = Field(default=None, ge=1, description="Seeded test subset.")
     subset_seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    download: bool = Field(
+        default=False,
+        description="mnist / cifar10 only: download the files into the server's built-in data "
+        "directory if missing (403 unless the server sets RAB_ALLOW_DOWNLOADS).",
+    )
 
 
 class DatasetOut(BaseModel):

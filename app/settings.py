@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+import migrations
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,11 +40,18 @@ class Settings(BaseSettings):
     )
     store_dir: Path | None = Field(default=None, description="Store root; data_dir/store if unset.")
     migrations_dir: Path = Field(
-        default=REPO_ROOT / "migrations", description="Alembic script location."
+        default=Path(migrations.__file__).parent,
+        description="Alembic script location (default: the installed migrations package).",
     )
     builtin_data_dir: Path = Field(
         default=REPO_ROOT.parent / "shared" / "data",
-        description="Directory with spambase.data / mnist.npz for the named built-in datasets.",
+        description="Directory of the named built-in datasets: spambase.data, mnist_01.npz, "
+        "cifar10_airplane_bird.npz, and torchvision's MNIST/ and cifar-10-batches-py/.",
+    )
+    allow_downloads: bool = Field(
+        default=False,
+        description="Let built-in requests with download: true fetch MNIST / CIFAR-10 from the "
+        "internet into builtin_data_dir.",
     )
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0, description="Upload size limit.")
     max_job_attempts: int = Field(
@@ -52,6 +61,11 @@ class Settings(BaseSettings):
         default=6 * 3600, gt=0, description="Redis redelivery timeout."
     )
     certify_wait_s: float = Field(default=10.0, ge=0, description="POST /certify waits this long.")
+    train_batch: int | None = Field(
+        default=None, ge=1,
+        description="Ensemble members a worker trains at once (stacked, vmap); unset: 1 on a "
+        "CPU, as many as fit on a GPU.",
+    )
     code_version: str | None = Field(default=None, description="Recorded in model provenance.")
 
     @cached_property

@@ -197,6 +197,11 @@ def test_models_per_chunk() -> None:
     assert models_per_chunk(mnist_config, 10**6, torch.device("cuda")) == 4 * 2**30 // (
         4 * 10**6 * 784)
     assert models_per_chunk(cifar, 10000, torch.device("cuda")) == 1  # BatchNorm: loop
+    # a requested size is honoured where batching works, on any device
+    assert models_per_chunk(mnist_config, 12665, torch.device("cpu"), 8) == 8
+    assert models_per_chunk(cifar, 10000, torch.device("cuda"), 8) == 1
+    with pytest.raises(ValueError, match="at least 1"):
+        models_per_chunk(mnist_config, 12665, torch.device("cpu"), 0)
 
 
 def test_batched_training_rejects_batchnorm() -> None:

@@ -148,15 +148,16 @@ def stored_members(db: Database, job_id: str) -> set[int]:
         )
 
 
-def start_aggregation(db: Database, job_id: str, num_models: int) -> bool:
-    """True exactly once: when all ``num_models`` members exist and nobody has started voting."""
+def start_aggregation(db: Database, job_id: str, num_models: int, *, resume: bool) -> bool:
+    """Mark the job as voting; True when this aggregation task should run.
+
+    Needs every one of the ``num_models`` members stored and the job running. A first delivery
+    runs only if no aggregation has started (duplicates queued by concurrent chunks do
+    nothing); a redelivery (``resume``: the worker voting was lost) always runs again.
+    """
+    conditions = [Job.id == job_id, Job.state == "running", Job.progress_done >= num_models]
+    if not resume:
+        conditions.append(Job.phase.not_like(f"{AGGREGATING}%"))
     with db.session() as session:
-        result = session.execute(
-            update(Job)
-            .where(
-                Job.id == job_id, Job.state == "running", Job.progress_done >= num_models,
-                Job.phase.not_like(f"{AGGREGATING}%"),
-            )
-            .values(phase=AGGREGATING)
-        )
+        result = session.execute(update(Job).where(*conditions).values(phase=AGGREGATING))
         return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -148,28 +148,39 @@ def _evaluate(claim: lifecycle.Claim) -> None:
     _finish_evaluation(claim, row, evaluation, results, {})
 
 
-def _train_chunk(claim: lifecycle.Claim, start: int, stop: int) -> None:
-    """Train the members of ``start..stop-1`` not stored yet; each is stored as soon as it
-    exists, so a lost worker costs at most the member in flight. The chunk that completes the
-    ensemble queues the aggregation."""
-    from rab.ensemble.train import train_member
+def _store_member(job_id: str, artifact: MemberArtifact) -> None:
+    """Store a trained member's state_dict by its SHA-256 and count it in the job row."""
+    db = _db()
+    with db.session() as session:
+        digest = put_object(session, _store(), artifact.state_dict_bytes, "model")
+    assert digest == artifact.sha256
+    member = ModelMember(
+        job_id=job_id, member_index=artifact.index, state_sha256=digest,
+        noise_seed=artifact.noise_seed,
+    )
+    if not lifecycle.add_member(db, job_id, member):
+        log.info("job %s: member %d was stored by another delivery", job_id, artifact.index)
 
-    db, store = _db(), _store()
+
+def _train_chunk(claim: lifecycle.Claim, start: int, stop: int) -> None:
+    """Train the members of ``start..stop-1`` not stored yet, ``RAB_TRAIN_BATCH`` at a time
+    (stacked on one device; default: 1 on a CPU, as many as fit on a GPU); each batch is
+    stored as soon as it exists, so a lost worker costs at most the batch in flight.
+
+    Whenever every member is stored afterwards, the vote is queued: a redelivered chunk whose
+    worker died after storing the last member queues it again, and the aggregation task itself
+    makes sure only one vote runs (:func:`lifecycle.start_aggregation`)."""
+    from rab.ensemble.train import train_members
+
+    db = _db()
     _, evaluation = _load_evaluation(claim)
     train = evaluation.train
     config = ensemble_config(claim.params, train.input_shape, train.num_classes, claim.seed)
-    for k in sorted(set(range(start, stop)) - lifecycle.stored_members(db, claim.job_id)):
-        artifact = train_member(config, np.asarray(train.X_train), np.asarray(train.y_train), k)
-        with db.session() as session:
-            digest = put_object(session, store, artifact.state_dict_bytes, "model")
-        assert digest == artifact.sha256
-        member = ModelMember(
-            job_id=claim.job_id, member_index=k, state_sha256=digest,
-            noise_seed=artifact.noise_seed,
-        )
-        if not lifecycle.add_member(db, claim.job_id, member):
-            log.info("job %s: member %d was stored by another delivery", claim.job_id, k)
-    if lifecycle.start_aggregation(db, claim.job_id, config.num_models):
+    todo = sorted(set(range(start, stop)) - lifecycle.stored_members(db, claim.job_id))
+    X, y = np.asarray(train.X_train), np.asarray(train.y_train)
+    for artifact in train_members(config, X, y, todo, chunk=_settings().train_batch):
+        _store_member(claim.job_id, artifact)
+    if len(lifecycle.stored_members(db, claim.job_id)) == config.num_models:
         celery_app.send_task(ENSEMBLE_AGGREGATE_TASK, args=[claim.job_id], queue="gpu")
 
 
@@ -215,10 +226,13 @@ def _votes_certifier(params: dict[str, Any]) -> Callable[[VoteMatrices], Certifi
     return certify
 
 
-def _aggregate(claim: lifecycle.Claim) -> None:
+def _aggregate(claim: lifecycle.Claim, redelivered: bool) -> None:
     """Vote, store the vote matrices, certify (Algorithm 1 lines 7-18) and summarise."""
     db, store = _db(), _store()
     n = claim.params["num_models"]
+    if not lifecycle.start_aggregation(db, claim.job_id, n, resume=redelivered):
+        log.info("job %s: the vote runs elsewhere (or members are missing)", claim.job_id)
+        return
     lifecycle.report(db, claim.job_id, n, n, f"{lifecycle.AGGREGATING}: voting")
     row, evaluation = _load_evaluation(claim)
     tests = evaluation.tests
@@ -302,7 +316,8 @@ def ensemble_chunk(self: Task, job_id: str, start: int, stop: int) -> None:
 @celery_app.task(name=ENSEMBLE_AGGREGATE_TASK, bind=True)
 def ensemble_aggregate(self: Task, job_id: str) -> None:
     """Vote with all N stored members and certify (once every member exists)."""
-    _run(job_id, _redelivered(self), _aggregate)
+    redelivered = _redelivered(self)
+    _run(job_id, redelivered, lambda claim: _aggregate(claim, redelivered))
 
 
 @celery_app.task(name=CERTIFY_TASK, bind=True)

@@ -1,11 +1,12 @@
 """Image loaders through torchvision: MNIST, CIFAR-10 and ImageNet-style class folders.
 
 ``root`` is a directory in torchvision's on-disk layout. ``download=True`` lets torchvision fetch
-MNIST or CIFAR-10 (internet needed); with the default ``download=False`` nothing is downloaded and a
-missing data set raises ``FileNotFoundError``. Pixels are divided by 255 (features in [0, 1],
-channel-first). torchvision reads CIFAR-10's pickled batches only after checking their MD5 against
-the official files, so no user-supplied pickle is ever loaded. torchvision (and so torch) is
-imported only when one of these functions is called.
+MNIST or CIFAR-10 (internet needed; a failed download raises :class:`DownloadError`); with the
+default ``download=False`` nothing is downloaded and a missing data set raises
+``FileNotFoundError``. Pixels are divided by 255 (features in [0, 1], channel-first). torchvision
+reads CIFAR-10's pickled batches only after checking their MD5 against the official files, so no
+user-supplied pickle is ever loaded. torchvision (and so torch) is imported only when one of these
+functions is called.
 """
 
 from __future__ import annotations
@@ -22,7 +23,34 @@ from rab.data.dataset import Dataset
 from rab.data.preprocess import PIXELS
 from rab.data.split import seeded_split
 
-__all__ = ["load_cifar10", "load_image_folder", "load_mnist"]
+__all__ = ["DownloadError", "load_cifar10", "load_image_folder", "load_mnist"]
+
+
+class DownloadError(RuntimeError):
+    """torchvision could not download a data set (no internet, mirrors down, a bad checksum, a
+    directory that cannot be written)."""
+
+
+def _open(cls: Any, root: str | Path, train: bool, download: bool) -> Any:
+    """One split of torchvision's data set ``cls`` under ``root``.
+
+    Raises FileNotFoundError when it is missing and not downloaded, DownloadError when the
+    download fails.
+    """
+    name = cls.__name__
+    if not download:
+        try:
+            return cls(root=str(root), train=train)
+        except RuntimeError as exc:
+            raise FileNotFoundError(
+                f"{name} not found under {root} ({exc}); put torchvision's files there or "
+                "pass download=True (needs internet)"
+            ) from exc
+    try:
+        return cls(root=str(root), train=train, download=True)
+    except (RuntimeError, OSError) as exc:
+        reason = " ".join(str(exc).split())
+        raise DownloadError(f"downloading {name} into {root} failed: {reason}") from exc
 
 
 def _torchvision_pair(
@@ -33,13 +61,7 @@ def _torchvision_pair(
     cls = getattr(datasets, cls_name)
     out = []
     for train in (True, False):
-        try:
-            ds = cls(root=str(root), train=train, download=download)
-        except RuntimeError as exc:
-            raise FileNotFoundError(
-                f"{cls_name} not found under {root} ({exc}). Put torchvision's files there or "
-                "pass download=True (needs internet)."
-            ) from exc
+        ds = _open(cls, root, train, download)
         data = ds.data.numpy() if hasattr(ds.data, "numpy") else np.asarray(ds.data)
         targets = ds.targets.numpy() if hasattr(ds.targets, "numpy") else np.asarray(ds.targets)
         out.append((data, targets))

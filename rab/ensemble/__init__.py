@@ -5,7 +5,8 @@ Paper section 6.1 and Algorithm 1 (DP-SGD variant: section 6.2). Modules, one jo
 - ``config``: :class:`EnsembleConfig`, the authors' presets, DP-SGD presets (no torch);
 - ``noise``: seeded training noise d_k and hash-seeded test-time noise u_k (no torch);
 - ``artifacts``: per-model files, sidecars, atomic writes, manifest (no torch);
-- ``train``: :func:`train_member`, :func:`train_members_batched`, :func:`train_ensemble`;
+- ``train``: :func:`train_member`, :func:`train_members_batched`, :func:`train_members`,
+  :func:`train_ensemble`;
 - ``dp``: DP-SGD through Opacus with privacy accounting;
 - ``predict``: loading models and computing their votes on x + u_k;
 - ``vote``: :class:`VoteMatrices`, stored votes (no torch);
@@ -34,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "write_member": "artifacts",
     "train_ensemble": "train",
     "train_member": "train",
+    "train_members": "train",
     "train_members_batched": "train",
     "Member": "predict",
     "iter_members": "predict",

@@ -19,7 +19,7 @@ import functools
 import io
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -228,13 +228,44 @@ def train_members_batched(
     return artifacts
 
 
-def models_per_chunk(config: EnsembleConfig, n: int, device: torch.device) -> int:
-    """How many models to train at once: 1 on CPU or when batching is unsupported, else as many
-    as fit ``CHUNK_BYTES`` of stacked noisy training sets (at most 64)."""
-    if device.type == "cpu" or config.dp is not None or config.uses_batchnorm:
+def models_per_chunk(
+    config: EnsembleConfig, n: int, device: torch.device, requested: int | None = None
+) -> int:
+    """How many models to train at once: 1 when batching is unsupported (DP-SGD, BatchNorm),
+    else ``requested`` if given, else 1 on CPU and as many as fit ``CHUNK_BYTES`` of stacked
+    noisy training sets on a GPU (at most 64)."""
+    if requested is not None and requested < 1:
+        raise ValueError(f"chunk must be at least 1, got {requested}")
+    if config.dp is not None or config.uses_batchnorm:
+        return 1
+    if requested is not None:
+        return requested
+    if device.type == "cpu":
         return 1
     per_model = 4 * n * int(np.prod(config.input_shape))
     return int(max(1, min(MAX_MODELS_PER_CHUNK, CHUNK_BYTES // per_model)))
+
+
+def train_members(
+    config: EnsembleConfig,
+    X: np.ndarray,
+    y: np.ndarray,
+    ks: Sequence[int],
+    *,
+    device: str | torch.device | None = None,
+    chunk: int | None = None,
+) -> Iterator[MemberArtifact]:
+    """Train models ``ks`` in order, at most ``chunk`` at a time (:func:`models_per_chunk`),
+    yielding each artefact as soon as its chunk is trained. A chunk of more than one model uses
+    :func:`train_members_batched` (same seeds, so the same noisy copies d_k of eq. 20)."""
+    dev = resolve_device(device)
+    size = models_per_chunk(config, len(X), dev, chunk)
+    for begin in range(0, len(ks), size):
+        part = list(ks[begin : begin + size])
+        if len(part) == 1:
+            yield train_member(config, X, y, part[0], device=dev)
+        else:
+            yield from train_members_batched(config, X, y, part, device=dev)
 
 
 def train_ensemble(
@@ -250,8 +281,8 @@ def train_ensemble(
 ) -> list[Path]:
     """Train models 0..N-1 into ``out_dir``, skipping those already stored; return their paths.
 
-    ``progress(done, N)`` is called once at the start and after every stored model. ``chunk``
-    models are trained at a time (default: :func:`models_per_chunk`); a chunk of more than one
+    ``progress(done, N)`` is called once at the start and after every stored model. At most
+    ``chunk`` models are trained at a time (:func:`models_per_chunk`); a chunk of more than one
     uses :func:`train_members_batched`. On the CPU torch uses ``cpu_threads`` threads (default:
     every usable core). Raises ValueError if ``out_dir`` holds models trained
     with another configuration or training set.
@@ -266,18 +297,9 @@ def train_ensemble(
     done = config.num_models - len(todo)
     if progress is not None:
         progress(done, config.num_models)
-    size = chunk if chunk is not None else models_per_chunk(config, len(X), dev)
-    if size < 1:
-        raise ValueError(f"chunk must be at least 1, got {size}")
-    for begin in range(0, len(todo), size):
-        ks = todo[begin : begin + size]
-        if len(ks) == 1:
-            artifacts = [train_member(config, X, y, ks[0], device=dev)]
-        else:
-            artifacts = train_members_batched(config, X, y, ks, device=dev)
-        for artifact in artifacts:
-            write_member(out, artifact)
-            done += 1
-            if progress is not None:
-                progress(done, config.num_models)
+    for artifact in train_members(config, X, y, todo, device=dev, chunk=chunk):
+        write_member(out, artifact)
+        done += 1
+        if progress is not None:
+            progress(done, config.num_models)
     return [model_path(out, k) for k in range(config.num_models)]

@@ -16,6 +16,7 @@ beside the undefended model's (Figure 3).  Modules, one job each:
 from rab.evaluation.attack import ATTACK_KINDS, AttackSpec
 from rab.evaluation.datasets import (
     BUILTIN_DATASETS,
+    VISION_DATASETS,
     DatasetSpec,
     load_dataset,
     shared_data_dir,
@@ -47,6 +48,7 @@ __all__ = [
     "ATTACK_KINDS",
     "BUILTIN_DATASETS",
     "METHODS",
+    "VISION_DATASETS",
     "AttackSpec",
     "Certified",
     "DatasetSpec",

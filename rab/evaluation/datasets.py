@@ -9,7 +9,14 @@ Built-in names (files are looked up in the shared data directory: ``RAB_SHARED_D
 ``spambase``              UCI ``spambase.data``; ``variant`` selects the features
 ``mnist01``               ``mnist_01.npz``: MNIST 0 vs 1, classes (0, 1): source 1 -> target 0
 ``cifar``                 ``cifar10_airplane_bird.npz``, classes (bird, airplane): target bird
+``mnist``                 all of MNIST, torchvision's layout (``MNIST/raw/...``)
+``cifar10``               all of CIFAR-10, torchvision's layout (``cifar-10-batches-py/...``)
 ========================  ==========================================================
+
+``mnist`` and ``cifar10`` (:data:`VISION_DATASETS`) are read by :func:`rab.data.load_mnist` /
+:func:`rab.data.load_cifar10` from the data directory; ``download = true`` lets torchvision fetch
+them there first (internet needed). Their ``classes`` are passed to the loader, so only the kept
+classes are converted to floats.
 
 A path ending in ``.npz`` or ``.csv`` (label in the last column) loads that file;
 ``spambase.data`` loads as Spambase.
@@ -28,7 +35,7 @@ protocol: use the default seeded split for anything else.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,10 +44,13 @@ import numpy as np
 
 from rab.data import (
     CIFAR10_CLASSES,
+    MNIST_CLASSES,
     SPAMBASE_CLASSES,
     Dataset,
     from_arrays,
+    load_cifar10,
     load_csv,
+    load_mnist,
     load_npz,
     load_sklearn,
     load_spambase,
@@ -48,7 +58,14 @@ from rab.data import (
 )
 from rab.data.tabular import read_csv_table, spambase_features
 
-__all__ = ["BUILTIN_DATASETS", "DatasetSpec", "load_dataset", "shared_data_dir", "subsample"]
+__all__ = [
+    "BUILTIN_DATASETS",
+    "VISION_DATASETS",
+    "DatasetSpec",
+    "load_dataset",
+    "shared_data_dir",
+    "subsample",
+]
 
 #: name -> (file in the shared data directory or None, default classes)
 BUILTIN_DATASETS: dict[str, tuple[str | None, tuple[int | str, ...] | None]] = {
@@ -57,6 +74,11 @@ BUILTIN_DATASETS: dict[str, tuple[str | None, tuple[int | str, ...] | None]] = {
     "spambase": ("spambase.data", None),
     "mnist01": ("mnist_01.npz", (0, 1)),
     "cifar": ("cifar10_airplane_bird.npz", ("bird", "airplane")),
+}
+#: name -> (torchvision loader reading ``root``, its class names), all classes by default
+VISION_DATASETS: dict[str, tuple[Callable[..., Dataset], tuple[str, ...]]] = {
+    "mnist": (load_mnist, MNIST_CLASSES),
+    "cifar10": (load_cifar10, CIFAR10_CLASSES),
 }
 _VARIANTS = ("uci", "authors", "drop_total")
 
@@ -77,6 +99,8 @@ class DatasetSpec:
     (``rab.data.load_spambase``).  ``classes``: labels or names to keep, in order.
     ``train_size`` / ``test_size``: a random subset drawn with ``subset_seed``.
     ``split_seed``: seed of the train/test split of files without one.
+    ``download``: let torchvision download ``mnist`` / ``cifar10`` (only those); it says how the
+    files are obtained, not which data, so :meth:`to_dict` (and a grid cell's key) leaves it out.
     """
 
     source: str
@@ -88,6 +112,7 @@ class DatasetSpec:
     split_seed: int = 0
     split: str = "seeded"
     name: str | None = None
+    download: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -99,6 +124,11 @@ class DatasetSpec:
             raise ValueError(f"split must be 'seeded' or 'authors', got {self.split!r}")
         if self.split == "authors" and self.source != "spambase":
             raise ValueError("split = 'authors' reproduces the authors' Spambase loader only")
+        if self.download and self.source not in VISION_DATASETS:
+            raise ValueError(
+                f"download applies to the built-in names {sorted(VISION_DATASETS)} only, "
+                f"not {self.source!r}"
+            )
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(self.classes))
         for key in ("train_size", "test_size"):
@@ -116,8 +146,9 @@ class DatasetSpec:
         return cls(**values, extra={k: v for k, v in data.items() if k not in known})
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping of the fields that pick the data (all but ``extra``, ``download``)."""
         out = asdict(self)
-        del out["extra"]
+        del out["extra"], out["download"]
         out["classes"] = None if self.classes is None else list(self.classes)
         return out
 
@@ -183,11 +214,29 @@ def _load_file(path: Path, spec: DatasetSpec) -> Dataset:
     raise ValueError(f"cannot tell the format of {path}: use a .npz, .csv or spambase.data file")
 
 
+def _class_indices(classes: Sequence[int | str], names: Sequence[str]) -> list[int]:
+    """``classes`` as indices into ``names`` (a name is looked up, an integer kept)."""
+    unknown = [c for c in classes if isinstance(c, str) and c not in names]
+    if unknown:
+        raise ValueError(f"unknown class names {unknown}; known: {list(names)}")
+    return [names.index(c) if isinstance(c, str) else int(c) for c in classes]
+
+
+def _load_vision(spec: DatasetSpec, root: Path) -> Dataset:
+    """``mnist`` / ``cifar10`` from torchvision's layout under ``root``, only ``spec.classes``."""
+    loader, names = VISION_DATASETS[spec.source]
+    classes = None if spec.classes is None else _class_indices(spec.classes, names)
+    return loader(root, download=spec.download, classes=classes)
+
+
 def load_dataset(spec: DatasetSpec, data_dir: Path | None = None) -> Dataset:
-    """Load the data set ``spec`` names (FileNotFoundError / ValueError with the reason)."""
+    """Load the data set ``spec`` names (FileNotFoundError / ValueError with the reason;
+    :class:`rab.data.vision.DownloadError` when a download of ``mnist`` / ``cifar10`` fails)."""
     root = shared_data_dir() if data_dir is None else data_dir
     classes: Sequence[int | str] | None = spec.classes
-    if spec.source in BUILTIN_DATASETS:
+    if spec.source in VISION_DATASETS:
+        dataset, classes = _load_vision(spec, root), None  # the loader kept the classes
+    elif spec.source in BUILTIN_DATASETS:
         filename, default_classes = BUILTIN_DATASETS[spec.source]
         classes = default_classes if classes is None else classes
         if spec.split == "authors":
@@ -203,7 +252,7 @@ def load_dataset(spec: DatasetSpec, data_dir: Path | None = None) -> Dataset:
         if not path.exists() and path.suffix not in (".npz", ".csv", ".data"):
             raise ValueError(
                 f"unknown data set {spec.source!r}: not a file, and not one of "
-                f"{sorted(BUILTIN_DATASETS)}"
+                f"{sorted([*BUILTIN_DATASETS, *VISION_DATASETS])}"
             )
         dataset = _load_file(path, spec)
     if classes is not None:

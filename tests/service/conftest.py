@@ -16,12 +16,16 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+
+from app.db import Database
+from app.migrate import upgrade
+from app.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -136,6 +140,22 @@ def pg_database(postgres_url: str) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def migrated_db(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Settings, Database]]:
+    """Settings and an open ``Database`` at the migrations' head: SQLite, then PostgreSQL."""
+    with ExitStack() as stack:
+        url = None
+        if request.param == "postgresql":
+            url = stack.enter_context(fresh_pg_database(request.getfixturevalue("postgres_url")))
+        settings = Settings(database_url=url, data_dir=tmp_path)
+        upgrade(settings)
+        db = Database(settings)
+        stack.callback(db.engine.dispose)
+        yield settings, db
+
+
 VISIBILITY_TIMEOUT_S = 45  # unacked tasks of a killed worker come back after this; every
 # task in these tests must finish well within it (a longer one is delivered twice)
 UPLOAD_LIMIT = 3 * 1024 * 1024  # spambase.data (698 kB) fits, a 4 MB upload does not
@@ -158,6 +178,7 @@ def service(
         "RAB_BROKER_KEY_PREFIX": f"rabtest-{uuid.uuid4().hex[:8]}:",
         "RAB_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
         "RAB_CERTIFY_WAIT_S": "30",
+        "RAB_TRAIN_BATCH": "2",  # ensemble members in pairs: the stacked (vmap) trainer
         "RAB_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
         # scan for a dead worker's unacked tasks every second (kombu: every 10th of 10 s ticks)
         "RAB_BROKER_TRANSPORT_OPTIONS": '{"unacked_restore_interval": 1, '

@@ -4,36 +4,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 
 from app.artefacts import put_object
 from app.db import Database
-from app.migrate import upgrade
 from app.orm import StoredObject
 from app.settings import Settings
 from models_store import ObjectStore
 
-from .conftest import fresh_pg_database
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
-    if request.param == "sqlite":
-        yield Settings(data_dir=tmp_path)
-        return
-    with fresh_pg_database(request.getfixturevalue("postgres_url")) as url:
-        yield Settings(database_url=url, data_dir=tmp_path)
-
-
-def test_same_object_stored_by_two_transactions_at_once(settings: Settings) -> None:
+def test_same_object_stored_by_two_transactions_at_once(
+    migrated_db: tuple[Settings, Database],
+) -> None:
     # The first transaction inserts the row and holds it uncommitted while the second one
     # looks (finds nothing yet) and inserts too; the second must not fail when the first commits.
-    upgrade(settings)
-    db = Database(settings)
+    settings, db = migrated_db
     store = ObjectStore(settings.data_dir / "objects")
     errors: list[BaseException] = []
 
@@ -41,22 +27,19 @@ def test_same_object_stored_by_two_transactions_at_once(settings: Settings) -> N
         try:
             with db.session() as session:
                 put_object(session, store, b"the same inputs", "inputs")
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
-    try:
-        with db.session() as first:
-            digest = put_object(first, store, b"the same inputs", "inputs")
-            first.flush()
-            thread = threading.Thread(target=second)
-            thread.start()
-            time.sleep(0.5)  # the second transaction is now waiting on the first's row
-        thread.join(timeout=30)
-        assert not thread.is_alive() and errors == []
-        with db.session() as session:
-            count = session.scalar(
-                select(func.count()).select_from(StoredObject).where(StoredObject.sha256 == digest)
-            )
-        assert count == 1
-    finally:
-        db.engine.dispose()
+    with db.session() as first:
+        digest = put_object(first, store, b"the same inputs", "inputs")
+        first.flush()
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.5)  # the second transaction is now waiting on the first's row
+    thread.join(timeout=30)
+    assert not thread.is_alive() and errors == []
+    with db.session() as session:
+        count = session.scalar(
+            select(func.count()).select_from(StoredObject).where(StoredObject.sha256 == digest)
+        )
+    assert count == 1

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tomllib
+import zipfile
+from pathlib import Path
 
+import pytest
 from conftest import unavailable
 
 from .conftest import REPO_ROOT
@@ -45,6 +49,36 @@ def test_dockerfile_copies_every_installed_package() -> None:
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
-    for package in [*packages, "migrations"]:
+    assert "migrations" in packages
+    for package in packages:
         assert f"COPY {package} ./{package}" in dockerfile, package
     assert "-c constraints.txt ." in dockerfile
+
+
+def _dockerfile_copies() -> list[str]:
+    """The paths the Dockerfile copies into the image's source directory."""
+    lines = (REPO_ROOT / "Dockerfile").read_text().splitlines()
+    return [part for line in lines if line.startswith("COPY ") for part in line.split()[1:-1]]
+
+
+@pytest.mark.slow
+def test_wheel_built_from_the_image_sources_ships_the_migrations(tmp_path: Path) -> None:
+    # The image installs the package from what the Dockerfile copies, then migrates its database
+    # from the installed package: that wheel must carry every revision and Alembic's files.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in _dockerfile_copies():
+        copy = shutil.copytree if (REPO_ROOT / name).is_dir() else shutil.copy2
+        copy(REPO_ROOT / name, source / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir",
+         str(tmp_path), str(source)],
+        check=True, timeout=300, capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("rab_certify-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    revisions = {f"migrations/versions/{p.name}"
+                 for p in (REPO_ROOT / "migrations" / "versions").glob("*.py")}
+    expected = {"migrations/__init__.py", "migrations/env.py", "migrations/alembic.ini",
+                "migrations/script.py.mako", *revisions}
+    assert revisions and expected <= names, expected - names

@@ -1,6 +1,7 @@
 """A small DNN-RAB ensemble on an MNIST 0/1 subset through the production stack: fan-out in
 chunks, aggregation by the database counter, certificates, provenance, new inputs; and a worker
-killed mid-ensemble: after a restart the job completes with exactly N models."""
+killed mid-ensemble, or just after the last model is stored (around the vote): after a restart
+the job completes with exactly N models."""
 
 from __future__ import annotations
 
@@ -131,3 +132,43 @@ def test_worker_killed_mid_ensemble(
     assert job["progress"]["done"] == params["num_models"]
     assert job["attempts"] >= 2  # the killed worker's chunk was redelivered and counted
     assert len(all_certificates(client, job_id, "clean")) == params["num_test"]
+
+
+def _kill_when_all_members_are_stored(
+    client: httpx.Client, service: Service, body: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Submit ``body``, SIGKILL the worker as soon as the job has stored all of its models and
+    restart it; the job as seen at the kill (None if it had already finished then)."""
+    job_id = client.post("/v1/jobs", json=body).json()["id"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        done = job["progress"]["done"] == body["params"]["num_models"]
+        if done or job["state"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.02)
+    service.kill_worker()
+    at_kill = client.get(f"/v1/jobs/{job_id}").json()
+    service.start_worker()
+    return at_kill if at_kill["state"] == "running" else None
+
+
+def test_worker_killed_after_the_last_member_is_stored(
+    client_a_module: httpx.Client, mnist01: tuple[dict[str, Any], rd.Dataset], service: Service
+) -> None:
+    # Killed between storing the last model and voting (or while voting), the job must not hang:
+    # the redelivered chunk queues the vote again, or the redelivered vote runs again.
+    client, (dataset, _) = client_a_module, mnist01
+    params = {**PARAMS, "num_models": 2, "models_per_task": 2}
+    for seed in (21, 22, 23):  # the vote can win the race against the kill: try again
+        body = {"dataset_id": dataset["id"], "method": "ensemble", "params": params,
+                "seed": seed}
+        at_kill = _kill_when_all_members_are_stored(client, service, body)
+        if at_kill is not None:
+            break
+    else:
+        pytest.fail("the job finished before the worker could be killed, three times")
+    job = wait_for_job(client, at_kill["id"], timeout=400)
+    assert job["state"] == "succeeded", (job["error"], job["attempts"], service.log_tail())
+    assert [i for i, _, _ in _members(service, job["id"])] == [0, 1]
+    assert len(all_certificates(client, job["id"], "clean")) == params["num_test"]
