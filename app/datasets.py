@@ -18,11 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+import rab.client.models as wire
 import rab.data as rd
 from app.artefacts import save_dataset
 from app.orm import Dataset as DatasetRow
 from app.problems import ProblemError, bad_input
-from app.schemas import BuiltinDatasetIn, DatasetOptions, DatasetOut, PreprocessingSpec
+from app.schemas import BuiltinDatasetIn, DatasetOptions, PreprocessingSpec
 from app.settings import Settings
 from models_store import ObjectStore
 from rab.data.vision import DownloadError
@@ -167,21 +168,21 @@ def register(
     return row, True
 
 
-def to_out(row: DatasetRow) -> DatasetOut:
-    """The API view of a dataset row."""
-    return DatasetOut(
-        id=row.id,
-        name=row.name,
-        source=row.source,
-        sha256=row.content_sha256,
-        input_shape=row.input_shape,
-        class_names=row.class_names,
-        num_classes=len(row.class_names),
-        train_size=sum(row.train_counts),
-        test_size=sum(row.test_counts),
-        train_class_counts=row.train_counts,
-        test_class_counts=row.test_counts,
-        feature_range=row.feature_range,
-        provenance=row.provenance,
-        created_at=row.created_at,
-    )
+def to_out(row: DatasetRow) -> wire.Dataset:
+    """The API view of a dataset row (validated: its JSON list columns become tuples)."""
+    return wire.Dataset.model_validate({
+        "id": row.id,
+        "name": row.name,
+        "source": row.source,
+        "sha256": row.content_sha256,
+        "input_shape": row.input_shape,
+        "class_names": row.class_names,
+        "num_classes": len(row.class_names),
+        "train_size": sum(row.train_counts),
+        "test_size": sum(row.test_counts),
+        "train_class_counts": row.train_counts,
+        "test_class_counts": row.test_counts,
+        "feature_range": row.feature_range,
+        "provenance": row.provenance,
+        "created_at": row.created_at,
+    })

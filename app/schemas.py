@@ -1,8 +1,8 @@
-"""Request and response bodies of the /v1 API (pydantic models, with OpenAPI examples)."""
+"""Request bodies of the /v1 API (pydantic models, with OpenAPI examples), its list page, and
+the response documents it shares with the client (``rab.client.models``)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -85,27 +85,6 @@ class BuiltinDatasetIn(BaseModel):
         description="mnist / cifar10 only: download the files into the server's built-in data "
         "directory if missing (403 unless the server sets RAB_ALLOW_DOWNLOADS).",
     )
-
-
-class DatasetOut(BaseModel):
-    """A stored, validated dataset."""
-
-    id: str
-    name: str
-    source: str
-    sha256: str = Field(description="SHA-256 of the content (arrays, shape, classes).")
-    input_shape: list[int]
-    class_names: list[str]
-    num_classes: int
-    train_size: int
-    test_size: int
-    train_class_counts: list[int]
-    test_class_counts: list[int]
-    feature_range: list[float] | None
-    provenance: dict[str, Any] = Field(
-        description="Source (file hash or built-in name), preprocessing, original labels, split."
-    )
-    created_at: datetime
 
 
 class Page(BaseModel, Generic[T]):
@@ -206,78 +185,6 @@ class EnsembleJobIn(_JobBase):
 JobIn = Annotated[KnnJobIn | EnsembleJobIn, Field(discriminator="method")]
 
 
-class Progress(BaseModel):
-    done: int
-    total: int
-    phase: str
-
-
-class JobOut(BaseModel):
-    """A job: its state is the job row's."""
-
-    id: str
-    kind: str
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
-    method: str
-    dataset_id: str | None
-    model_id: str | None
-    params: dict[str, Any]
-    attack: dict[str, Any] | None
-    seed: int
-    progress: Progress
-    attempts: int
-    error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    links: dict[str, str]
-
-
-class CertificateOut(BaseModel):
-    """One certified prediction (eq. 14); ``prediction`` is -1 when abstaining.
-
-    An exact K-NN probability of 1 gives an infinite radius, written as the string "Infinity".
-    """
-
-    model_config = ConfigDict(ser_json_inf_nan="strings")
-
-    index: int
-    subset: str
-    label: int | None
-    prediction: int
-    top_class: int
-    p_a: float
-    p_b: float
-    radius: float
-    abstain: bool
-    correct: bool | None
-
-
-class MemberOut(BaseModel):
-    """One trained ensemble member."""
-
-    index: int
-    state_sha256: str
-    noise_seed: int
-
-
-class ModelOut(BaseModel):
-    """Provenance of a certified model: everything its certificates depend on."""
-
-    id: str
-    job_id: str
-    method: str
-    dataset_id: str
-    dataset_sha256: str = Field(description="Content hash of the clean dataset.")
-    train_sha256: str = Field(description="Content hash of the (poisoned) training set used.")
-    params: dict[str, Any]
-    attack: dict[str, Any] | None
-    seed: int
-    code_version: str
-    members: list[MemberOut]
-    created_at: datetime
-
-
 class CertifyIn(BaseModel):
     """New inputs to certify, shape (m, *input_shape) or flattened (m, prod(input_shape))."""
 
@@ -285,10 +192,3 @@ class CertifyIn(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"inputs": [[0.0, 0.5, 1.0]]}]}
     )
     inputs: list[Any] = Field(min_length=1, max_length=MAX_INPUTS)
-
-
-class CertifyOut(BaseModel):
-    """Certified predictions for new inputs (``index`` = position in the request)."""
-
-    job_id: str
-    certificates: list[CertificateOut]

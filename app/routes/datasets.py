@@ -10,11 +10,12 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy import select, tuple_
 
+import rab.client.models as wire
 from app.datasets import dataset_from_builtin, dataset_from_file, register, to_out
 from app.deps import DB, AppSettings, Owner, Store
 from app.orm import Dataset as DatasetRow
 from app.problems import bad_input, not_found
-from app.schemas import BuiltinDatasetIn, DatasetOptions, DatasetOut, Page
+from app.schemas import BuiltinDatasetIn, DatasetOptions, Page
 from app.uploads import read_upload
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -54,14 +55,14 @@ def _options(raw: str | None) -> DatasetOptions:
 @router.post(
     "",
     status_code=201,
-    response_model=DatasetOut,
+    response_model=wire.Dataset,
     openapi_extra=_UPLOAD_DOC,
     responses={200: {"description": "This key already has a dataset with the same content."}},
 )
 async def create_dataset(
     request: Request, response: Response, owner: Owner, db: DB, store: Store,
     settings: AppSettings,
-) -> DatasetOut:
+) -> wire.Dataset:
     """Upload an npz/CSV file (multipart, field ``file``) or name a built-in set (JSON)."""
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
@@ -91,12 +92,12 @@ async def create_dataset(
     return to_out(row)
 
 
-@router.get("", response_model=Page[DatasetOut])
+@router.get("", response_model=Page[wire.Dataset])
 def list_datasets(
     owner: Owner, db: DB,
     after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-) -> Page[DatasetOut]:
+) -> Page[wire.Dataset]:
     """The key's datasets, oldest first."""
     query = select(DatasetRow).where(DatasetRow.owner_id == owner)
     if after is not None:
@@ -109,7 +110,7 @@ def list_datasets(
     rows = db.scalars(query.order_by(DatasetRow.created_at, DatasetRow.id).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page[DatasetOut](
+    return Page[wire.Dataset](
         items=[to_out(r) for r in rows], next_cursor=rows[-1].id if more else None
     )
 
@@ -122,8 +123,8 @@ def owned_dataset(db: DB, owner: str, dataset_id: str) -> DatasetRow:
     return row
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: str, owner: Owner, db: DB) -> DatasetOut:
+@router.get("/{dataset_id}", response_model=wire.Dataset)
+def get_dataset(dataset_id: str, owner: Owner, db: DB) -> wire.Dataset:
     """Describe one dataset."""
     return to_out(owned_dataset(db, owner, dataset_id))
 

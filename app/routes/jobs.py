@@ -16,13 +16,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+import rab.client.models as wire
 from app.deps import DB, AppSettings, Owner
 from app.jobspec import attack_spec, ensemble_config
 from app.orm import Certificate, Job, utcnow
 from app.orm import Dataset as DatasetRow
 from app.problems import ProblemError, bad_input, not_found
 from app.schemas import AttackSpec as AttackIn
-from app.schemas import CertificateOut, EnsembleJobIn, JobIn, JobOut, KnnJobIn, Page, Progress
+from app.schemas import EnsembleJobIn, JobIn, KnnJobIn, Page
 from workers.celery_app import ENSEMBLE_CHUNK_TASK, KNN_TASK
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -30,7 +31,7 @@ _PLOT_LOCK = threading.Lock()
 Subset = Literal["clean", "backdoor", "inputs"]
 
 
-def job_out(job: Job) -> JobOut:
+def job_out(job: Job) -> wire.Job:
     """The API view of a job row."""
     base = f"/v1/jobs/{job.id}"
     links = {"self": base, "certificates": f"{base}/certificates"}
@@ -38,11 +39,11 @@ def job_out(job: Job) -> JobOut:
         links.update(summary=f"{base}/summary", curve=f"{base}/curve.png")
     if job.model_id:
         links["model"] = f"/v1/models/{job.model_id}"
-    return JobOut(
+    return wire.Job(
         id=job.id, kind=job.kind, state=job.state, method=job.method,  # type: ignore[arg-type]
         dataset_id=job.dataset_id, model_id=job.model_id, params=job.params, attack=job.attack,
         seed=job.seed,
-        progress=Progress(done=job.progress_done, total=job.progress_total, phase=job.phase),
+        progress=wire.Progress(done=job.progress_done, total=job.progress_total, phase=job.phase),
         attempts=job.attempts, error=job.error, created_at=job.created_at,
         started_at=job.started_at, finished_at=job.finished_at, links=links,
     )
@@ -131,12 +132,12 @@ def _earlier(db: Session, owner: str, key: str, request_sha: str) -> Job | None:
     return earlier
 
 
-@router.post("", status_code=202, response_model=JobOut)
+@router.post("", status_code=202, response_model=wire.Job)
 def create_job(
     request: Request, response: Response, owner: Owner, db: DB, settings: AppSettings,
     spec: Annotated[JobIn, Body()],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> JobOut:
+) -> wire.Job:
     """Submit an evaluation job; a repeated ``Idempotency-Key`` returns the first job."""
     canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
     request_sha = hashlib.sha256(canonical.encode()).hexdigest()
@@ -172,14 +173,14 @@ def create_job(
     return job_out(job)
 
 
-@router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, owner: Owner, db: DB) -> JobOut:
+@router.get("/{job_id}", response_model=wire.Job)
+def get_job(job_id: str, owner: Owner, db: DB) -> wire.Job:
     """State, progress, timings and error of a job."""
     return job_out(owned_job(db, owner, job_id))
 
 
-@router.delete("/{job_id}", response_model=JobOut)
-def cancel_job(job_id: str, owner: Owner, db: DB) -> JobOut:
+@router.delete("/{job_id}", response_model=wire.Job)
+def cancel_job(job_id: str, owner: Owner, db: DB) -> wire.Job:
     """Cancel a queued or running job (workers stop at their next progress report)."""
     job = owned_job(db, owner, job_id)
     cancelled = db.execute(  # one conditional UPDATE: no race with a worker finishing the job
@@ -193,16 +194,16 @@ def cancel_job(job_id: str, owner: Owner, db: DB) -> JobOut:
     return job_out(job)
 
 
-def certificate_out(row: Certificate) -> CertificateOut:
+def certificate_out(row: Certificate) -> wire.Certificate:
     """The API view of a certificate row."""
-    return CertificateOut(
+    return wire.Certificate(
         index=row.sample_index, subset=row.subset, label=row.label, prediction=row.prediction,
         top_class=row.top_class, p_a=row.p_a, p_b=row.p_b, radius=row.radius,
         abstain=row.abstain, correct=row.correct,
     )
 
 
-@router.get("/{job_id}/certificates", response_model=Page[CertificateOut])
+@router.get("/{job_id}/certificates", response_model=Page[wire.Certificate])
 def list_certificates(
     job_id: str, owner: Owner, db: DB,
     subset: Subset = "clean",
@@ -211,7 +212,7 @@ def list_certificates(
     abstain: bool | None = None,
     after: Annotated[int | None, Query(ge=-1, description="next_cursor of a previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> Page[CertificateOut]:
+) -> Page[wire.Certificate]:
     """Per-sample certificates in index order, filtered; keyset pagination on the index."""
     owned_job(db, owner, job_id)
     query = select(Certificate).where(Certificate.job_id == job_id, Certificate.subset == subset)
@@ -226,16 +227,16 @@ def list_certificates(
     rows = db.scalars(query.order_by(Certificate.sample_index).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page[CertificateOut](
+    return Page[wire.Certificate](
         items=[certificate_out(r) for r in rows],
         next_cursor=str(rows[-1].sample_index) if more else None,
     )
 
 
-@router.get("/{job_id}/certificates/{index}", response_model=CertificateOut)
+@router.get("/{job_id}/certificates/{index}", response_model=wire.Certificate)
 def get_certificate(
     job_id: str, index: int, owner: Owner, db: DB, subset: Subset = "clean"
-) -> CertificateOut:
+) -> wire.Certificate:
     """One certified prediction with its radius."""
     owned_job(db, owner, job_id)
     row = db.get(Certificate, (job_id, subset, index))

@@ -17,13 +17,14 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import rab.client.models as wire
 from app.artefacts import npz_bytes, put_object
 from app.deps import DB, AppSettings, Owner, Store
 from app.orm import Certificate, Job, Model, ModelMember
 from app.orm import Dataset as DatasetRow
 from app.problems import ProblemError, bad_input, not_found
 from app.routes.jobs import certificate_out, enqueue, job_out
-from app.schemas import MAX_INPUTS, CertifyIn, CertifyOut, JobOut, MemberOut, ModelOut
+from app.schemas import MAX_INPUTS, CertifyIn
 from app.settings import Settings
 from app.uploads import read_upload
 from models_store import ObjectStore
@@ -40,8 +41,8 @@ def owned_model(db: Session, owner: str, model_id: str) -> Model:
     return model
 
 
-@router.get("/{model_id}", response_model=ModelOut)
-def get_model(model_id: str, owner: Owner, db: DB) -> ModelOut:
+@router.get("/{model_id}", response_model=wire.ModelInfo)
+def get_model(model_id: str, owner: Owner, db: DB) -> wire.ModelInfo:
     """Dataset hash, parameters, code version, member hashes and noise seeds."""
     model = owned_model(db, owner, model_id)
     job = db.get(Job, model.job_id)
@@ -50,15 +51,15 @@ def get_model(model_id: str, owner: Owner, db: DB) -> ModelOut:
         select(ModelMember).where(ModelMember.job_id == model.job_id)
         .order_by(ModelMember.member_index)
     ).all()
-    return ModelOut(
+    return wire.ModelInfo(
         id=model.id, job_id=model.job_id, method=model.method, dataset_id=model.dataset_id,
         dataset_sha256=model.dataset_sha256, train_sha256=model.train_sha256,
         params=model.params, attack=model.attack, seed=job.seed,
         code_version=model.code_version, created_at=model.created_at,
-        members=[
-            MemberOut(index=m.member_index, state_sha256=m.state_sha256, noise_seed=m.noise_seed)
+        members=tuple(
+            wire.Member(index=m.member_index, state_sha256=m.state_sha256, noise_seed=m.noise_seed)
             for m in members
-        ],
+        ),
     )
 
 
@@ -182,13 +183,13 @@ def _input_certificates(db: Session, job_id: str) -> list[Certificate]:
 
 @router.post(
     "/{model_id}/certify",
-    response_model=CertifyOut,
+    response_model=wire.CertifyResult,
     openapi_extra=_CERTIFY_DOC,
-    responses={202: {"model": JobOut, "description": "Still running: poll the job."}},
+    responses={202: {"model": wire.Job, "description": "Still running: poll the job."}},
 )
 async def certify(
     model_id: str, request: Request, owner: Owner, db: DB, store: Store, settings: AppSettings
-) -> CertifyOut | Response:
+) -> wire.CertifyResult | Response:
     """Certify new inputs with a stored model (run by a worker); waits up to
     ``RAB_CERTIFY_WAIT_S`` seconds, else answers 202 with the job to poll.
 
@@ -214,4 +215,4 @@ async def certify(
             headers={"Location": f"/v1/jobs/{job.id}"},
         )
     rows = await run_in_threadpool(_input_certificates, db, job.id)
-    return CertifyOut(job_id=job.id, certificates=[certificate_out(r) for r in rows])
+    return wire.CertifyResult(job_id=job.id, certificates=tuple(certificate_out(r) for r in rows))

@@ -1,7 +1,8 @@
-"""Typed results of the HTTP client: the API's JSON documents as frozen pydantic models.
+"""The API's response documents as frozen pydantic models: one definition for both sides.
 
-They mirror the service's response bodies without importing the service (``app``): the client
-talks HTTP only. Unknown fields are ignored, so a newer service does not break an older client.
+The service (``app``) declares these as its response models, and the client parses the JSON it
+receives into them; the client never imports the service, it talks HTTP only. Unknown fields
+are ignored, so a newer service does not break an older client.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 TestSubset = Literal["clean", "backdoor"]
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -26,7 +27,7 @@ class Dataset(_Out):
     id: str
     name: str
     source: str
-    sha256: str
+    sha256: str = Field(description="SHA-256 of the content (arrays, shape, classes).")
     input_shape: tuple[int, ...]
     class_names: tuple[str, ...]
     num_classes: int
@@ -35,7 +36,9 @@ class Dataset(_Out):
     train_class_counts: tuple[int, ...]
     test_class_counts: tuple[int, ...]
     feature_range: tuple[float, float] | None
-    provenance: dict[str, Any]
+    provenance: dict[str, Any] = Field(
+        description="Source (file hash or built-in name), preprocessing, original labels, split."
+    )
     created_at: datetime
 
 
@@ -76,6 +79,8 @@ class Job(_Out):
 class Certificate(_Out):
     """One certified prediction (eq. 14): ``prediction`` is -1 when abstaining; ``radius`` is
     ``inf`` when the exact K-NN probability is 1 (sent as the string "Infinity")."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", ser_json_inf_nan="strings")
 
     index: int
     subset: str
@@ -140,8 +145,8 @@ class ModelInfo(_Out):
     job_id: str
     method: str
     dataset_id: str
-    dataset_sha256: str
-    train_sha256: str
+    dataset_sha256: str = Field(description="Content hash of the clean dataset.")
+    train_sha256: str = Field(description="Content hash of the (poisoned) training set used.")
     params: dict[str, Any]
     attack: dict[str, Any] | None
     seed: int

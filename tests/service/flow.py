@@ -1,6 +1,6 @@
-"""The end-to-end K-NN flow shared by the PostgreSQL/Redis test and the embedded-mode test:
-submit, poll, read every certificate page, check them against an in-process computation,
-check the filters, the summary and the plot."""
+"""The end-to-end flows shared by the PostgreSQL/Redis tests and the embedded-mode test: submit,
+poll, read every certificate page (K-NN: checked against an in-process computation), check the
+filters, the summary, the provenance, new inputs and the plot."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 
 import rab.data as rd
 from rab.attacks import backdoor_test_set, make_trigger, poison_training_set
+from rab.ensemble.noise import noise_seed_from_digest
 from rab.knn import default_edges, exact_knn
 
 from .conftest import wait_for_job
@@ -115,10 +116,45 @@ def run_knn_flow(
         asr = np.mean(proba.argmax(axis=1) == attack["target"])
         assert np.isclose(summary["attack_success_rate"], asr)
     check_model(client, job, local, all_certificates(client, job["id"], "clean"))
+    check_curve(client, job)
+    return job
+
+
+def run_ensemble_flow(
+    client: httpx.Client, dataset_id: str, local: rd.Dataset, params: dict[str, Any], seed: int,
+    min_accuracy: float,
+) -> dict[str, Any]:
+    """Submit a small DNN-RAB ensemble job over HTTP and check everything it serves; returns
+    the job. Its members' hashes and noise seeds are checked in the model's provenance."""
+    body = {"dataset_id": dataset_id, "method": "ensemble", "params": params, "seed": seed}
+    submitted = client.post("/v1/jobs", json=body)
+    assert submitted.status_code == 202, submitted.text
+    assert submitted.json()["progress"]["total"] == params["num_models"]
+    job = wait_for_job(client, submitted.json()["id"], timeout=400)
+    assert job["state"] == "succeeded", job
+    certs = all_certificates(client, job["id"], "clean")
+    labels = local.y_test[: params["num_test"]]
+    assert [c["label"] for c in certs] == labels.tolist()
+    summary = client.get(f"/v1/jobs/{job['id']}/summary").json()
+    pred = np.array([c["prediction"] for c in certs])
+    assert summary["clean"]["accuracy"] == np.mean(pred == labels)
+    assert summary["clean"]["accuracy"] >= min_accuracy, summary["clean"]
+    assert set(summary["votes_sha256"]) == {"clean"}
+    members = client.get(job["links"]["model"]).json()["members"]
+    assert [m["index"] for m in members] == list(range(params["num_models"]))
+    assert len({m["state_sha256"] for m in members}) == params["num_models"]
+    for m in members:  # each test-time noise seed derives from its model's hash
+        assert m["noise_seed"] == noise_seed_from_digest(m["state_sha256"])
+    check_model(client, job, local, certs)
+    check_curve(client, job)
+    return job
+
+
+def check_curve(client: httpx.Client, job: dict[str, Any]) -> None:
+    """The job's certified-accuracy plot is a real PNG."""
     png = client.get(f"/v1/jobs/{job['id']}/curve.png")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     assert png.content.startswith(b"\x89PNG\r\n\x1a\n") and len(png.content) > 2000
-    return job
 
 
 def check_model(

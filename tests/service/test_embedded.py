@@ -1,5 +1,6 @@
 """The embedded mode: ``rab serve`` as a subprocess (SQLite, local store, filesystem Celery
-transport, a worker it starts itself), driven over real HTTP."""
+transport, a worker it starts itself), driven over real HTTP through the K-NN and the ensemble
+flows."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from .conftest import (
     stop,
     wait_healthy,
 )
-from .flow import run_knn_flow
+from .flow import run_ensemble_flow, run_knn_flow
 
 pytestmark = pytest.mark.slow
 
@@ -61,3 +62,7 @@ def test_embedded_mode_runs_without_servers(embedded: tuple[str, str, Path]) -> 
         assert response.json()["sha256"] == local.sha256
         params = {"sigma": 0.5, "k": 3, "num_test": 12}
         run_knn_flow(client, response.json()["id"], local, params)
+        ensemble = {"sigma": 0.5, "num_models": 6, "arch": "mlp", "epochs": 10,
+                    "batch_size": 32, "models_per_task": 2, "alpha": 0.05, "num_test": 12}
+        run_ensemble_flow(client, response.json()["id"], local, ensemble, seed=5,
+                          min_accuracy=0.75)

@@ -15,10 +15,9 @@ import pytest
 import sqlalchemy
 
 import rab.data as rd
-from rab.ensemble.noise import noise_seed_from_digest
 
 from .conftest import Service, wait_for_job
-from .flow import all_certificates
+from .flow import all_certificates, run_ensemble_flow
 from .helpers import npz_bytes, upload
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -72,38 +71,12 @@ def test_ensemble_flow(
     client_a_module: httpx.Client, mnist01: tuple[dict[str, Any], rd.Dataset], service: Service
 ) -> None:
     client, (dataset, local) = client_a_module, mnist01
-    body = {"dataset_id": dataset["id"], "method": "ensemble", "params": PARAMS, "seed": 3}
-    submitted = client.post("/v1/jobs", json=body)
-    assert submitted.status_code == 202, submitted.text
-    assert submitted.json()["progress"]["total"] == PARAMS["num_models"]
-    job = wait_for_job(client, submitted.json()["id"], timeout=400)
-    assert job["state"] == "succeeded", (job["error"], job["attempts"], service.log_tail())
-    certs = all_certificates(client, job["id"], "clean")
-    assert [c["label"] for c in certs] == local.y_test.tolist()
-    summary = client.get(f"/v1/jobs/{job['id']}/summary").json()
-    pred = np.array([c["prediction"] for c in certs])
-    assert summary["clean"]["accuracy"] == np.mean(pred == local.y_test)
-    assert summary["clean"]["accuracy"] >= 0.9  # 0 vs 1 is easy even for 6 tiny models
-    assert set(summary["votes_sha256"]) == {"clean"}
-    # provenance: N members, hashes recorded, each noise seed derived from its model's hash
-    model = client.get(job["links"]["model"]).json()
-    members = model["members"]
-    assert [m["index"] for m in members] == list(range(PARAMS["num_models"]))
-    assert len({m["state_sha256"] for m in members}) == PARAMS["num_models"]
-    for m in members:
-        assert m["noise_seed"] == noise_seed_from_digest(m["state_sha256"])
+    # 0 vs 1 is easy even for 6 tiny models
+    job = run_ensemble_flow(client, dataset["id"], local, PARAMS, seed=3, min_accuracy=0.9)
+    members = client.get(job["links"]["model"]).json()["members"]
     assert _members(service, job["id"]) == [
         (m["index"], m["state_sha256"], m["noise_seed"]) for m in members
     ]
-    # new inputs: the first test images get the certificates the evaluation gave them
-    flat = local.X_test[:3].reshape(3, -1).tolist()
-    answer = client.post(f"{job['links']['model']}/certify", json={"inputs": flat})
-    assert answer.status_code == 200, answer.text
-    for mine, theirs in zip(answer.json()["certificates"], certs[:3], strict=True):
-        assert mine["prediction"] == theirs["prediction"]
-        assert np.isclose(float(mine["radius"]), float(theirs["radius"]))
-    png = client.get(f"/v1/jobs/{job['id']}/curve.png")
-    assert png.content.startswith(b"\x89PNG")
 
 
 def test_worker_killed_mid_ensemble(
