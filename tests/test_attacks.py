@@ -23,7 +23,7 @@ from rab.attacks import (
     poison_training_set,
     shift_permutation,
 )
-from rab.data import Dataset, from_arrays, load_npz
+from rab.data import PIXELS, Dataset, from_arrays, load_npz
 
 # REFERENCE section 4: (row, col) of each pixel, every channel; flat inputs use (feature,).
 SPAM_ONE: list[tuple[int, ...]] = [(25,)]
@@ -112,6 +112,26 @@ def test_clipping_shrinks_the_effective_norm_and_reports_it() -> None:
     # no feature range (raw tabular data): nothing is clipped
     spam = apply_trigger(four_pixel((57,), 0.1), np.full((2, 57), 20.0, np.float32), None)
     np.testing.assert_allclose(spam.effective_norms, 0.1, rtol=1e-4)
+
+
+def test_unclipped_poisoning_declares_no_feature_range() -> None:
+    # The authors did not clip their blending trigger: the poisoned features leave [0, 1], so
+    # the poisoned set must not claim that range (the clean set keeps it).
+    rng = np.random.default_rng(0)
+    clean = from_arrays(rng.integers(0, 256, (40, 1, 4, 4), dtype=np.uint8),
+                        np.repeat([0, 1], 20), rng.integers(0, 256, (6, 1, 4, 4), dtype=np.uint8),
+                        np.repeat([0, 1], 3), name="tiny", preprocessing=PIXELS)
+    trigger = blending((1, 4, 4), 2.0)
+    result = poison_training_set(clean, trigger, rate=0.25, target=0, seed=0, clip=False)
+    poisoned = result.dataset
+    assert clean.feature_range == (0.0, 1.0) and poisoned.feature_range is None
+    rows = result.poisoned_indices
+    assert poisoned.X_train[rows].min() < 0.0 or poisoned.X_train[rows].max() > 1.0
+    np.testing.assert_allclose(
+        np.linalg.norm((poisoned.X_train[rows] - clean.X_train[rows]).reshape(len(rows), -1),
+                       axis=1), 2.0, rtol=1e-6)  # the whole pattern, nothing clipped away
+    clipped = poison_training_set(clean, trigger, rate=0.25, target=0, seed=0).dataset
+    assert clipped.feature_range == (0.0, 1.0)
 
 
 @pytest.fixture(scope="module")

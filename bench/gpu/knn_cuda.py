@@ -4,8 +4,13 @@ For each dataset: seconds per test point of ``exact_knn(..., backend="torch")`` 
 dynamic programme on the GPU, level CDFs on the CPU) against ``backend="numpy"`` on the same
 points in the same run, and the largest difference of their probabilities (must be <= 1e-9).
 Writes JSON to ``$OUT/knn_cuda.json`` when OUT is set, else ``bench/results/knn_cuda.json``.
+The test points are those of ``bench_knn.py``, in its seeded order. The data come from
+``--data`` (a folder with ``mnist_01.npz``, ``cifar10_airplane_bird.npz`` and
+``spambase.data``: ``../shared/data`` does not travel to a device machine, so copy them into an
+ignored folder of the repo), else ``$RAB_SHARED_DATA`` or ``../shared/data``.
 
-Usage: ``python bench/gpu/knn_cuda.py [--points N] [--numpy-points M] [--device cuda]``.
+Usage: ``python bench/gpu/knn_cuda.py [--data DIR] [--points N] [--numpy-points M]
+[--device cuda]``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_knn import DATASETS, NUM_LEVELS, K  # noqa: E402
+from bench_knn import DATASETS, NUM_LEVELS, K, load_benchmark_set  # noqa: E402
 
 from rab.knn import default_edges, exact_knn  # noqa: E402
 
@@ -53,7 +58,10 @@ def main() -> int:
     parser.add_argument("--numpy-points", type=int, default=20)
     parser.add_argument("--group", type=int, default=20)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--data", type=Path, help="folder with the three data files")
     args = parser.parse_args()
+    if args.data is not None:
+        os.environ["RAB_SHARED_DATA"] = str(args.data)  # read by bench_knn's loaders
     if args.device == "cuda" and not torch.cuda.is_available():
         print("CUDA is not available", file=sys.stderr)
         return 2
@@ -64,8 +72,8 @@ def main() -> int:
         "num_levels": NUM_LEVELS,
         "datasets": {},
     }
-    for name, (load, sigma, spread) in DATASETS.items():
-        X_train, y_train, X_test = load()
+    for name, (_, sigma, spread) in DATASETS.items():
+        X_train, y_train, X_test = load_benchmark_set(name)
         edges = default_edges(X_train.shape[1], sigma, NUM_LEVELS, spread)
 
         run = partial(exact_knn, X_train, y_train, sigma=sigma, k=K, edges=edges, num_classes=2)

@@ -114,7 +114,8 @@ def poison_training_set(
 
     Rows are chosen by ``np.random.default_rng(seed).choice`` without replacement among the points
     whose class ``label_map(target)`` changes; ``clip=False`` skips clipping to the feature range
-    (the authors did not clip their blending trigger). Raises ``ValueError`` for a rate outside
+    (the authors did not clip their blending trigger), and the poisoned set then declares no
+    feature range (its values may leave it). Raises ``ValueError`` for a rate outside
     [0, 1], a trigger of the wrong shape, an unknown mode, or more points than eligible.
     """
     if mode not in ("replace", "append"):
@@ -172,6 +173,7 @@ def poison_training_set(
         dataset,
         X_train=X,
         y_train=y,
+        feature_range=dataset.feature_range if clip else None,
         name=f"{dataset.name}+{trigger.name}",
         meta=dataset.with_meta(poisoning=record),
     )

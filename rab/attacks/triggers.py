@@ -221,7 +221,8 @@ class TriggerResult:
 
     ``X``: ``float32`` triggered inputs, clipped to the feature range. ``patterns``: ``float32``
     ``X - X_clean`` per sample. ``effective_norms``: ``||x_i' - x_i||_2`` computed in ``float64``
-    from the stored values (at most the requested norm for additive triggers, less where clipped).
+    from the stored values (the requested norm for additive triggers up to float32 rounding,
+    less where clipped).
     """
 
     X: np.ndarray

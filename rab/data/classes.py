@@ -67,7 +67,7 @@ def _resolve(dataset: Dataset, classes: Sequence[int | str]) -> list[int]:
 def select_classes(dataset: Dataset, classes: Sequence[int | str]) -> Dataset:
     """A new dataset with only ``classes`` (labels or names), relabelled in the given order.
 
-    ``classes[k]`` becomes label ``k``, so pass ``[other, target]`` to make the backdoor target
+    ``classes[k]`` becomes label ``k``, so pass ``[target, other]`` to make the backdoor target
     class 0 as in the authors' binary tasks. The mapping back to the labels of the original source
     is kept in ``meta["original_labels"]`` (``original_labels[k]`` is the source label of new
     class ``k``, composed across repeated selections). Sample order is preserved.

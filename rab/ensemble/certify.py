@@ -11,6 +11,7 @@ shares: it is NOT a certificate (no confidence bound) and is reported only besid
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from rab.bounds import (
@@ -24,6 +25,7 @@ from rab.ensemble.vote import VoteMatrices
 
 VoteKind = Literal["hard", "soft"]
 VOTE_KINDS: tuple[str, ...] = ("hard", "soft")
+POINT_ESTIMATE = "point-estimate"  # the method label of expected_certificates: not certified
 
 
 def _check_kind(votes: VoteKind) -> None:
@@ -55,7 +57,8 @@ def expected_certificates(matrices: VoteMatrices, *, votes: VoteKind = "hard") -
 
     pA and pB are the empirical top and runner-up shares (counts / N for hard votes, mean
     probabilities for soft votes), as the paper's MNIST rows at R = 2.0 most likely used.
+    The batch's ``method`` is ``"point-estimate"``, never a certification method's name.
     """
     _check_kind(votes)
     shares = matrices.counts() / matrices.num_models if votes == "hard" else matrices.mean_proba()
-    return certify_exact(shares, sigma=matrices.sigma)
+    return replace(certify_exact(shares, sigma=matrices.sigma), method=POINT_ESTIMATE)
