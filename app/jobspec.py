@@ -49,8 +49,9 @@ def ensemble_config(
 
 def attack_spec(attack: dict[str, Any], seed: int) -> AttackSpec:
     """The ``rab.evaluation`` attack of a job's ``attack`` field; the job seed draws the
-    poisoned rows (ValueError naming a bad value)."""
+    poisoned rows (ValueError naming a bad value; ``positions`` are checked against the input
+    shape by ``AttackSpec.trigger``). Jobs stored before ``positions`` existed lack the key."""
     return AttackSpec(
         kind=attack["pattern"], norm=attack["norm"], rate=attack["poison_fraction"],
-        target=attack["target"], seed=seed,
+        target=attack["target"], seed=seed, positions=attack.get("positions"),
     )

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app.db import Database
 from app.migrate import upgrade
 from app.observability import install_metrics
+from app.openapi import install_openapi
 from app.problems import install_problem_handlers
 from app.routes import datasets, health, jobs, models
 from app.settings import Settings, get_settings
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="rab-certify", version="1", description=DESCRIPTION, lifespan=lifespan,
     )
     install_problem_handlers(app)
+    install_openapi(app)
     install_metrics(app)
     for router in (health.router, datasets.router, jobs.router, models.router):
         app.include_router(router)

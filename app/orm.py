@@ -175,7 +175,8 @@ class Model(Base):
 
 
 class ModelMember(Base):
-    """One trained ensemble member: its state_dict object and its noise seed."""
+    """One trained ensemble member: its state_dict object, its noise seed and how it was
+    trained (``training``: the member's sidecar record, None before revision 0002)."""
 
     __tablename__ = "model_members"
     __table_args__ = (UniqueConstraint("job_id", "member_index"),)
@@ -184,6 +185,7 @@ class ModelMember(Base):
     member_index: Mapped[int] = mapped_column(Integer)
     state_sha256: Mapped[str] = mapped_column(ForeignKey("stored_objects.sha256"))
     noise_seed: Mapped[int] = mapped_column(Unsigned64)
+    training: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger(__name__)
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457): what went wrong, for a person (``detail``) and a program
+    (``status``; ``errors`` lists each invalid field of a rejected request)."""
+
+    type: str = Field(default="about:blank", examples=["about:blank"])
+    title: str = Field(examples=["Invalid input"])
+    status: int = Field(examples=[422])
+    detail: str = Field(examples=["inputs contain NaN or infinite values"])
+    instance: str | None = Field(default=None, examples=["/v1/models/4f1c/certify"])
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Per-field errors of a request that failed validation."
+    )
 
 
 class ProblemError(Exception):
@@ -46,7 +63,8 @@ def problem_response(
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    """Answer every error (ours, FastAPI's validation, Starlette's HTTP) as problem+json."""
+    """Answer every error (ours, FastAPI's validation, Starlette's HTTP, and any unexpected
+    exception, logged with its traceback) as problem+json."""
 
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -67,3 +85,9 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.status_code, "HTTP error"
         )
         return problem_response(exc.status_code, title, str(exc.detail), request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        detail = "an unexpected error occurred; it was logged (nothing was changed by it)"
+        return problem_response(500, "Internal Server Error", detail, request.url.path)

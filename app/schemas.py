@@ -97,11 +97,28 @@ class Page(BaseModel, Generic[T]):
 class AttackSpec(BaseModel):
     """A backdoor attack for an evaluation: poison the training set, backdoor the test set."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"pattern": "one_pixel", "norm": 0.1, "poison_fraction": 0.02, "target": 0},
+                {"pattern": "four_pixel", "norm": 1.0, "poison_fraction": 0.1, "target": 0,
+                 "positions": [[0, 0], [0, 7], [7, 0], [7, 7]]},
+            ]
+        },
+    )
     pattern: Literal["one_pixel", "four_pixel", "blending"]
     norm: float = Field(gt=0, le=1e6, description="L2 norm of the trigger, ||delta||.")
     poison_fraction: float = Field(gt=0, lt=1, description="r_p: share of the training set.")
     target: int = Field(ge=0, description="Class the poisoned samples are relabelled to.")
+    positions: list[list[int]] | None = Field(
+        default=None, min_length=1, max_length=4,
+        description="one_pixel / four_pixel only: where the trigger goes, exactly 1 / 4 "
+        "positions, each one input's spatial index: [feature] for vectors, [row, col] for "
+        "images (C, H, W) (every channel). Default: the paper's positions, defined only for "
+        "inputs of shape (1, 28, 28), (3, 32, 32), (3, 224, 224), (57,) and (56,).",
+        examples=[[[0, 0], [0, 7], [7, 0], [7, 7]], [[3]]],
+    )
 
 
 class KnnParams(BaseModel):
@@ -180,6 +197,22 @@ class EnsembleJobIn(_JobBase):
 
     method: Literal["ensemble"]
     params: EnsembleParams
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset_id": "3f2a...",
+                    "method": "ensemble",
+                    "params": {"sigma": 1.0, "num_models": 100, "epochs": 10, "alpha": 0.001},
+                    "attack": {"pattern": "four_pixel", "norm": 0.1, "poison_fraction": 0.02,
+                               "target": 0},
+                    "seed": 0,
+                }
+            ]
+        },
+    )
 
 
 JobIn = Annotated[KnnJobIn | EnsembleJobIn, Field(discriminator="method")]

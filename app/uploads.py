@@ -1,5 +1,6 @@
-"""Streaming ``multipart/form-data`` reader: the file part goes straight to the artefact store's
-temporary area, hashed while written, and the request is cut off at the size limit."""
+"""Request bodies under the size limit: a streaming ``multipart/form-data`` reader (the file part
+goes straight to the artefact store's temporary area, hashed while written) and a bounded
+reader of JSON bodies; either cuts the request off at the limit (413)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,20 @@ class Upload:
 
 def _too_large(limit: int) -> ProblemError:
     return ProblemError(413, "Payload Too Large", f"the upload exceeds the limit of {limit} bytes")
+
+
+async def read_bounded_body(request: Request, limit: int) -> bytes:
+    """The whole (JSON) body, at most ``limit`` bytes: a larger declared Content-Length is
+    refused before reading, and the stream is cut off once it passes the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
 
 
 class _FormCollector:

@@ -74,8 +74,9 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The project's shared real-data directory (``RAB_SHARED_DATA`` or ``../shared/data``)."""
+    """The project's shared real-data directory (``RAB_SHARED_DATA`` or ``../shared/data``);
+    missing, it skips the test, or fails it where real services (and data) are required."""
     path = Path(os.environ.get("RAB_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
     if not path.is_dir():
-        pytest.skip(f"shared data directory {path} not found (set RAB_SHARED_DATA)")
+        unavailable(f"shared data directory {path} not found (set RAB_SHARED_DATA)")
     return path

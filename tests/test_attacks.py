@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import unavailable
 
 from rab.attacks import (
     AdditiveTrigger,
@@ -138,7 +139,7 @@ def test_unclipped_poisoning_declares_no_feature_range() -> None:
 def mnist01(shared_data: Path) -> Dataset:
     path = shared_data / "mnist_01.npz"
     if not path.is_file():
-        pytest.skip(f"{path} not found")
+        unavailable(f"{path} not found")
     return load_npz(path)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import unavailable
 from PIL import Image
 
 from rab.data import (
@@ -34,7 +35,7 @@ from rab.data import (
 def _file(shared_data: Path, name: str) -> Path:
     path = shared_data / name
     if not path.is_file():
-        pytest.skip(f"{path} not found")
+        unavailable(f"{path} not found")
     return path
 
 

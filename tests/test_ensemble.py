@@ -184,8 +184,10 @@ def test_batched_training_is_the_same_training_run(mnist: dict) -> None:
 def test_train_ensemble_in_chunks_uses_the_batched_trainer(mnist: dict, tmp_path: Path) -> None:
     X, y = mnist["X"][:300], mnist["y"][:300]
     train_ensemble(_config(3), X, y, tmp_path, chunk=2)
-    trainers = [read_member(tmp_path, k).meta["trainer"] for k in range(3)]
-    assert trainers == ["vmap[2]", "vmap[2]", "loop"]
+    metas = [read_member(tmp_path, k).meta for k in range(3)]
+    assert [m["trainer"] for m in metas] == ["vmap[2]", "vmap[2]", "loop"]
+    # the batch is recorded: retraining model k bit for bit needs the same stacked batch
+    assert [m.get("batch_members") for m in metas] == [[0, 1], [0, 1], None]
 
 
 def test_models_per_chunk() -> None:

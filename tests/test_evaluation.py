@@ -61,6 +61,15 @@ def _brute_knn(X_train, y_train, X, k, num_classes):
         ({"kind": "blending", "norm": 1.0, "mode": "swap"}, "mode"),
         ({"kind": "badnets_patch", "norm": 1.0}, "takes no norm"),
         ({"kind": "blending", "norm": 1.0, "options": {"norm": 2.0}}, "not as an option"),
+        ({"kind": "blending", "norm": 1.0, "positions": [[1]]}, "takes no positions"),
+        ({"kind": "one_pixel", "norm": 1.0, "positions": [[1], [2]]}, "exactly 1 position"),
+        ({"kind": "four_pixel", "norm": 1.0, "positions": [[1, 1]] * 3}, "exactly 4 position"),
+        ({"kind": "one_pixel", "norm": 1.0, "positions": [[-1]]}, "non-negative"),
+        ({"kind": "one_pixel", "norm": 1.0, "positions": [[True]]}, "non-negative"),
+        ({"kind": "one_pixel", "norm": 1.0, "positions": [[]]}, "non-negative"),
+        ({"kind": "one_pixel", "norm": 1.0, "positions": [3]}, "index tuples"),
+        ({"kind": "one_pixel", "norm": 1.0, "positions": [[3]], "options": {"position": (2,)}},
+         "not as options"),
     ],
 )
 def test_attack_spec_rejects_bad_values(kwargs, message):
@@ -75,6 +84,28 @@ def test_attack_spec_round_trip_and_unknown_keys():
         AttackSpec.from_dict({"kind": "blending", "norm": 1.0, "poison_fraction": 0.1})
     with pytest.raises(ValueError, match="needs a 'kind'"):
         AttackSpec.from_dict({"norm": 1.0})
+
+
+def test_attack_spec_positions_round_trip():
+    spec = AttackSpec("four_pixel", norm=1.0, positions=[[0, 0], [0, 7], [7, 0], [7, 7]])
+    assert spec.positions == ((0, 0), (0, 7), (7, 0), (7, 7))
+    record = spec.to_dict()
+    assert record["positions"] == [[0, 0], [0, 7], [7, 0], [7, 7]]
+    assert AttackSpec.from_dict(record) == spec
+    assert "positions" not in AttackSpec("four_pixel", norm=1.0).to_dict()  # result keys kept
+
+
+@pytest.mark.parametrize(
+    ("positions", "message"),
+    [
+        ([[8, 0]], r"position \(8, 0\) is outside input shape \(1, 8, 8\)"),
+        ([[3]], r"position \(3,\) has 1 indices; inputs of shape \(1, 8, 8\) take 2"),
+        ([[1, 2, 3]], "has 3 indices"),
+    ],
+)
+def test_attack_positions_that_do_not_fit_the_inputs(digits, positions, message):
+    with pytest.raises(ValueError, match=message):
+        prepare(digits, AttackSpec("one_pixel", norm=1.0, rate=0.1, positions=positions))
 
 
 def test_attack_that_does_not_fit_the_data(digits):
@@ -109,6 +140,31 @@ def test_prepare_poisons_and_builds_backdoor_test_set(digits):
     np.testing.assert_array_equal(ev.test("clean").X, digits.X_test)
     assert ev.poisoning["num_poisoned"] == len(relabelled)
     assert ev.poisoning["seed"] == 5
+
+
+@pytest.mark.parametrize(
+    ("kind", "positions"),
+    [("four_pixel", [(0, 0), (0, 7), (7, 0), (7, 7)]), ("one_pixel", [(7, 0)])],
+)
+def test_prepare_puts_the_trigger_at_the_given_positions(digits, kind, positions):
+    ev = prepare(digits, AttackSpec(kind, norm=0.8, rate=0.1, target=0, positions=positions))
+    n = len(digits.y_train)
+    poisoned = np.flatnonzero(ev.train.y_train != digits.y_train)
+    assert len(poisoned) == int(np.floor(0.1 * n))
+    pattern = np.zeros(digits.input_shape)
+    for row, col in positions:
+        pattern[0, row, col] = 0.8 / np.sqrt(len(positions))
+    low, high = digits.feature_range
+    expected = np.array(digits.X_train, dtype=np.float64)
+    expected[poisoned] = np.clip(expected[poisoned] + pattern, low, high)
+    np.testing.assert_allclose(ev.train.X_train, expected, atol=1e-6)
+    changed = np.argwhere(ev.train.X_train != digits.X_train)
+    assert set(changed[:, 0]) <= set(poisoned)
+    assert {(r, c) for r, c in changed[:, 2:]} <= set(positions)
+    assert ev.poisoning["trigger"]["support"] == [[0, *p] for p in positions]
+    source = digits.X_test[digits.y_test == 1].astype(np.float64)
+    np.testing.assert_allclose(ev.test("backdoor").X, np.clip(source + pattern, low, high),
+                               atol=1e-6)
 
 
 def test_prepare_without_attack_and_num_test(digits):

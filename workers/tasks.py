@@ -156,7 +156,7 @@ def _store_member(job_id: str, artifact: MemberArtifact) -> None:
     assert digest == artifact.sha256
     member = ModelMember(
         job_id=job_id, member_index=artifact.index, state_sha256=digest,
-        noise_seed=artifact.noise_seed,
+        noise_seed=artifact.noise_seed, training=dict(artifact.meta),
     )
     if not lifecycle.add_member(db, job_id, member):
         log.info("job %s: member %d was stored by another delivery", job_id, artifact.index)

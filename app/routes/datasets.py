@@ -16,7 +16,7 @@ from app.deps import DB, AppSettings, Owner, Store
 from app.orm import Dataset as DatasetRow
 from app.problems import bad_input, not_found
 from app.schemas import BuiltinDatasetIn, DatasetOptions, Page
-from app.uploads import read_upload
+from app.uploads import read_bounded_body, read_upload
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -57,7 +57,15 @@ def _options(raw: str | None) -> DatasetOptions:
     status_code=201,
     response_model=wire.Dataset,
     openapi_extra=_UPLOAD_DOC,
-    responses={200: {"description": "This key already has a dataset with the same content."}},
+    responses={
+        200: {"description": "This key already has a dataset with the same content."},
+        400: {"description": "Malformed multipart body."},
+        403: {"description": "A download was asked for and this server does not download."},
+        409: {"description": "The named built-in data set is not installed on the server."},
+        413: {"description": "The body exceeds RAB_MAX_UPLOAD_BYTES."},
+        415: {"description": "Neither JSON nor multipart/form-data."},
+        502: {"description": "Downloading the built-in data set failed."},
+    },
 )
 async def create_dataset(
     request: Request, response: Response, owner: Owner, db: DB, store: Store,
@@ -66,7 +74,8 @@ async def create_dataset(
     """Upload an npz/CSV file (multipart, field ``file``) or name a built-in set (JSON)."""
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
-            spec = BuiltinDatasetIn.model_validate_json(await request.body())
+            body = await read_bounded_body(request, settings.max_upload_bytes)
+            spec = BuiltinDatasetIn.model_validate_json(body)
         except ValidationError as exc:
             raise bad_input(f"invalid built-in dataset request: {exc}") from None
         dataset = await run_in_threadpool(dataset_from_builtin, spec, settings)

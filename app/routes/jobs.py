@@ -29,6 +29,9 @@ from workers.celery_app import ENSEMBLE_CHUNK_TASK, KNN_TASK
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _PLOT_LOCK = threading.Lock()
 Subset = Literal["clean", "backdoor", "inputs"]
+NOT_FINISHED: dict[int | str, dict[str, Any]] = {
+    409: {"description": "The job has not succeeded (yet)."}
+}
 
 
 def job_out(job: Job) -> wire.Job:
@@ -58,8 +61,9 @@ def owned_job(db: Session, owner: str, job_id: str) -> Job:
 
 
 def _check_attack(attack: AttackIn, dataset: DatasetRow, seed: int) -> None:
-    """The attack must fit the dataset: a trigger of its input shape, a target class, and a
-    rate that poisons at least one and at most every non-target training point."""
+    """The attack must fit the dataset: a trigger of its input shape (explicit positions
+    inside it), a target class, and a rate that poisons at least one and at most every
+    non-target training point."""
     num_classes, n_train = len(dataset.class_names), sum(dataset.train_counts)
     if attack.target >= num_classes:
         raise bad_input(
@@ -132,7 +136,16 @@ def _earlier(db: Session, owner: str, key: str, request_sha: str) -> Job | None:
     return earlier
 
 
-@router.post("", status_code=202, response_model=wire.Job)
+@router.post(
+    "",
+    status_code=202,
+    response_model=wire.Job,
+    responses={
+        404: {"description": "No dataset with this id for this key."},
+        409: {"description": "The Idempotency-Key was used for a different request."},
+        503: {"description": "The broker is unreachable (the job is stored as failed)."},
+    },
+)
 def create_job(
     request: Request, response: Response, owner: Owner, db: DB, settings: AppSettings,
     spec: Annotated[JobIn, Body()],
@@ -179,7 +192,11 @@ def get_job(job_id: str, owner: Owner, db: DB) -> wire.Job:
     return job_out(owned_job(db, owner, job_id))
 
 
-@router.delete("/{job_id}", response_model=wire.Job)
+@router.delete(
+    "/{job_id}",
+    response_model=wire.Job,
+    responses={409: {"description": "The job has already finished."}},
+)
 def cancel_job(job_id: str, owner: Owner, db: DB) -> wire.Job:
     """Cancel a queued or running job (workers stop at their next progress report)."""
     job = owned_job(db, owner, job_id)
@@ -252,7 +269,12 @@ def _finished(db: Session, owner: str, job_id: str) -> Job:
     return job
 
 
-@router.get("/{job_id}/summary")
+@router.get(
+    "/{job_id}/summary",
+    response_model=wire.Summary,
+    response_model_exclude_unset=True,  # as stored: no null for figures a job does not have
+    responses=NOT_FINISHED,
+)
 def get_summary(job_id: str, owner: Owner, db: DB) -> dict[str, object]:
     """Accuracy, certified accuracy and rate at radii; clean/backdoor accuracy and ASR."""
     job = _finished(db, owner, job_id)
@@ -262,7 +284,7 @@ def get_summary(job_id: str, owner: Owner, db: DB) -> dict[str, object]:
 @router.get(
     "/{job_id}/curve.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "The plot."}},
+    responses={200: {"content": {"image/png": {}}, "description": "The plot."}, **NOT_FINISHED},
 )
 def get_curve(job_id: str, owner: Owner, db: DB) -> Response:
     """Certified accuracy against the radius, for the clean (and backdoored) test set."""

@@ -26,7 +26,7 @@ from app.problems import ProblemError, bad_input, not_found
 from app.routes.jobs import certificate_out, enqueue, job_out
 from app.schemas import MAX_INPUTS, CertifyIn
 from app.settings import Settings
-from app.uploads import read_upload
+from app.uploads import read_bounded_body, read_upload
 from models_store import ObjectStore
 from workers.celery_app import CERTIFY_TASK, QUEUE_OF
 
@@ -57,7 +57,8 @@ def get_model(model_id: str, owner: Owner, db: DB) -> wire.ModelInfo:
         params=model.params, attack=model.attack, seed=job.seed,
         code_version=model.code_version, created_at=model.created_at,
         members=tuple(
-            wire.Member(index=m.member_index, state_sha256=m.state_sha256, noise_seed=m.noise_seed)
+            wire.Member(index=m.member_index, state_sha256=m.state_sha256,
+                        noise_seed=m.noise_seed, training=m.training)
             for m in members
         ),
     )
@@ -107,8 +108,9 @@ async def _request_inputs(request: Request, store: ObjectStore, limit: int) -> A
             return await run_in_threadpool(_npz_inputs, upload.file.path)
         finally:
             upload.discard()
+    body = await read_bounded_body(request, limit)
     try:  # Python's parser, so that a NaN literal is reported as NaN, not as bad JSON
-        return CertifyIn.model_validate(json.loads(await request.body())).inputs
+        return CertifyIn.model_validate(json.loads(body)).inputs
     except (ValueError, ValidationError) as exc:
         raise bad_input(f"invalid certify request: {exc}") from None
 
@@ -185,7 +187,12 @@ def _input_certificates(db: Session, job_id: str) -> list[Certificate]:
     "/{model_id}/certify",
     response_model=wire.CertifyResult,
     openapi_extra=_CERTIFY_DOC,
-    responses={202: {"model": wire.Job, "description": "Still running: poll the job."}},
+    responses={
+        202: {"model": wire.Job, "description": "Still running: poll the job."},
+        400: {"description": "Malformed multipart body."},
+        413: {"description": "The body exceeds RAB_MAX_UPLOAD_BYTES."},
+        415: {"description": "Neither JSON nor multipart/form-data."},
+    },
 )
 async def certify(
     model_id: str, request: Request, owner: Owner, db: DB, store: Store, settings: AppSettings

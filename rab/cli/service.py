@@ -84,11 +84,14 @@ def serve(
 
 
 def worker(
-    queues: Annotated[str, typer.Option(help="Comma-separated queues: cpu, gpu.")] = "cpu",
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated queues: cpu (K-NN jobs), gpu (ensemble jobs).")
+    ] = "cpu,gpu",
     concurrency: Annotated[int, typer.Option(help="Worker processes (1 per GPU).")] = 1,
     data_dir: DataDir = None,
 ) -> None:
-    """Run a Celery worker (prefetch 1, late acks) on the given queues."""
+    """Run a Celery worker (prefetch 1, late acks) on the given queues; by default both, so
+    that one worker runs every kind of job (a deployment splits them across machines)."""
     _settings(data_dir)
     os.execv(sys.executable, worker_command(queues, concurrency))
 

@@ -7,6 +7,7 @@ fields of the service's problem document; a service that cannot be reached raise
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -306,12 +307,18 @@ class Client:
     ) -> CertifyResult:
         """Certified predictions for new inputs, shape ``(m, *input_shape)`` or flattened.
 
-        The service answers at once when it finishes within its wait; otherwise this waits for
-        the certify job (as ``wait``) and reads its certificates.
+        The inputs are sent as an npz upload holding one float32 array ``X`` (no pickle). The
+        service certifies in float32 whatever it is sent, so this gives exactly the
+        certificates of the same inputs sent as JSON, in 4 bytes a number instead of up to 20
+        characters of text to format and parse. The service answers at once when it finishes
+        within its wait; otherwise this waits for the certify job (as ``wait``) and reads its
+        certificates.
         """
-        X = np.asarray(inputs, dtype=np.float64)
+        buffer = io.BytesIO()
+        np.savez(buffer, X=np.asarray(inputs, dtype=np.float32))
         response = self._request(
-            "POST", f"/v1/models/{model_id}/certify", json={"inputs": X.tolist()}
+            "POST", f"/v1/models/{model_id}/certify",
+            files={"file": ("inputs.npz", buffer.getvalue(), "application/octet-stream")},
         )
         if response.status_code == 200:
             return CertifyResult.model_validate(response.json())

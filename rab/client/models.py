@@ -131,11 +131,13 @@ class Summary(BaseModel):
 
 
 class Member(_Out):
-    """One trained ensemble member: the hash of its weights and its noise seed."""
+    """One trained ensemble member: the hash of its weights, its noise seed, and how it was
+    trained (trainer, device, the members of its stacked batch, seeds, torch version)."""
 
     index: int
     state_sha256: str
     noise_seed: int
+    training: dict[str, Any] | None = None
 
 
 class ModelInfo(_Out):

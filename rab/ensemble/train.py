@@ -224,6 +224,7 @@ def train_members_batched(
     for m, (model, s) in enumerate(zip(models, seeds, strict=True)):
         model.load_state_dict({name: p[m].detach() for name, p in params.items()})
         meta = _meta(config, s, dev, f"vmap[{len(seeds)}]", seconds, None)
+        meta["batch_members"] = list(ks)  # retraining model k bit for bit needs this batch
         artifacts.append(MemberArtifact.from_bytes(s.index, serialize_state_dict(model), meta))
     return artifacts
 

@@ -5,6 +5,7 @@ idempotent job submission."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import sqlalchemy
 
-from .conftest import UPLOAD_LIMIT, Service
+from .conftest import UPLOAD_LIMIT, Service, wait_for_job
 from .helpers import blobs, is_problem, npz_bytes, upload
 
 pytestmark = pytest.mark.services
@@ -57,11 +58,45 @@ def test_prometheus_metrics(service: Service) -> None:
     assert "rab_datasets " in text
 
 
+def _refs(node: Any) -> Iterator[str]:
+    """Every "$ref" target in a JSON document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
+
+
 def test_openapi_documents_the_v1_api(service: Service) -> None:
     spec = httpx.get(f"{service.base_url}/openapi.json").json()
     assert {"/v1/datasets", "/v1/jobs", "/v1/jobs/{job_id}/certificates"} <= set(spec["paths"])
     body = spec["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(body)
+    schemas = spec["components"]["schemas"]
+    # the document is self-contained: every reference names a defined schema
+    missing = {r for r in _refs(spec) if r.removeprefix("#/components/schemas/") not in schemas}
+    assert not missing
+    # every error of every /v1 call is documented as the problem+json document it is
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            statuses = set(operation["responses"])
+            assert {"401", "422"} <= statuses, (method, path)
+            assert "{" not in path or "404" in statuses, (method, path)
+            for status, response in operation["responses"].items():
+                if status[0] in "45":
+                    assert response["content"] == problem, (method, path, status)
+    assert "HTTPValidationError" not in schemas  # FastAPI's own shape is never sent
+    for name in ("KnnJobIn", "EnsembleJobIn", "BuiltinDatasetIn", "CertifyIn"):
+        assert schemas[name].get("examples"), name
+    summary = spec["paths"]["/v1/jobs/{job_id}/summary"]["get"]["responses"]["200"]
+    assert summary["content"]["application/json"]["schema"]["$ref"].endswith("/Summary")
 
 
 def test_requests_without_a_valid_key_are_401(service: Service) -> None:
@@ -261,6 +296,35 @@ def test_keys_are_isolated(
         assert is_problem(client_b.get(f"/v1/jobs/{job_id}{path}"), 404), path
     assert is_problem(client_b.delete(f"/v1/jobs/{job_id}"), 404)
     assert client_a.get(f"/v1/jobs/{job_id}").status_code == 200
+    model = wait_for_job(client_a, job_id)["links"]["model"]
+    assert is_problem(client_b.get(model), 404)
+    assert is_problem(client_b.post(f"{model}/certify", json={"inputs": [[0.0, 0.0]]}), 404)
+    assert client_a.get(model).status_code == 200
+
+
+def test_oversized_json_bodies_are_413_and_store_nothing(
+    client_a: httpx.Client, dataset_a: dict[str, Any], service: Service
+) -> None:
+    model = wait_for_job(client_a, client_a.post("/v1/jobs", json=_knn(dataset_a["id"])).json()
+                         ["id"])["links"]["model"]
+    before = _stored(service)
+    padding = " " * (UPLOAD_LIMIT + 1)  # valid JSON, only too long
+    builtin = client_a.post("/v1/datasets", content=f'{{"builtin": "digits"}}{padding}',
+                            headers={"content-type": "application/json"})
+    assert is_problem(builtin, 413)
+    certify = client_a.post(f"{model}/certify", content=f'{{"inputs": [[0, 0]]}}{padding}',
+                            headers={"content-type": "application/json"})
+    assert is_problem(certify, 413)
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: cut off while streaming
+        yield b'{"inputs": [[0, 0]]}'
+        for _ in range(8):
+            yield b" " * (UPLOAD_LIMIT // 4)
+
+    streamed = client_a.post(f"{model}/certify", content=chunked(),
+                             headers={"content-type": "application/json"})
+    assert is_problem(streamed, 413)
+    assert _stored(service) == before
 
 
 def test_idempotent_resubmission(
@@ -289,14 +353,21 @@ def test_idempotent_resubmission(
 
 
 def test_cancel(client_a: httpx.Client, dataset_a: dict[str, Any]) -> None:
-    job = client_a.post("/v1/jobs", json=_knn(dataset_a["id"])).json()
+    # an ensemble far too large to finish before the DELETE: the cancel always wins, and the
+    # worker stops at its next progress report instead of training the other models
+    params = {"sigma": 1.0, "num_models": 1000, "arch": "mlp", "epochs": 1,
+              "models_per_task": 1000, "num_test": 4}
+    body = {"dataset_id": dataset_a["id"], "method": "ensemble", "params": params, "seed": 0}
+    job = client_a.post("/v1/jobs", json=body).json()
     cancelled = client_a.delete(f"/v1/jobs/{job['id']}")
-    if cancelled.status_code == 409:  # the worker was faster: it already finished
-        assert client_a.get(f"/v1/jobs/{job['id']}").json()["state"] in ("succeeded", "failed")
-        return
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
     assert is_problem(client_a.delete(f"/v1/jobs/{job['id']}"), 409)
     assert is_problem(client_a.get(f"/v1/jobs/{job['id']}/summary"), 409)
+    time.sleep(3)  # the worker has claimed the task, trained a model, and reported it
+    done = client_a.get(f"/v1/jobs/{job['id']}").json()["progress"]["done"]
+    time.sleep(2)
+    after = client_a.get(f"/v1/jobs/{job['id']}").json()
+    assert after["state"] == "cancelled" and after["progress"]["done"] == done <= 1
 
 
 def test_concurrent_resubmissions_create_one_job(

@@ -77,6 +77,11 @@ def test_ensemble_flow(
     assert _members(service, job["id"]) == [
         (m["index"], m["state_sha256"], m["noise_seed"]) for m in members
     ]
+    # the worker trained each task's pair of models stacked (RAB_TRAIN_BATCH=2), and says so
+    for m in members:
+        pair = [m["index"] // 2 * 2, m["index"] // 2 * 2 + 1]
+        assert m["training"]["trainer"] == "vmap[2]" and m["training"]["batch_members"] == pair
+        assert m["training"]["training_seed"] == [3, m["index"]]
 
 
 def test_worker_killed_mid_ensemble(

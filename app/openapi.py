@@ -1,0 +1,71 @@
+"""The OpenAPI document: request bodies that routes parse themselves are declared as schemas,
+and every error response is documented as the ``application/problem+json`` document it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from app.problems import PROBLEM_JSON, Problem
+from app.schemas import BuiltinDatasetIn, CertifyIn, DatasetOptions
+
+#: bodies read by hand (multipart or JSON on one path), referenced by the routes' openapi_extra
+BODY_MODELS: tuple[type[BaseModel], ...] = (BuiltinDatasetIn, CertifyIn, DatasetOptions)
+#: errors every /v1 call can answer; calls naming a resource by id can also answer 404
+COMMON_ERRORS = {
+    "401": "Missing, unknown or revoked API key.",
+    "422": "The request is well-formed HTTP but invalid (the detail says what is wrong).",
+}
+NOT_FOUND = "No such resource for this key (another key's resources are not found either)."
+_REF = "#/components/schemas/{model}"
+
+
+def _add_schemas(schemas: dict[str, Any], models: tuple[type[BaseModel], ...]) -> None:
+    """Each model's JSON schema (and the schemas it uses) as named components."""
+    for model in models:
+        schema = model.model_json_schema(ref_template=_REF)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+
+
+def _document_errors(path: str, operation: dict[str, Any]) -> None:
+    """Give every 4xx/5xx response of a /v1 operation the problem+json schema."""
+    responses = operation.setdefault("responses", {})
+    for status, description in COMMON_ERRORS.items():
+        responses[status] = {"description": description}
+    if "{" in path:
+        responses.setdefault("404", {"description": NOT_FOUND})
+    problem = {PROBLEM_JSON: {"schema": {"$ref": _REF.format(model="Problem")}}}
+    for status, response in responses.items():
+        if status[0] in "45":
+            response["content"] = problem
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, completed as described in the module docstring."""
+    spec = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):  # never sent: errors are problems
+        schemas.pop(unused, None)
+    _add_schemas(schemas, (*BODY_MODELS, Problem))
+    for path, operations in spec["paths"].items():
+        if path.startswith("/v1/"):
+            for operation in operations.values():
+                _document_errors(path, operation)
+    return spec
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Serve the completed document at /openapi.json (built once, on first request)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = build_openapi(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
