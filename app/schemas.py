@@ -171,25 +171,19 @@ class _JobBase(BaseModel):
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
+def _job_example(method: str, params: dict[str, Any], **extra: Any) -> ConfigDict:
+    """The model config of a job request, with one example body."""
+    body = {"dataset_id": "3f2a...", "method": method, "params": params, **extra, "seed": 0}
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": [body]})
+
+
 class KnnJobIn(_JobBase):
     """A K-NN evaluation job."""
 
     method: Literal["knn"]
     params: KnnParams
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "dataset_id": "3f2a...",
-                    "method": "knn",
-                    "params": {"sigma": 1.0, "k": 5, "spread": 0.1, "num_test": 50},
-                    "seed": 0,
-                }
-            ]
-        },
-    )
+    model_config = _job_example("knn", {"sigma": 1.0, "k": 5, "spread": 0.1, "num_test": 50})
 
 
 class EnsembleJobIn(_JobBase):
@@ -198,20 +192,9 @@ class EnsembleJobIn(_JobBase):
     method: Literal["ensemble"]
     params: EnsembleParams
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "dataset_id": "3f2a...",
-                    "method": "ensemble",
-                    "params": {"sigma": 1.0, "num_models": 100, "epochs": 10, "alpha": 0.001},
-                    "attack": {"pattern": "four_pixel", "norm": 0.1, "poison_fraction": 0.02,
-                               "target": 0},
-                    "seed": 0,
-                }
-            ]
-        },
+    model_config = _job_example(
+        "ensemble", {"sigma": 1.0, "num_models": 100, "epochs": 10, "alpha": 0.001},
+        attack={"pattern": "four_pixel", "norm": 0.1, "poison_fraction": 0.02, "target": 0},
     )
 
 
