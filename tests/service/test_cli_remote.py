@@ -103,7 +103,7 @@ def test_submit_wait_status_results(service: Service, key_a: str, tmp_path: Path
         assert job.state == "succeeded"
         assert job.params["k"] == 3 and job.params["num_test"] == 10 and job.seed == 2
         assert job.attack == {"pattern": "blending", "norm": 1.0, "poison_fraction": 0.1,
-                              "target": 0}
+                              "target": 0, "positions": None}
         summary = client.summary(job_id)
     env: dict[str, str | None] = {"RAB_URL": service.base_url, "RAB_API_KEY": key_a}
     status = _invoke("status", job_id, env=env)  # URL and key from the environment
