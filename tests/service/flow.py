@@ -5,6 +5,7 @@ filters, the summary, the provenance, new inputs and the plot."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,9 +17,50 @@ from rab.ensemble.noise import noise_seed_from_digest
 from rab.knn import default_edges, exact_knn
 
 from .conftest import wait_for_job
-from .helpers import npz_bytes
+from .helpers import npz_bytes, upload
 
 RADII = ("0", "0.05", "0.1", "0.2", "0.5", "1")
+SPAMBASE_SPLIT = {"test_fraction": 0.2, "split_seed": 0}
+SPAMBASE_KNN = {"sigma": 1.0, "k": 5, "spread": 0.1, "num_test": 24}
+SPAMBASE_ATTACK = {"pattern": "one_pixel", "norm": 0.1, "poison_fraction": 0.02, "target": 0}
+MNIST01_ENSEMBLE = {"sigma": 0.5, "num_models": 6, "epochs": 3, "batch_size": 32,
+                    "models_per_task": 2, "alpha": 0.05, "num_test": 16}
+
+
+def run_spambase_knn_flow(client: httpx.Client, shared_data: Path) -> dict[str, Any]:
+    """Upload the real UCI Spambase file over HTTP, then the K-NN flow under a one-pixel
+    backdoor; returns the job."""
+    path = shared_data / "spambase.data"
+    response = upload(client, path.read_bytes(), "spambase.csv", SPAMBASE_SPLIT)
+    assert response.status_code in (200, 201), response.text
+    dataset = response.json()
+    local = rd.load_csv(path, **SPAMBASE_SPLIT)
+    assert dataset["sha256"] == local.sha256
+    assert dataset["train_size"] == 3680 and dataset["test_size"] == 921
+    return run_knn_flow(client, dataset["id"], local, SPAMBASE_KNN, SPAMBASE_ATTACK, seed=7)
+
+
+def mnist01_subset(shared_data: Path) -> dict[str, np.ndarray]:
+    """A seeded, balanced subset of MNIST 0/1: 200 training and 16 test images (uint8)."""
+    rng = np.random.default_rng(2024)
+    with np.load(shared_data / "mnist_01.npz", allow_pickle=False) as d:
+        X_train, y_train, X_test, y_test = (d[k] for k in ("X_train", "y_train", "X_test",
+                                                            "y_test"))
+    train = np.sort(np.concatenate([rng.choice(np.flatnonzero(y_train == c), 100, replace=False)
+                                    for c in (0, 1)]))
+    test = rng.choice(len(y_test), 16, replace=False)
+    return {"X_train": X_train[train], "y_train": y_train[train],
+            "X_test": X_test[test], "y_test": y_test[test]}
+
+
+def upload_mnist01(client: httpx.Client, shared_data: Path) -> tuple[dict[str, Any], rd.Dataset]:
+    """The MNIST 0/1 subset uploaded as an npz, and the same data loaded locally."""
+    arrays = mnist01_subset(shared_data)
+    response = upload(client, npz_bytes(**arrays), "mnist01.npz")
+    assert response.status_code in (200, 201), response.text
+    local = rd.from_arrays(*arrays.values(), name="mnist01", preprocessing=rd.PIXELS)
+    assert response.json()["sha256"] == local.sha256
+    return response.json(), local
 
 
 def all_certificates(client: httpx.Client, job_id: str, subset: str, **filters: Any) -> list[Any]:

@@ -12,8 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-import rab.data as rd
-
 from .conftest import (
     REPO_ROOT,
     create_key,
@@ -22,7 +20,7 @@ from .conftest import (
     stop,
     wait_healthy,
 )
-from .flow import run_ensemble_flow, run_knn_flow
+from .flow import MNIST01_ENSEMBLE, run_ensemble_flow, run_spambase_knn_flow, upload_mnist01
 
 pytestmark = pytest.mark.slow
 
@@ -50,19 +48,16 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
     assert "Warm shutdown" in log.read_text()
 
 
-def test_embedded_mode_runs_without_servers(embedded: tuple[str, str, Path]) -> None:
+def test_embedded_mode_runs_without_servers(
+    embedded: tuple[str, str, Path], shared_data: Path
+) -> None:
+    # the same flows, on the same data, as against PostgreSQL + Redis + a separate worker
     base, key, root = embedded
     assert (root / "data" / "rab.db").is_file()
     ready = httpx.get(f"{base}/readyz")
     assert ready.status_code == 200, ready.text
     with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=60) as client:
-        response = client.post("/v1/datasets", json={"builtin": "digits", "classes": [0, 1]})
-        assert response.status_code == 201, response.text
-        local = rd.select_classes(rd.load_sklearn("digits"), [0, 1])
-        assert response.json()["sha256"] == local.sha256
-        params = {"sigma": 0.5, "k": 3, "num_test": 12}
-        run_knn_flow(client, response.json()["id"], local, params)
-        ensemble = {"sigma": 0.5, "num_models": 6, "arch": "mlp", "epochs": 10,
-                    "batch_size": 32, "models_per_task": 2, "alpha": 0.05, "num_test": 12}
-        run_ensemble_flow(client, response.json()["id"], local, ensemble, seed=5,
-                          min_accuracy=0.75)
+        run_spambase_knn_flow(client, shared_data)
+        dataset, local = upload_mnist01(client, shared_data)
+        run_ensemble_flow(client, dataset["id"], local, MNIST01_ENSEMBLE, seed=5,
+                          min_accuracy=0.9)

@@ -10,43 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import sqlalchemy
 
 import rab.data as rd
 
 from .conftest import Service, wait_for_job
-from .flow import all_certificates, run_ensemble_flow
-from .helpers import npz_bytes, upload
+from .flow import MNIST01_ENSEMBLE, all_certificates, run_ensemble_flow, upload_mnist01
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-PARAMS = {"sigma": 0.5, "num_models": 6, "epochs": 3, "batch_size": 32,
-          "models_per_task": 2, "alpha": 0.05, "num_test": 16}
-
-
-def _mnist_subset(shared_data: Path) -> dict[str, np.ndarray]:
-    """A seeded, balanced subset of MNIST 0/1: 200 training and 16 test images (uint8)."""
-    rng = np.random.default_rng(2024)
-    with np.load(shared_data / "mnist_01.npz", allow_pickle=False) as d:
-        X_train, y_train, X_test, y_test = (d[k] for k in ("X_train", "y_train", "X_test",
-                                                            "y_test"))
-    train = np.concatenate([rng.choice(np.flatnonzero(y_train == c), 100, replace=False)
-                            for c in (0, 1)])
-    test = rng.choice(len(y_test), 16, replace=False)
-    return {"X_train": X_train[np.sort(train)], "y_train": y_train[np.sort(train)],
-            "X_test": X_test[test], "y_test": y_test[test]}
+PARAMS = MNIST01_ENSEMBLE
 
 
 @pytest.fixture(scope="module")
 def mnist01(client_a_module: httpx.Client, shared_data: Path) -> tuple[dict[str, Any], rd.Dataset]:
-    arrays = _mnist_subset(shared_data)
-    response = upload(client_a_module, npz_bytes(**arrays), "mnist01.npz")
-    assert response.status_code in (200, 201), response.text
-    local = rd.from_arrays(*arrays.values(), name="mnist01", preprocessing=rd.PIXELS)
-    assert response.json()["sha256"] == local.sha256
-    return response.json(), local
+    return upload_mnist01(client_a_module, shared_data)
 
 
 @pytest.fixture(scope="module")
