@@ -1,14 +1,17 @@
-"""FastAPI dependencies: the calling key, a database session, the store and the settings."""
+"""FastAPI dependencies: the calling key, a database session, the store and the settings; and
+the one rule of resource ownership (another key's resources are not found)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request, Security
 from sqlalchemy.orm import Session
 
 from app.auth import API_KEY_HEADER, authenticate
+from app.orm import Dataset, Job, Model
+from app.problems import not_found
 from app.settings import Settings
 from models_store import ObjectStore
 
@@ -39,3 +42,14 @@ Owner = Annotated[str, Depends(owner_id)]
 DB = Annotated[Session, Depends(db_session, scope="function")]
 Store = Annotated[ObjectStore, Depends(store)]
 AppSettings = Annotated[Settings, Depends(settings)]
+
+OwnedRow = TypeVar("OwnedRow", Dataset, Job, Model)
+
+
+def owned(db: Session, row_type: type[OwnedRow], owner: str, ident: str) -> OwnedRow:
+    """The ``row_type`` row ``ident`` if it belongs to ``owner``, else 404, whether or not it
+    exists (so another key cannot even learn that it does)."""
+    row = db.get(row_type, ident)
+    if row is None or row.owner_id != owner:
+        raise not_found(row_type.__tablename__.removesuffix("s"), ident)
+    return row

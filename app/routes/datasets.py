@@ -12,9 +12,9 @@ from sqlalchemy import select, tuple_
 
 import rab.client.models as wire
 from app.datasets import dataset_from_builtin, dataset_from_file, register, to_out
-from app.deps import DB, AppSettings, Owner, Store
+from app.deps import DB, AppSettings, Owner, Store, owned
 from app.orm import Dataset as DatasetRow
-from app.problems import bad_input, not_found
+from app.problems import bad_input
 from app.schemas import BuiltinDatasetIn, DatasetOptions, Page
 from app.uploads import read_bounded_body, read_upload
 
@@ -124,16 +124,9 @@ def list_datasets(
     )
 
 
-def owned_dataset(db: DB, owner: str, dataset_id: str) -> DatasetRow:
-    """The dataset if it belongs to ``owner``, else 404 (whether or not it exists)."""
-    row = db.get(DatasetRow, dataset_id)
-    if row is None or row.owner_id != owner:
-        raise not_found("dataset", dataset_id)
-    return row
-
 
 @router.get("/{dataset_id}", response_model=wire.Dataset)
 def get_dataset(dataset_id: str, owner: Owner, db: DB) -> wire.Dataset:
     """Describe one dataset."""
-    return to_out(owned_dataset(db, owner, dataset_id))
+    return to_out(owned(db, DatasetRow, owner, dataset_id))
 

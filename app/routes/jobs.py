@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import rab.client.models as wire
-from app.deps import DB, AppSettings, Owner
+from app.deps import DB, AppSettings, Owner, owned
 from app.jobspec import attack_spec, ensemble_config
 from app.orm import Certificate, Job, utcnow
 from app.orm import Dataset as DatasetRow
@@ -51,13 +51,6 @@ def job_out(job: Job) -> wire.Job:
         started_at=job.started_at, finished_at=job.finished_at, links=links,
     )
 
-
-def owned_job(db: Session, owner: str, job_id: str) -> Job:
-    """The job if it belongs to ``owner``, else 404."""
-    job = db.get(Job, job_id)
-    if job is None or job.owner_id != owner:
-        raise not_found("job", job_id)
-    return job
 
 
 def _check_attack(attack: AttackIn, dataset: DatasetRow, seed: int) -> None:
@@ -189,7 +182,7 @@ def create_job(
 @router.get("/{job_id}", response_model=wire.Job)
 def get_job(job_id: str, owner: Owner, db: DB) -> wire.Job:
     """State, progress, timings and error of a job."""
-    return job_out(owned_job(db, owner, job_id))
+    return job_out(owned(db, Job, owner, job_id))
 
 
 @router.delete(
@@ -199,7 +192,7 @@ def get_job(job_id: str, owner: Owner, db: DB) -> wire.Job:
 )
 def cancel_job(job_id: str, owner: Owner, db: DB) -> wire.Job:
     """Cancel a queued or running job (workers stop at their next progress report)."""
-    job = owned_job(db, owner, job_id)
+    job = owned(db, Job, owner, job_id)
     cancelled = db.execute(  # one conditional UPDATE: no race with a worker finishing the job
         update(Job)
         .where(Job.id == job_id, Job.state.in_(("queued", "running")))
@@ -231,7 +224,7 @@ def list_certificates(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Page[wire.Certificate]:
     """Per-sample certificates in index order, filtered; keyset pagination on the index."""
-    owned_job(db, owner, job_id)
+    owned(db, Job, owner, job_id)
     query = select(Certificate).where(Certificate.job_id == job_id, Certificate.subset == subset)
     if min_radius is not None:
         query = query.where(Certificate.radius >= min_radius)
@@ -255,7 +248,7 @@ def get_certificate(
     job_id: str, index: int, owner: Owner, db: DB, subset: Subset = "clean"
 ) -> wire.Certificate:
     """One certified prediction with its radius."""
-    owned_job(db, owner, job_id)
+    owned(db, Job, owner, job_id)
     row = db.get(Certificate, (job_id, subset, index))
     if row is None:
         raise not_found("certificate", f"{job_id}/{subset}/{index}")
@@ -263,7 +256,7 @@ def get_certificate(
 
 
 def _finished(db: Session, owner: str, job_id: str) -> Job:
-    job = owned_job(db, owner, job_id)
+    job = owned(db, Job, owner, job_id)
     if job.state != "succeeded":
         raise ProblemError(409, "Conflict", f"job {job_id} is {job.state}, not succeeded")
     return job

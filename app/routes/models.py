@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 
 import rab.client.models as wire
 from app.artefacts import npz_bytes, put_object
-from app.deps import DB, AppSettings, Owner, Store
+from app.deps import DB, AppSettings, Owner, Store, owned
 from app.orm import Certificate, Job, Model, ModelMember
 from app.orm import Dataset as DatasetRow
-from app.problems import ProblemError, bad_input, not_found
+from app.problems import ProblemError, bad_input
 from app.routes.jobs import certificate_out, enqueue, job_out
 from app.schemas import MAX_INPUTS, CertifyIn
 from app.settings import Settings
@@ -33,18 +33,11 @@ from workers.celery_app import CERTIFY_TASK, QUEUE_OF
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-def owned_model(db: Session, owner: str, model_id: str) -> Model:
-    """The model if it belongs to ``owner``, else 404."""
-    model = db.get(Model, model_id)
-    if model is None or model.owner_id != owner:
-        raise not_found("model", model_id)
-    return model
-
 
 @router.get("/{model_id}", response_model=wire.ModelInfo)
 def get_model(model_id: str, owner: Owner, db: DB) -> wire.ModelInfo:
     """Dataset hash, parameters, code version, member hashes and noise seeds."""
-    model = owned_model(db, owner, model_id)
+    model = owned(db, Model, owner, model_id)
     job = db.get(Job, model.job_id)
     assert job is not None
     members = db.scalars(
@@ -140,7 +133,7 @@ def _inputs(raw: Any, input_shape: tuple[int, ...]) -> np.ndarray:
 
 def _input_shape(db: Session, owner: str, model_id: str) -> tuple[Model, tuple[int, ...]]:
     """The owned model and the input shape of its dataset (the connection is released)."""
-    model = owned_model(db, owner, model_id)
+    model = owned(db, Model, owner, model_id)
     dataset = db.get(DatasetRow, model.dataset_id)
     assert dataset is not None
     db.commit()

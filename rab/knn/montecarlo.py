@@ -73,15 +73,6 @@ def monte_carlo_knn_proba(
     num_classes: int | None = None,
 ) -> np.ndarray:
     """Estimated q(c | x) (m, C): vote frequencies over ``draws`` noisy training sets."""
-    counts = monte_carlo_knn_counts(
-        X_train,
-        y_train,
-        X_test,
-        sigma=sigma,
-        k=k,
-        edges=edges,
-        draws=draws,
-        seed=seed,
-        num_classes=num_classes,
-    )
+    counts = monte_carlo_knn_counts(X_train, y_train, X_test, sigma=sigma, k=k, edges=edges,
+                                    draws=draws, seed=seed, num_classes=num_classes)
     return counts / float(draws)
