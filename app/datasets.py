@@ -18,13 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-import rab.client.models as wire
+import contract.api as wire
 import rab.data as rd
 from app.artefacts import save_dataset
 from app.orm import Dataset as DatasetRow
 from app.problems import ProblemError, bad_input
-from app.schemas import BuiltinDatasetIn, DatasetOptions, PreprocessingSpec
 from app.settings import Settings
+from contract.api import BuiltinDatasetIn, DatasetOptions, PreprocessingSpec
 from models_store import ObjectStore
 from rab.data.vision import DownloadError
 from rab.evaluation.datasets import DatasetSpec
@@ -101,14 +101,14 @@ def dataset_from_builtin(spec: BuiltinDatasetIn, settings: Settings) -> rd.Datas
         raise ProblemError(
             403, "Downloads disabled",
             "this server does not download datasets; install the files under "
-            f"{settings.builtin_data_dir} or start the server with RAB_ALLOW_DOWNLOADS=1",
+            f"{settings.resolved_shared_data} or start the server with RAB_ALLOW_DOWNLOADS=1",
         )
     try:
         with _DOWNLOADS if named.download else nullcontext():
-            return load_named(named, data_dir=settings.builtin_data_dir)
+            return load_named(named, data_dir=settings.resolved_shared_data)
     except FileNotFoundError as exc:
         raise ProblemError(
-            409, "Built-in data not installed", f"{exc}; set RAB_BUILTIN_DATA_DIR"
+            409, "Built-in data not installed", f"{exc}; set RAB_SHARED_DATA"
         ) from None
     except DownloadError as exc:
         raise ProblemError(502, "Download failed", str(exc)) from None

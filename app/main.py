@@ -14,6 +14,7 @@ from app.openapi import install_openapi
 from app.problems import install_problem_handlers
 from app.routes import datasets, health, jobs, models
 from app.settings import Settings, get_settings
+from contract.messaging import make_celery
 from models_store import ObjectStore
 
 DESCRIPTION = """Certified robustness against backdoor attacks (RAB) as a service.
@@ -31,14 +32,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from workers.celery_app import ensure_broker_folders, make_celery
-
         upgrade(settings)
-        ensure_broker_folders(settings)
+        settings.ensure_broker_folders()
         app.state.settings = settings
         app.state.db = Database(settings)
         app.state.store = ObjectStore(settings.resolved_store_dir)
-        app.state.celery = make_celery(settings)
+        app.state.celery = make_celery(*settings.celery_broker())
         try:
             yield
         finally:

@@ -13,8 +13,9 @@ from app.settings import Settings
 
 def alembic_config(settings: Settings) -> Config:
     """The Alembic configuration of ``migrations/`` pointed at the settings' database."""
-    config = Config(str(settings.migrations_dir / "alembic.ini"))
-    config.set_main_option("script_location", str(settings.migrations_dir))
+    directory = settings.resolved_migrations_dir
+    config = Config(str(directory / "alembic.ini"))
+    config.set_main_option("script_location", str(directory))
     config.attributes["database_url"] = settings.resolved_database_url
     return config
 

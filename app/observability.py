@@ -19,7 +19,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from app.db import Database
-from app.orm import JOB_STATES, Dataset, Job
+from app.orm import Dataset, Job
+from contract.api import JOB_STATES
 
 
 class _DatabaseCollector(Collector):

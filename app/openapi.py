@@ -10,7 +10,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from app.problems import PROBLEM_JSON, Problem
-from app.schemas import BuiltinDatasetIn, CertifyIn, DatasetOptions
+from contract.api import BuiltinDatasetIn, CertifyIn, DatasetOptions
 
 #: bodies read by hand (multipart or JSON on one path), referenced by the routes' openapi_extra
 BODY_MODELS: tuple[type[BaseModel], ...] = (BuiltinDatasetIn, CertifyIn, DatasetOptions)

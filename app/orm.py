@@ -27,8 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+from contract.api import MAX_NAME_LENGTH
 
 
 def new_id() -> str:
@@ -90,7 +89,7 @@ class ApiKey(Base):
 
     __tablename__ = "api_keys"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(MAX_NAME_LENGTH))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -113,7 +112,7 @@ class Dataset(Base):
     __table_args__ = (UniqueConstraint("owner_id", "content_sha256"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(MAX_NAME_LENGTH))
     source: Mapped[str] = mapped_column(String(32))
     content_sha256: Mapped[str] = mapped_column(String(64))
     object_sha256: Mapped[str] = mapped_column(ForeignKey("stored_objects.sha256"))
@@ -139,7 +138,6 @@ class Job(Base):
     method: Mapped[str] = mapped_column(String(16))
     params: Mapped[dict[str, Any]]
     attack: Mapped[dict[str, Any] | None]
-    seed: Mapped[int] = mapped_column(BigInteger)
     inputs_sha256: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default="queued")
     phase: Mapped[str] = mapped_column(String(200), default="queued")

@@ -7,16 +7,13 @@ transport, all under ``RAB_DATA_DIR`` (``./rab-data``). Production sets ``RAB_DA
 
 from __future__ import annotations
 
+import importlib.util
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-import migrations
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class Settings(BaseSettings):
@@ -39,19 +36,20 @@ class Settings(BaseSettings):
         description="Extra kombu transport options (JSON), e.g. unacked_restore_interval.",
     )
     store_dir: Path | None = Field(default=None, description="Store root; data_dir/store if unset.")
-    migrations_dir: Path = Field(
-        default=Path(migrations.__file__).parent,
+    migrations_dir: Path | None = Field(
+        default=None,
         description="Alembic script location (default: the installed migrations package).",
     )
-    builtin_data_dir: Path = Field(
-        default=REPO_ROOT.parent / "shared" / "data",
-        description="Directory of the named built-in datasets: spambase.data, mnist_01.npz, "
-        "cifar10_airplane_bird.npz, and torchvision's MNIST/ and cifar-10-batches-py/.",
+    shared_data: Path | None = Field(
+        default=None,
+        description="Directory of the named built-in datasets (spambase.data, mnist_01.npz, "
+        "cifar10_airplane_bird.npz, torchvision's MNIST/ and cifar-10-batches-py/); default: "
+        "the library's (rab.evaluation.shared_data_dir).",
     )
     allow_downloads: bool = Field(
         default=False,
         description="Let built-in requests with download: true fetch MNIST / CIFAR-10 from the "
-        "internet into builtin_data_dir.",
+        "internet into the shared data directory.",
     )
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0, description="Upload size limit.")
     max_job_attempts: int = Field(
@@ -74,6 +72,53 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'rab.db').resolve()}"
+
+    @cached_property
+    def resolved_shared_data(self) -> Path:
+        """The built-in data directory (this setting, else the library's default)."""
+        from rab.evaluation.datasets import shared_data_dir
+
+        return shared_data_dir(self.shared_data)
+
+    @cached_property
+    def resolved_migrations_dir(self) -> Path:
+        """The Alembic script directory (located without importing its ``env.py``)."""
+        if self.migrations_dir is not None:
+            return self.migrations_dir
+        spec = importlib.util.find_spec("migrations")
+        if spec is None or spec.origin is None:
+            raise RuntimeError("the migrations package is not installed")
+        return Path(spec.origin).parent
+
+    def celery_broker(self) -> tuple[str, dict[str, Any]]:
+        """Broker URL and kombu transport options: Redis or RabbitMQ (``broker_url``), or the
+        embedded filesystem transport under the data directory."""
+        if self.embedded_broker:
+            queue_dir, control_dir = self.broker_folders
+            return "filesystem://", {
+                "data_folder_in": str(queue_dir),
+                "data_folder_out": str(queue_dir),
+                "control_folder": str(control_dir),
+                "store_processed": False,
+                # kombu polls the folder once a second by default, which caps the embedded
+                # mode at about one task a second; a listing every 0.1 s costs next to nothing.
+                "polling_interval": 0.1,
+            }
+        options: dict[str, Any] = {"visibility_timeout": self.visibility_timeout_s}
+        if self.broker_key_prefix:
+            options["global_keyprefix"] = self.broker_key_prefix
+        return str(self.broker_url), {**options, **self.broker_transport_options}
+
+    @property
+    def broker_folders(self) -> tuple[Path, Path]:
+        """Queue and control folders of the embedded transport."""
+        return self.broker_folder / "queue", self.broker_folder / "control"
+
+    def ensure_broker_folders(self) -> None:
+        """Create the embedded transport's folders (done at start-up, not at import)."""
+        if self.embedded_broker:
+            for folder in self.broker_folders:
+                folder.mkdir(parents=True, exist_ok=True)
 
     @cached_property
     def resolved_store_dir(self) -> Path:

@@ -44,6 +44,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from contract.api import job_request
 from rab.cli.demo import embedded_service
 from rab.client import Client
 
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace, data_dir: Path, settings: dict[str, str]) -> d
         with Client(url, key, timeout=60) as client:
             dataset = client.upload_dataset(spambase, format="csv", options=SPLIT)
             started = time.monotonic()
-            job = client.submit_job(dataset.id, "knn", KNN_PARAMS)
+            job = client.submit_job(job_request(dataset.id, "knn", KNN_PARAMS))
             job = client.wait(job.id, timeout=JOB_TIMEOUT_S)
             job_s = time.monotonic() - started
         assert job.model_id is not None

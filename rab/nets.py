@@ -25,7 +25,7 @@ import torch.nn.functional as nnf
 import torchvision
 from torch import nn
 
-from rab.ensemble.config import ARCHITECTURES
+from rab.architectures import ARCHITECTURES, check_input_shape
 
 
 def num_outputs(num_classes: int) -> int:
@@ -74,8 +74,7 @@ class MnistCNN(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...], out_features: int) -> None:
         super().__init__()
-        if len(input_shape) != 3 or min(input_shape[1:]) < 16:
-            raise ValueError(f"mnist_cnn needs a (C, H, W) input, H, W >= 16, got {input_shape}")
+        check_input_shape("mnist_cnn", input_shape)
         channels, height, width = input_shape
         self.conv1 = nn.Conv2d(channels, 16, kernel_size=5)
         self.conv2 = nn.Conv2d(16, 32, kernel_size=5)
@@ -132,8 +131,7 @@ class PreActResNet(nn.Module):
         self, input_shape: tuple[int, ...], out_features: int, norm: str = "batch", blocks: int = 5
     ) -> None:
         super().__init__()
-        if len(input_shape) != 3:
-            raise ValueError(f"preact_resnet needs a (C, H, W) input, got {input_shape}")
+        check_input_shape("preact_resnet", input_shape)
         make_norm = _norm_layer(norm)
         self.stem = nn.Conv2d(input_shape[0], 16, 3, padding=1)
         stages = []
@@ -177,8 +175,7 @@ class MLP(nn.Module):
 
 
 def _resnet18(input_shape: tuple[int, ...], out_features: int, norm: str) -> nn.Module:
-    if len(input_shape) != 3:
-        raise ValueError(f"resnet18 needs a (C, H, W) input, got {input_shape}")
+    check_input_shape("resnet18", input_shape)
     model = torchvision.models.resnet18(
         weights=None, num_classes=out_features, norm_layer=_norm_layer(norm)
     )

@@ -54,7 +54,8 @@ def test_certify_writes_json_consistent_with_its_certificates(app, tmp_path):
     assert set(record["vanilla"]) == {"clean", "backdoor"}
     # the certificates themselves, recomputed from the same data, attack and K-NN
     data = load_dataset(DatasetSpec("digits", classes=(0, 1), train_size=100, test_size=30))
-    ev = prepare(data, AttackSpec("blending", norm=1.0, rate=0.1))
+    assert record["attack"]["seed"] is not None  # drawn fresh, recorded
+    ev = prepare(data, AttackSpec.from_dict(record["attack"]))
     direct = certify_knn(ev.train.X_train, ev.train.y_train, ev.test("backdoor").X, sigma=0.5,
                          k=3, num_classes=2, backend="numpy")
     np.testing.assert_allclose(record["certificates"]["backdoor"]["radius"], direct.radius,
@@ -81,7 +82,7 @@ def test_certify_without_attack(app, tmp_path):
         ([*SMALL, "--attack", "laser"], "unknown attack kind"),
         ([*SMALL, "--attack", "blending", "--norm", "-1"], "norm"),
         ([*SMALL, "--attack", "blending", "--rate", "1.5"], "rate"),
-        ([*SMALL, "--attack", "blending", "--target", "5"], "not a class"),
+        ([*SMALL, "--attack", "blending", "--target", "5"], "target class 5 is outside"),
         (["certify", "digits", "--classes", "0,42"], "outside"),
         ([*SMALL, "--radii", "a,b"], "radii"),
         ([*SMALL, "--k", "0"], "k must"),

@@ -51,7 +51,8 @@ def mnist(shared_data: Path) -> dict[str, np.ndarray]:
 
 def _config(num_models: int, **changes: object) -> EnsembleConfig:
     values: dict[str, object] = {"input_shape": (1, 28, 28), "num_classes": 2, "sigma": SIGMA,
-                                 "num_models": num_models, "epochs": 1, "batch_size": 32}
+                                 "num_models": num_models, "epochs": 1, "batch_size": 32,
+                                 "seed": 0}
     return preset("mnist", **{**values, **changes})  # type: ignore[arg-type]
 
 
@@ -192,7 +193,7 @@ def test_train_ensemble_in_chunks_uses_the_batched_trainer(mnist: dict, tmp_path
 
 def test_models_per_chunk() -> None:
     mnist_config = _config(100)
-    cifar = preset("cifar", input_shape=(3, 32, 32), num_classes=2, sigma=1.0, num_models=9)
+    cifar = preset("cifar", seed=0, input_shape=(3, 32, 32), num_classes=2, sigma=1.0, num_models=9)
     assert models_per_chunk(mnist_config, 12665, torch.device("cpu")) == 1
     assert models_per_chunk(mnist_config, 12665, torch.device("cuda")) == 64
     # 4 GiB of stacked noisy copies at 4 * n * d bytes per model
@@ -207,7 +208,8 @@ def test_models_per_chunk() -> None:
 
 
 def test_batched_training_rejects_batchnorm() -> None:
-    config = preset("cifar", input_shape=(3, 32, 32), num_classes=2, sigma=1.0, num_models=2)
+    config = preset("cifar", seed=0, input_shape=(3, 32, 32), num_classes=2, sigma=1.0,
+                    num_models=2)
     X = np.zeros((4, 3, 32, 32), np.float32)
     with pytest.raises(ValueError, match="buffers"):
         train_members_batched(config, X, np.zeros(4, np.int64), [0, 1])

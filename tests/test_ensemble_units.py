@@ -35,7 +35,7 @@ from rab.ensemble.vote import VoteMatrices
 
 def _config(**changes: object) -> EnsembleConfig:
     values: dict[str, object] = {"input_shape": (1, 28, 28), "num_classes": 2, "sigma": 1.0,
-                                 "num_models": 10}
+                                 "num_models": 10, "seed": 0}
     values.update(changes)
     return preset("mnist", **values)  # type: ignore[arg-type]
 
@@ -44,13 +44,13 @@ def _config(**changes: object) -> EnsembleConfig:
 
 
 def test_presets_are_the_authors_settings() -> None:
-    mnist, cifar = _config(), preset("cifar", input_shape=(3, 32, 32), num_classes=2, sigma=1.0,
-                                     num_models=5)
+    mnist, cifar = _config(), preset("cifar", seed=0, input_shape=(3, 32, 32), num_classes=2,
+                                     sigma=1.0, num_models=5)
     assert (mnist.arch, mnist.epochs, mnist.batch_size, mnist.lr, mnist.optimizer) == \
         ("mnist_cnn", 20, 128, 1e-3, "adam")
     assert (cifar.arch, cifar.epochs, cifar.batch_size, cifar.lr) == ("preact_resnet", 10, 64, 1e-3)
-    private = preset("cifar", input_shape=(3, 32, 32), num_classes=2, sigma=1.0, num_models=5,
-                     dp=True)
+    private = preset("cifar", seed=0, input_shape=(3, 32, 32), num_classes=2, sigma=1.0,
+                     num_models=5, dp=True)
     assert private.dp == DPConfig(noise_multiplier=0.1, max_grad_norm=100.0)
     assert private.norm == "group"
     assert DP_PRESETS["mnist"] == DPConfig(noise_multiplier=4.0, max_grad_norm=5.0)
@@ -91,7 +91,7 @@ def test_numpy_scalars_become_plain_numbers() -> None:
 
 def test_dp_with_batchnorm_is_rejected() -> None:
     with pytest.raises(ValueError, match="norm='group'"):
-        preset("cifar", input_shape=(3, 32, 32), num_classes=2, sigma=1.0, num_models=1,
+        preset("cifar", seed=0, input_shape=(3, 32, 32), num_classes=2, sigma=1.0, num_models=1,
                dp=DP_PRESETS["cifar"], norm="batch")
 
 

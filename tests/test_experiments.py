@@ -44,6 +44,7 @@ test_size = 20
 
 [attack]
 target = 0
+seed = 0
 
 [[attacks]]
 kind = "blending"

@@ -8,7 +8,7 @@ import torch
 from opacus.validators import ModuleValidator
 from torch import nn
 
-from rab.ensemble.config import ARCHITECTURES
+from rab.architectures import ARCHITECTURES
 from rab.nets import (
     build_model,
     classification_loss,
@@ -78,7 +78,7 @@ def test_bad_arguments_raise() -> None:
         build_model("vgg", (1, 28, 28), 2)
     with pytest.raises(ValueError, match="norm"):
         build_model("preact_resnet", (3, 32, 32), 2, norm="layer")
-    with pytest.raises(ValueError, match="H, W >= 16"):
+    with pytest.raises(ValueError, match="at least 16x16"):
         build_model("mnist_cnn", (1, 8, 8), 2)
     with pytest.raises(ValueError, match="at least 2"):
         num_outputs(1)

@@ -14,7 +14,8 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
-from app.orm import TERMINAL_STATES, Certificate, Job, ModelMember, utcnow
+from app.orm import Certificate, Job, ModelMember, utcnow
+from contract.api import TERMINAL_STATES
 
 AGGREGATING = "aggregating"  # phase prefix once every ensemble member is stored
 
@@ -35,7 +36,6 @@ class Claim:
     method: str
     params: dict[str, Any]
     attack: dict[str, Any] | None
-    seed: int
     inputs_sha256: str | None
     attempt: int
 
@@ -63,7 +63,7 @@ def claim(db: Database, job_id: str, *, redelivered: bool) -> Claim | None:
         return Claim(
             job_id=job.id, kind=job.kind, owner_id=job.owner_id, dataset_id=job.dataset_id,
             model_id=job.model_id, method=job.method, params=dict(job.params),
-            attack=None if job.attack is None else dict(job.attack), seed=job.seed,
+            attack=None if job.attack is None else dict(job.attack),
             inputs_sha256=job.inputs_sha256,
             attempt=job.attempts,
         )

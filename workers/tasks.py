@@ -14,28 +14,34 @@ from sqlalchemy import select
 
 from app.artefacts import load_arrays, load_dataset, npz_bytes, put_object, save_dataset
 from app.db import Database
-from app.jobspec import VOTES, attack_spec, ensemble_config
 from app.orm import Dataset as DatasetRow
-from app.orm import Job, Model, ModelMember, new_id
+from app.orm import Model, ModelMember, new_id
 from app.settings import Settings, get_settings
-from models_store import ObjectStore
-from rab.bounds import CertificateBatch
-from rab.data import Dataset
-from rab.ensemble.artifacts import MemberArtifact
-from rab.ensemble.certify import certify_votes, expected_certificates
-from rab.ensemble.vote import VoteMatrices
-from rab.evaluation import Evaluation, KnnMethod, TestSet, prepare
-from rab.evaluation.methods import certify_test_sets
-from rab.evaluation.summary import certificate_rows, summary
-from rab.metrics import summarize
-from workers import lifecycle
-from workers.celery_app import (
+from contract.jobs import evaluation_request
+from contract.messaging import (
     CERTIFY_TASK,
     ENSEMBLE_AGGREGATE_TASK,
     ENSEMBLE_CHUNK_TASK,
     KNN_TASK,
-    celery_app,
+    queue_for,
 )
+from models_store import ObjectStore
+from rab.data import DataFacts
+from rab.ensemble.artifacts import MemberArtifact
+from rab.evaluation import (
+    Certified,
+    EnsembleMethod,
+    Evaluation,
+    EvaluationRequest,
+    TestSet,
+    certificate_rows,
+    certify_members,
+    certify_test_sets,
+)
+from rab.evaluation.pipeline import evaluation_metrics
+from rab.metrics import DEFAULT_RADII
+from workers import lifecycle
+from workers.celery_app import celery_app
 
 log = logging.getLogger(__name__)
 
@@ -68,39 +74,24 @@ def _store() -> ObjectStore:
     return _resources["store"]
 
 
-def _knn(params: dict[str, Any]) -> KnnMethod:
-    """The exact smoothed K-NN of a job (numpy backend: K-NN jobs run on the ``cpu`` queue)."""
-    return KnnMethod(
-        sigma=params["sigma"], k=params["k"], num_levels=params["num_levels"],
-        spread=params["spread"], backend="numpy",
-    )
+def _request(claim: lifecycle.Claim) -> EvaluationRequest:
+    """The library request of the claimed job (the contract's one mapping)."""
+    return evaluation_request(claim.method, claim.params, claim.attack)
 
 
-def _certify_knn(
-    job_id: str, train: Dataset, tests: tuple[TestSet, ...], params: dict[str, Any]
-) -> dict[str, tuple[TestSet, CertificateBatch]]:
-    """Exact K-NN certificates (Theorem 3, eq. 14) of every test set; progress is reported to
-    the job row between chunks of test points, where a cancellation stops the work."""
-
-    def progress(stage: str, done: int, total: int) -> None:
-        lifecycle.report(_db(), job_id, done, total, stage)
-
-    certified = certify_test_sets(train, tests, _knn(params), progress=progress)
-    return {t.subset: (t, certified[t.subset].certificates) for t in tests}
-
-
-def _rows(results: dict[str, tuple[TestSet, CertificateBatch]]) -> list[dict[str, Any]]:
+def _rows(evaluation: tuple[TestSet, ...], certified: dict[str, Certified]) -> list[dict[str, Any]]:
     return [
         row
-        for subset, (test, batch) in results.items()
-        for row in certificate_rows(subset, batch, test.labels)
+        for test in evaluation
+        for row in certificate_rows(test.subset, certified[test.subset].certificates, test.labels)
     ]
 
 
 def _dataset_row(dataset_id: str | None) -> DatasetRow:
     with _db().session() as session:
         row = session.get(DatasetRow, dataset_id)
-        assert row is not None, "a job's dataset row cannot disappear (foreign key)"
+        if row is None:  # the foreign key makes this unreachable
+            raise RuntimeError(f"dataset {dataset_id} of a job has disappeared")
         return row
 
 
@@ -109,18 +100,27 @@ def _load_evaluation(claim: lifecycle.Claim) -> tuple[DatasetRow, Evaluation]:
     worker of a fanned-out job rebuilds exactly the same ones)."""
     row = _dataset_row(claim.dataset_id)
     dataset = load_dataset(_store(), row.object_sha256, row)
-    attack = None if claim.attack is None else attack_spec(claim.attack, claim.seed)
-    return row, prepare(dataset, attack, num_test=claim.params.get("num_test"))
+    return row, _request(claim).prepare(dataset)
+
+
+def _progress(job_id: str) -> Callable[[str, int, int], None]:
+    """Progress reports into the job row; a cancelled job stops the work at the next one."""
+
+    def report(stage: str, done: int, total: int) -> None:
+        lifecycle.report(_db(), job_id, done, total, stage)
+
+    return report
 
 
 def _finish_evaluation(
     claim: lifecycle.Claim,
     row: DatasetRow,
     evaluation: Evaluation,
-    results: dict[str, tuple[TestSet, CertificateBatch]],
+    certified: dict[str, Certified],
     extra: dict[str, Any],
 ) -> None:
-    """Store the model (its training set too when poisoned), certificates and summary."""
+    """Store the model (its training set too when poisoned), certificates and the summary:
+    the library's metrics of the evaluation (``rab.evaluation.pipeline.evaluation_metrics``)."""
     db, store, train = _db(), _store(), evaluation.train
     with db.session() as session:
         train_object = (
@@ -132,11 +132,12 @@ def _finish_evaluation(
         dataset_sha256=row.content_sha256, train_sha256=train.sha256,
         train_object_sha256=train_object, code_version=_settings().resolved_code_version,
     )
-    out = {**summary(results), **extra}
+    out = {**evaluation_metrics(evaluation, certified, DEFAULT_RADII), **extra}
     if evaluation.poisoning:
         out["poisoning"] = evaluation.poisoning
     lifecycle.succeed(
-        db, claim.job_id, _rows(results), out, extra_rows=[model], model_id=model.id
+        db, claim.job_id, _rows(evaluation.tests, certified), out, extra_rows=[model],
+        model_id=model.id,
     )
 
 
@@ -144,8 +145,18 @@ def _evaluate(claim: lifecycle.Claim) -> None:
     """A K-NN evaluation job: (poison,) certify the clean (and backdoored) test set."""
     lifecycle.report(_db(), claim.job_id, 0, 0, "preparing data")
     row, evaluation = _load_evaluation(claim)
-    results = _certify_knn(claim.job_id, evaluation.train, evaluation.tests, claim.params)
-    _finish_evaluation(claim, row, evaluation, results, {})
+    certified = certify_test_sets(
+        evaluation.train, evaluation.tests, _request(claim).method,
+        progress=_progress(claim.job_id),
+    )
+    _finish_evaluation(claim, row, evaluation, certified, {})
+
+
+def _ensemble(claim: lifecycle.Claim) -> EnsembleMethod:
+    method = _request(claim).method
+    if not isinstance(method, EnsembleMethod):
+        raise TypeError(f"job {claim.job_id} is not an ensemble job")
+    return method
 
 
 def _store_member(job_id: str, artifact: MemberArtifact) -> None:
@@ -153,7 +164,9 @@ def _store_member(job_id: str, artifact: MemberArtifact) -> None:
     db = _db()
     with db.session() as session:
         digest = put_object(session, _store(), artifact.state_dict_bytes, "model")
-    assert digest == artifact.sha256
+    if digest != artifact.sha256:
+        raise RuntimeError(f"member {artifact.index} was stored as {digest}, not "
+                           f"{artifact.sha256}: the store changed its bytes")
     member = ModelMember(
         job_id=job_id, member_index=artifact.index, state_sha256=digest,
         noise_seed=artifact.noise_seed, training=dict(artifact.meta),
@@ -175,24 +188,27 @@ def _train_chunk(claim: lifecycle.Claim, start: int, stop: int) -> None:
     db = _db()
     _, evaluation = _load_evaluation(claim)
     train = evaluation.train
-    config = ensemble_config(claim.params, train.input_shape, train.num_classes, claim.seed)
+    config = _ensemble(claim).config(train.input_shape, train.num_classes)
     todo = sorted(set(range(start, stop)) - lifecycle.stored_members(db, claim.job_id))
     X, y = np.asarray(train.X_train), np.asarray(train.y_train)
     for artifact in train_members(config, X, y, todo, chunk=_settings().train_batch):
         _store_member(claim.job_id, artifact)
     if len(lifecycle.stored_members(db, claim.job_id)) == config.num_models:
-        celery_app.send_task(ENSEMBLE_AGGREGATE_TASK, args=[claim.job_id], queue="gpu")
+        celery_app.send_task(
+            ENSEMBLE_AGGREGATE_TASK, args=[claim.job_id],
+            queue=queue_for(ENSEMBLE_AGGREGATE_TASK, claim.method),
+        )
 
 
-def _ensemble_votes(
-    job_id: str, params: dict[str, Any], seed: int, train: Dataset, inputs: list[np.ndarray]
-) -> list[VoteMatrices]:
-    """Votes of the N members trained by ``job_id`` (loaded one by one, hashes verified) on
-    each input set, each member on x + u_k (eq. 19)."""
-    from rab.ensemble.predict import load_member, predict_votes
+def _certify_with_members(
+    job_id: str, method: EnsembleMethod, facts: DataFacts, tests: tuple[TestSet, ...]
+) -> dict[str, Certified]:
+    """The library's certificates (``rab.evaluation.certify_members``) from the N members
+    trained by ``job_id``, loaded one by one from the store (hashes verified)."""
+    from rab.ensemble.predict import load_member
 
     db, store = _db(), _store()
-    config = ensemble_config(params, train.input_shape, train.num_classes, seed)
+    config = method.config(facts.input_shape, facts.num_classes)
     with db.session() as session:
         members = session.scalars(
             select(ModelMember).where(ModelMember.job_id == job_id)
@@ -208,22 +224,11 @@ def _ensemble_votes(
         )
         for m in members
     )
-    X = np.concatenate([np.asarray(x, dtype=np.float32) for x in inputs])
-    votes = predict_votes(loaded, X, config)
-    out, offset = [], 0
-    for x in inputs:
-        part = slice(offset, offset + len(x))
-        out.append(VoteMatrices(votes.hard[:, part], votes.soft[:, part], votes.sha256,
-                                votes.sigma))
-        offset += len(x)
-    return out
+    return certify_members(loaded, tests, method, config)
 
 
-def _votes_certifier(params: dict[str, Any]) -> Callable[[VoteMatrices], CertificateBatch]:
-    def certify(votes: VoteMatrices) -> CertificateBatch:
-        return certify_votes(votes, alpha=params["alpha"], votes=VOTES[params["bound"]])
-
-    return certify
+def _facts(row: DatasetRow) -> DataFacts:
+    return DataFacts(row.input_shape, row.train_counts, row.test_counts)
 
 
 def _aggregate(claim: lifecycle.Claim, redelivered: bool) -> None:
@@ -235,50 +240,42 @@ def _aggregate(claim: lifecycle.Claim, redelivered: bool) -> None:
         return
     lifecycle.report(db, claim.job_id, n, n, f"{lifecycle.AGGREGATING}: voting")
     row, evaluation = _load_evaluation(claim)
-    tests = evaluation.tests
-    matrices = _ensemble_votes(
-        claim.job_id, claim.params, claim.seed, evaluation.train, [t.X for t in tests]
+    certified = _certify_with_members(
+        claim.job_id, _ensemble(claim), _facts(row), evaluation.tests
     )
-    certify = _votes_certifier(claim.params)
-    results: dict[str, tuple[TestSet, CertificateBatch]] = {}
-    extra: dict[str, dict[str, Any]] = {"votes_sha256": {}, "expected": {}}
-    for test, votes in zip(tests, matrices, strict=True):
-        assert test.labels is not None
-        results[test.subset] = (test, certify(votes))
+    votes_sha256 = {}
+    for subset, result in certified.items():
+        votes = result.votes
         with db.session() as session:
-            extra["votes_sha256"][test.subset] = put_object(
+            votes_sha256[subset] = put_object(
                 session, store,
                 npz_bytes({"hard": votes.hard, "soft": votes.soft,
                            "sha256": np.array(votes.sha256)}),
                 "votes",
             )
-        point = expected_certificates(votes, votes=VOTES[claim.params["bound"]])
-        extra["expected"][test.subset] = summarize(
-            point.prediction, test.labels, point.radius
-        ).as_dict() | {"note": "point-estimate radius from vote shares; NOT certified"}
     lifecycle.report(db, claim.job_id, n, n, f"{lifecycle.AGGREGATING}: storing certificates")
-    _finish_evaluation(claim, row, evaluation, results, extra)
+    _finish_evaluation(claim, row, evaluation, certified, {"votes_sha256": votes_sha256})
 
 
 def _certify_inputs(claim: lifecycle.Claim) -> None:
-    """A certify job: new inputs against a stored model."""
+    """A certify job: new inputs against a stored model (an ensemble needs only its members;
+    a K-NN its training set)."""
     db, store = _db(), _store()
     with db.session() as session:
         model = session.get(Model, claim.model_id)
-        assert model is not None and claim.inputs_sha256 is not None
-        source = session.get(Job, model.job_id)
-        assert source is not None
+        if model is None or claim.inputs_sha256 is None:
+            raise RuntimeError(f"certify job {claim.job_id} has no model or no inputs")
     row = _dataset_row(model.dataset_id)
-    train = load_dataset(store, model.train_object_sha256, row, expected_sha256=model.train_sha256)
-    X = load_arrays(store, claim.inputs_sha256)["X"]
-    if model.method == "knn":
-        inputs = TestSet("inputs", X, None)
-        rows = _rows(_certify_knn(claim.job_id, train, (inputs,), model.params))
+    inputs = (TestSet("inputs", load_arrays(store, claim.inputs_sha256)["X"], None),)
+    method = _request(claim).method
+    if isinstance(method, EnsembleMethod):
+        lifecycle.report(db, claim.job_id, 0, len(inputs[0]), "voting")
+        certified = _certify_with_members(model.job_id, method, _facts(row), inputs)
     else:
-        lifecycle.report(db, claim.job_id, 0, len(X), "voting")
-        (votes,) = _ensemble_votes(model.job_id, model.params, source.seed, train, [X])
-        rows = certificate_rows("inputs", _votes_certifier(model.params)(votes), None)
-    lifecycle.succeed(db, claim.job_id, rows, {})
+        train = load_dataset(store, model.train_object_sha256, row,
+                             expected_sha256=model.train_sha256)
+        certified = certify_test_sets(train, inputs, method, progress=_progress(claim.job_id))
+    lifecycle.succeed(db, claim.job_id, _rows(inputs, certified), {})
 
 
 def _run(job_id: str, redelivered: bool, work: Callable[[lifecycle.Claim], None]) -> None:

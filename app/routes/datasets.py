@@ -10,13 +10,13 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy import select, tuple_
 
-import rab.client.models as wire
+import contract.api as wire
 from app.datasets import dataset_from_builtin, dataset_from_file, register, to_out
 from app.deps import DB, AppSettings, Owner, Store, owned
 from app.orm import Dataset as DatasetRow
 from app.problems import bad_input
-from app.schemas import BuiltinDatasetIn, DatasetOptions, Page
 from app.uploads import read_bounded_body, read_upload
+from contract.api import BuiltinDatasetIn, DatasetOptions, Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import tempfile
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Body, Header, Query, Request, Response
@@ -16,19 +15,19 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-import rab.client.models as wire
+import contract.api as wire
 from app.deps import DB, AppSettings, Owner, owned
-from app.jobspec import attack_spec, ensemble_config
 from app.orm import Certificate, Job, utcnow
 from app.orm import Dataset as DatasetRow
 from app.problems import ProblemError, bad_input, not_found
-from app.schemas import AttackSpec as AttackIn
-from app.schemas import EnsembleJobIn, JobIn, KnnJobIn, Page
-from workers.celery_app import ENSEMBLE_CHUNK_TASK, KNN_TASK
+from contract.api import EnsembleJobIn, JobIn, KnnJobIn, Page, Subset
+from contract.jobs import request_of, stored_fields
+from contract.messaging import ENSEMBLE_CHUNK_TASK, KNN_TASK, queue_for
+from rab.data import DataFacts
+from rab.evaluation import EvaluationRequest
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _PLOT_LOCK = threading.Lock()
-Subset = Literal["clean", "backdoor", "inputs"]
 NOT_FINISHED: dict[int | str, dict[str, Any]] = {
     409: {"description": "The job has not succeeded (yet)."}
 }
@@ -45,7 +44,7 @@ def job_out(job: Job) -> wire.Job:
     return wire.Job(
         id=job.id, kind=job.kind, state=job.state, method=job.method,  # type: ignore[arg-type]
         dataset_id=job.dataset_id, model_id=job.model_id, params=job.params, attack=job.attack,
-        seed=job.seed,
+        seeds=wire.Seeds.of(job.params, job.attack),
         progress=wire.Progress(done=job.progress_done, total=job.progress_total, phase=job.phase),
         attempts=job.attempts, error=job.error, created_at=job.created_at,
         started_at=job.started_at, finished_at=job.finished_at, links=links,
@@ -53,45 +52,20 @@ def job_out(job: Job) -> wire.Job:
 
 
 
-def _check_attack(attack: AttackIn, dataset: DatasetRow, seed: int) -> None:
-    """The attack must fit the dataset: a trigger of its input shape (explicit positions
-    inside it), a target class, and a rate that poisons at least one and at most every
-    non-target training point."""
-    num_classes, n_train = len(dataset.class_names), sum(dataset.train_counts)
-    if attack.target >= num_classes:
-        raise bad_input(
-            f"attack.target={attack.target} is not a class of dataset {dataset.id} "
-            f"(classes 0..{num_classes - 1})"
-        )
-    count = math.floor(attack.poison_fraction * n_train)
-    eligible = n_train - dataset.train_counts[attack.target]
-    if not 1 <= count <= eligible:
-        raise bad_input(
-            f"attack.poison_fraction={attack.poison_fraction} poisons {count} of {n_train} "
-            f"training points; it must poison between 1 and {eligible} (the non-target ones)"
-        )
+def facts_of(dataset: DatasetRow) -> DataFacts:
+    """What the library's rules need to know of a stored dataset."""
+    return DataFacts(dataset.input_shape, dataset.train_counts, dataset.test_counts)
+
+
+def _checked_request(spec: KnnJobIn | EnsembleJobIn, dataset: DatasetRow) -> EvaluationRequest:
+    """The library request of a job body, checked against the dataset with the library's own
+    rules (everything a worker would refuse is a 422 here); seeds left out are drawn."""
     try:
-        attack_spec(attack.model_dump(), seed).trigger(dataset.input_shape)
+        request = request_of(spec)
+        request.check(facts_of(dataset))
     except ValueError as exc:
-        raise bad_input(f"invalid attack: {exc}") from None
-
-
-def _check_against_dataset(spec: KnnJobIn | EnsembleJobIn, dataset: DatasetRow) -> None:
-    """Parameters that only make sense for this dataset (classes, test size, architecture)."""
-    num_classes, test_size = len(dataset.class_names), sum(dataset.test_counts)
-    if isinstance(spec, EnsembleJobIn):
-        try:
-            ensemble_config(
-                spec.params.model_dump(), dataset.input_shape, num_classes, spec.seed
-            )
-        except ValueError as exc:
-            raise bad_input(f"invalid ensemble parameters: {exc}") from None
-    if spec.attack is not None:
-        _check_attack(spec.attack, dataset, spec.seed)
-    if spec.params.num_test is not None and spec.params.num_test > test_size:
-        raise bad_input(
-            f"params.num_test={spec.params.num_test} exceeds the test set size {test_size}"
-        )
+        raise bad_input(f"invalid {spec.method} job: {exc}") from None
+    return request
 
 
 def enqueue(
@@ -111,10 +85,11 @@ def enqueue(
 def _messages(job: Job) -> list[tuple[str, list[Any], str]]:
     """The tasks of a new evaluation job: one K-NN task, or the ensemble's training chunks."""
     if job.method == "knn":
-        return [(KNN_TASK, [job.id], "cpu")]
+        return [(KNN_TASK, [job.id], queue_for(KNN_TASK, job.method))]
     n, size = job.params["num_models"], job.params["models_per_task"]
+    queue = queue_for(ENSEMBLE_CHUNK_TASK, job.method)
     return [
-        (ENSEMBLE_CHUNK_TASK, [job.id, start, min(start + size, n)], "gpu")
+        (ENSEMBLE_CHUNK_TASK, [job.id, start, min(start + size, n)], queue)
         for start in range(0, n, size)
     ]
 
@@ -155,13 +130,13 @@ def create_job(
     dataset = db.get(DatasetRow, spec.dataset_id)
     if dataset is None or dataset.owner_id != owner:
         raise bad_input(f"no dataset with id {spec.dataset_id!r}")
-    _check_against_dataset(spec, dataset)
+    evaluation = _checked_request(spec, dataset)
+    params, attack = stored_fields(evaluation, spec.params.model_dump())
     total = spec.params.num_models if isinstance(spec, EnsembleJobIn) else 0
     job = Job(
         owner_id=owner, kind="evaluate", dataset_id=dataset.id, method=spec.method,
-        params=spec.params.model_dump(mode="json"),
-        attack=None if spec.attack is None else spec.attack.model_dump(mode="json"),
-        seed=spec.seed, max_attempts=settings.max_job_attempts, progress_total=total,
+        params=params, attack=attack, max_attempts=settings.max_job_attempts,
+        progress_total=total,
         idempotency_key=idempotency_key, request_sha256=request_sha,
     )
     db.add(job)
@@ -169,9 +144,11 @@ def create_job(
         db.commit()
     except IntegrityError:  # a concurrent request with the same Idempotency-Key won the race
         db.rollback()
-        assert idempotency_key is not None
-        earlier = _earlier(db, owner, idempotency_key, request_sha)
-        assert earlier is not None
+        earlier = None if idempotency_key is None else _earlier(
+            db, owner, idempotency_key, request_sha
+        )
+        if earlier is None:  # only the Idempotency-Key is unique among a key's jobs
+            raise
         response.headers["Location"] = f"/v1/jobs/{earlier.id}"
         return job_out(earlier)
     enqueue(request, db, job, _messages(job))

@@ -17,18 +17,18 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import rab.client.models as wire
+import contract.api as wire
 from app.artefacts import npz_bytes, put_object
 from app.deps import DB, AppSettings, Owner, Store, owned
 from app.orm import Certificate, Job, Model, ModelMember
 from app.orm import Dataset as DatasetRow
 from app.problems import ProblemError, bad_input
 from app.routes.jobs import certificate_out, enqueue, job_out
-from app.schemas import MAX_INPUTS, CertifyIn
 from app.settings import Settings
 from app.uploads import read_bounded_body, read_upload
+from contract.api import MAX_INPUTS, TERMINAL_STATES, CertifyIn
+from contract.messaging import CERTIFY_TASK, queue_for
 from models_store import ObjectStore
-from workers.celery_app import CERTIFY_TASK, QUEUE_OF
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -38,8 +38,6 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 def get_model(model_id: str, owner: Owner, db: DB) -> wire.ModelInfo:
     """Dataset hash, parameters, code version, member hashes and noise seeds."""
     model = owned(db, Model, owner, model_id)
-    job = db.get(Job, model.job_id)
-    assert job is not None
     members = db.scalars(
         select(ModelMember).where(ModelMember.job_id == model.job_id)
         .order_by(ModelMember.member_index)
@@ -47,7 +45,7 @@ def get_model(model_id: str, owner: Owner, db: DB) -> wire.ModelInfo:
     return wire.ModelInfo(
         id=model.id, job_id=model.job_id, method=model.method, dataset_id=model.dataset_id,
         dataset_sha256=model.dataset_sha256, train_sha256=model.train_sha256,
-        params=model.params, attack=model.attack, seed=job.seed,
+        params=model.params, attack=model.attack, seeds=wire.Seeds.of(model.params, model.attack),
         code_version=model.code_version, created_at=model.created_at,
         members=tuple(
             wire.Member(index=m.member_index, state_sha256=m.state_sha256,
@@ -135,7 +133,8 @@ def _input_shape(db: Session, owner: str, model_id: str) -> tuple[Model, tuple[i
     """The owned model and the input shape of its dataset (the connection is released)."""
     model = owned(db, Model, owner, model_id)
     dataset = db.get(DatasetRow, model.dataset_id)
-    assert dataset is not None
+    if dataset is None:  # the foreign key makes this unreachable
+        raise RuntimeError(f"model {model_id} has lost its dataset {model.dataset_id}")
     db.commit()
     return model, tuple(dataset.input_shape)
 
@@ -149,13 +148,13 @@ def _submit(
     inputs_sha = put_object(db, store, npz_bytes({"X": X}), "inputs")
     job = Job(
         owner_id=owner, kind="certify", dataset_id=model.dataset_id, model_id=model.id,
-        method=model.method, params=model.params, attack=None, seed=0,
+        method=model.method, params=model.params, attack=None,
         inputs_sha256=inputs_sha, progress_total=len(X), max_attempts=settings.max_job_attempts,
         request_sha256=hashlib.sha256(inputs_sha.encode()).hexdigest(),
     )
     db.add(job)
     db.commit()
-    enqueue(request, db, job, [(CERTIFY_TASK, [job.id], QUEUE_OF[model.method])])
+    enqueue(request, db, job, [(CERTIFY_TASK, [job.id], queue_for(CERTIFY_TASK, model.method))])
     return job
 
 
@@ -204,7 +203,7 @@ async def certify(
     state = job.state
     while time.monotonic() < deadline:
         state = await run_in_threadpool(_current_state, db, job)
-        if state in ("succeeded", "failed", "cancelled"):
+        if state in TERMINAL_STATES:
             break
         await asyncio.sleep(0.2)
     if state == "failed":

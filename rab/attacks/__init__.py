@@ -5,6 +5,7 @@ from rab.attacks.poison import (
     PoisonResult,
     backdoor_test_set,
     label_map,
+    poison_count,
     poison_training_set,
     shift_permutation,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "label_map",
     "make_trigger",
     "one_pixel",
+    "poison_count",
     "poison_training_set",
     "shift_permutation",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "PoisonResult",
     "backdoor_test_set",
     "label_map",
+    "poison_count",
     "poison_training_set",
     "shift_permutation",
 ]
@@ -100,6 +101,33 @@ class PoisonResult:
         return len(self.poisoned_indices)
 
 
+def poison_count(
+    rate: float, train_counts: Sequence[int] | np.ndarray, target: Target
+) -> int:
+    """r = floor(r_p * n), the number of training points a poisoning rate ``rate`` poisons,
+    given the training set's per-class counts (n their sum).
+
+    The one rule for every caller (the library and the service's early check): ``rate`` must
+    lie in [0, 1] and poison at least one point and at most the points whose class
+    ``label_map(target)`` changes (ValueError otherwise, also for a target outside the classes).
+    """
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
+        raise ValueError(f"poisoning rate r_p must lie in [0, 1], got {rate!r}")
+    counts = np.asarray(train_counts, dtype=np.int64)
+    mapping = label_map(target, len(counts))
+    n = int(counts.sum())
+    count = int(np.floor(rate * n))
+    if count == 0:
+        raise ValueError(f"r_p={rate} of {n} training points poisons none; raise the rate")
+    eligible = int(counts[mapping != np.arange(len(counts))].sum())
+    if count > eligible:
+        raise ValueError(
+            f"r_p={rate} asks for {count} poisoned points but only {eligible} training "
+            "points are outside the target class"
+        )
+    return count
+
+
 def poison_training_set(
     dataset: Dataset,
     trigger: Trigger,
@@ -120,24 +148,16 @@ def poison_training_set(
     """
     if mode not in ("replace", "append"):
         raise ValueError(f"mode must be 'replace' or 'append', got {mode!r}")
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"poisoning rate r_p must lie in [0, 1], got {rate}")
     if trigger.input_shape != dataset.input_shape:
         raise ValueError(
             f"trigger is for inputs of shape {trigger.input_shape}, data set has "
             f"{dataset.input_shape}"
         )
     mapping = label_map(target, dataset.num_classes)
-    n = len(dataset.y_train)
-    count = int(np.floor(rate * n))
-    if count == 0:
-        raise ValueError(f"r_p={rate} of {n} training points poisons none; raise the rate")
+    count = poison_count(
+        rate, np.bincount(dataset.y_train, minlength=dataset.num_classes), target
+    )
     eligible = np.flatnonzero(mapping[dataset.y_train] != dataset.y_train)
-    if count > len(eligible):
-        raise ValueError(
-            f"r_p={rate} asks for {count} poisoned points but only {len(eligible)} training "
-            "points are outside the target class"
-        )
     rng = np.random.default_rng(seed)
     source = np.sort(rng.choice(eligible, size=count, replace=False))
     applied = apply_trigger(trigger, dataset.X_train[source], dataset.feature_range, clip=clip)
@@ -150,6 +170,7 @@ def poison_training_set(
     else:
         X = np.concatenate([dataset.X_train, applied.X])
         y = np.concatenate([dataset.y_train, labels])
+        n = len(dataset.y_train)
         rows = np.arange(n, n + count, dtype=np.int64)
     total = float(np.sqrt(np.sum(applied.effective_norms**2)))
     record: dict[str, Any] = {

@@ -1,17 +1,19 @@
-"""Shared pieces of the local commands: rich progress, error exits, the results table."""
+"""Shared pieces of the local and remote commands: rich progress, error exits, the class
+parser, the results table."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rab.evaluation import EvaluationResult
+from contract.api import Summary
 
 console = Console(stderr=True)
 #: Exit status for invalid input (the same as typer's usage errors).
@@ -41,30 +43,48 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
         yield report
 
 
-def results_table(result: EvaluationResult, title: str) -> Table:
-    """Accuracy, certified accuracy and certified rate per test set at every radius."""
-    table = Table(title=title, caption="R=r: certified accuracy (upper) and certified rate "
-                  "(lower) at radius r (eq. 14); ASR: attack success rate")
-    table.add_column("test set")
-    table.add_column("model")
-    table.add_column("acc", justify="right")
-    table.add_column("ASR", justify="right")
-    for r in result.radii:
-        table.add_column(f"R={r:g}", justify="right")
-    for test in result.evaluation.tests:
-        m = result.metrics.get(test.subset)
-        if m is None:
-            continue
-        success = m.get("attack_success_rate")
-        cells = [
-            f"{m['certified_accuracy'][f'{r:g}']:.3f}\n{m['certified_rate'][f'{r:g}']:.3f}"
-            for r in result.radii
-        ]
-        table.add_row(test.subset, "RAB", f"{m['accuracy']:.3f}",
-                      "-" if success is None else f"{success:.3f}", *cells)
-        if result.vanilla is not None and test.subset in result.vanilla:
-            v = result.vanilla[test.subset]
+def parse_classes(text: str | None) -> tuple[int | str, ...] | None:
+    """``--classes``: comma-separated labels or names (at least two); labels become ints."""
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if len(items) < 2:
+        fail(f"--classes needs at least two comma-separated classes, got {text!r}")
+    return tuple(int(c) if c.lstrip("-").isdigit() else c for c in items)
+
+
+def attack_label(attack: Mapping[str, Any] | None) -> str:
+    """One line describing an attack record (``rab.evaluation.AttackSpec.to_dict``)."""
+    if attack is None:
+        return "no attack"
+    size = "" if attack.get("norm") is None else f" ||delta||={attack['norm']:g}"
+    return f"{attack['kind']} backdoor{size}, r_p={attack['rate']:g}"
+
+
+def results_table(
+    summary: Summary, title: str, vanilla: Mapping[str, Mapping[str, float]] | None = None
+) -> Table:
+    """Accuracy, attack success rate, and certified accuracy over certified rate at each
+    radius R (eq. 14), one row per test set (with its number of points); the undefended
+    model's accuracy and success rate beneath, when given. The one table of the local and the
+    remote commands."""
+    sets = summary.sets
+    radii = list(next(iter(sets.values())).certified_accuracy) if sets else []
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=0,
+                  caption="radius columns: certified accuracy (upper) and certified rate (lower) "
+                  "at that radius R (eq. 14); ASR: attack success rate")
+    table.add_column("test set", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    headers = [f"R={r}" if i == 0 else r for i, r in enumerate(radii)]
+    for name in ("acc", "ASR", *headers):
+        table.add_column(name, justify="right", no_wrap=True)
+    for name, m in sets.items():
+        asr = "-" if m.attack_success_rate is None else f"{m.attack_success_rate:.3f}"
+        cells = [f"{m.certified_accuracy[r]:.3f}\n{m.certified_rate[r]:.3f}" for r in radii]
+        table.add_row(f"{name} ({m.num_points})", "RAB", f"{m.accuracy:.3f}", asr, *cells)
+        if vanilla is not None and name in vanilla:
+            v = vanilla[name]
             vs = v.get("attack_success_rate")
-            table.add_row(test.subset, "vanilla", f"{v['accuracy']:.3f}",
-                          "-" if vs is None else f"{vs:.3f}", *["-"] * len(result.radii))
+            table.add_row("", "vanilla", f"{v['accuracy']:.3f}",
+                          "-" if vs is None else f"{vs:.3f}", *["-"] * len(radii))
     return table

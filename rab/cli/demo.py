@@ -27,7 +27,9 @@ from typing import Annotated, Any
 
 import typer
 
+from contract.api import job_request
 from rab.cli._common import console
+from rab.cli.local import DEMO_ATTACK
 from rab.cli.remote import connect, error, stdout, wait_with_progress, write_results
 from rab.client import Client, UnreachableError
 from rab.client.api import Method
@@ -37,9 +39,7 @@ __all__ = ["demo", "embedded_service", "register"]
 #: The demo's data and attack (the same as ``rab demo-local``'s): digits 0 vs 1, a blending
 #: trigger of norm 1 added to 10% of the training points, relabelled to class 0.
 DATASET, CLASSES = "digits", [0, 1]
-ATTACK: dict[str, Any] = {
-    "pattern": "blending", "norm": 1.0, "poison_fraction": 0.1, "target": 0,
-}
+ATTACK: dict[str, Any] = DEMO_ATTACK.to_dict()
 SIGMA = 0.5
 KNN_PARAMS: dict[str, Any] = {"sigma": SIGMA, "k": 5, "spread": 1.0}
 ENSEMBLE_PARAMS: dict[str, Any] = {
@@ -146,7 +146,7 @@ def _run_job(
 ) -> None:
     """Submit one job under the demo's attack, wait with a progress bar, print and write its
     results as ``out/<method>.json`` and ``out/<method>-curve.png``."""
-    job = client.submit_job(dataset_id, method, params, attack=ATTACK)
+    job = client.submit_job(job_request(dataset_id, method, params, ATTACK))
     console.print(f"{method} job {job.id} submitted", highlight=False)
     job = wait_with_progress(client, job.id, timeout)
     write_results(client, job, out / f"{method}.json", out / f"{method}-curve.png")

@@ -15,7 +15,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from rab.cli._common import console, fail, progress_bar, results_table
+from contract.api import Summary
+from rab.cli._common import (
+    attack_label,
+    console,
+    fail,
+    parse_classes,
+    progress_bar,
+    results_table,
+)
 from rab.evaluation import (
     ATTACK_KINDS,
     METHODS,
@@ -31,6 +39,7 @@ from rab.evaluation import (
 from rab.experiments.runner import write_json
 from rab.metrics import DEFAULT_RADII
 from rab.plots import certified_accuracy_curve
+from rab.seeds import resolve_seed
 
 __all__ = ["certify", "demo_local", "register", "run_local"]
 
@@ -54,13 +63,6 @@ def _floats(text: str, what: str) -> list[float]:
         fail(f"{what} must be comma-separated numbers, got {text!r}")
 
 
-def _classes(text: str | None) -> tuple[int | str, ...] | None:
-    items = _split(text, "--classes")
-    if items is None:
-        return None
-    return tuple(int(c) if c.lstrip("-").isdigit() else c for c in items)
-
-
 def run_local(
     spec: DatasetSpec,
     method: Method,
@@ -82,7 +84,7 @@ def run_local(
                               vanilla=vanilla, progress=report, workdir=out / "models")
     except (ValueError, FileNotFoundError, KeyError) as exc:
         fail(str(exc))
-    stdout.print(results_table(result, title))
+    stdout.print(results_table(Summary.model_validate(result.metrics), title, result.vanilla))
     if "attack_total_norm" in result.metrics:
         stdout.print(
             f"The poisoned training points carry patterns of total norm "
@@ -106,6 +108,7 @@ def certify(
     dataset: Annotated[str, typer.Argument(
         help="A .npz / .csv / spambase.data file, or a built-in name: digits, breast_cancer, "
              "spambase, mnist01, cifar (files from RAB_SHARED_DATA).")],
+    sigma: Annotated[float, typer.Option(help="Smoothing noise sigma (> 0).")],
     classes: Annotated[str | None, typer.Option(
         help="Classes to keep, comma-separated labels or names; the first becomes class 0.")
     ] = None,
@@ -118,9 +121,9 @@ def certify(
     norm: Annotated[float, typer.Option(help="Trigger L2 norm ||delta||.")] = 0.1,
     rate: Annotated[float, typer.Option(help="Poisoning rate r_p.")] = 0.02,
     target: Annotated[int, typer.Option(help="Backdoor target class.")] = 0,
-    attack_seed: Annotated[int, typer.Option(help="Seed drawing the poisoned rows.")] = 0,
+    poison_seed: Annotated[int | None, typer.Option(
+        help="Seed drawing the poisoned rows (default: a fresh one, recorded).")] = None,
     method: Annotated[str, typer.Option(help="knn (exact smoothed K-NN) or ensemble.")] = "knn",
-    sigma: Annotated[float, typer.Option(help="Smoothing noise sigma (> 0).")] = 1.0,
     k: Annotated[int, typer.Option(help="K-NN: number of neighbours K.")] = 5,
     num_levels: Annotated[int, typer.Option(help="K-NN: distance levels L.")] = 200,
     spread: Annotated[float, typer.Option(
@@ -129,8 +132,14 @@ def certify(
     epochs: Annotated[int | None, typer.Option(help="Ensemble: epochs (default: preset).")]
     = None,
     alpha: Annotated[float, typer.Option(help="Ensemble: 1 - confidence level.")] = 0.001,
-    votes: Annotated[str, typer.Option(help="Ensemble: hard (Clopper-Pearson) or soft.")]
-    = "hard",
+    bound: Annotated[str, typer.Option(
+        help="Ensemble: clopper-pearson (hard votes) or hoeffding (soft votes).")]
+    = "clopper-pearson",
+    arch: Annotated[str | None, typer.Option(
+        help="Ensemble: architecture (default: the authors' for the input shape).")] = None,
+    train_seed: Annotated[int | None, typer.Option(
+        help="Ensemble: seed of the members' initialisation and noise (default: fresh, "
+             "recorded).")] = None,
     radii: Annotated[str, typer.Option(help="Radii R of the table, comma-separated.")]
     = _DEFAULT_RADII,
     num_test: Annotated[int | None, typer.Option(help="Certify only the first N test points "
@@ -142,19 +151,20 @@ def certify(
     if method not in METHODS:
         fail(f"unknown method {method!r}; choose from {list(METHODS)}")
     try:
-        spec = DatasetSpec(dataset, classes=_classes(classes), variant=variant,
+        spec = DatasetSpec(dataset, classes=parse_classes(classes), variant=variant,
                            train_size=train_size, test_size=test_size)
         chosen: Method = (
             KnnMethod(sigma=sigma, k=k, num_levels=num_levels, spread=spread)
             if method == "knn"
             else EnsembleMethod(sigma=sigma, num_models=num_models, epochs=epochs, alpha=alpha,
-                                votes=votes)  # type: ignore[arg-type]
+                                bound=bound, arch=arch,  # type: ignore[arg-type]
+                                seed=resolve_seed(train_seed))
         )
         spec_attack = None if attack == "none" else AttackSpec(
-            attack, norm=norm, rate=rate, target=target, seed=attack_seed)
+            attack, norm=norm, rate=rate, target=target, seed=resolve_seed(poison_seed))
     except ValueError as exc:
         fail(str(exc))
-    label = "no attack" if spec_attack is None else spec_attack.label
+    label = attack_label(None if spec_attack is None else spec_attack.to_dict())
     run_local(spec, chosen, spec_attack, out=out, radii=_floats(radii, "--radii"),
               num_test=num_test, vanilla=vanilla,
               title=f"{spec.label} | {label} | {method} sigma={sigma:g}")
@@ -165,7 +175,7 @@ DEMO_DATASET = DatasetSpec("digits", classes=(0, 1))
 DEMO_ATTACK = AttackSpec("blending", norm=1.0, rate=0.1, target=0, seed=0)
 DEMO_METHODS: tuple[Method, ...] = (
     KnnMethod(sigma=0.5, k=5),
-    EnsembleMethod(sigma=0.5, num_models=20, epochs=10, alpha=0.01),
+    EnsembleMethod(sigma=0.5, num_models=20, epochs=10, alpha=0.01, seed=0),
 )
 DEMO_RADII = [0.0, 0.1, 0.2, 0.5]
 

@@ -13,16 +13,22 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, cast, get_args
+from typing import Annotated, Any, NoReturn, get_args
 
 import typer
-from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from rab.cli._common import BAD_INPUT, console, fail
+from contract.api import job_request
+from rab.cli._common import (
+    BAD_INPUT,
+    attack_label,
+    console,
+    fail,
+    parse_classes,
+    progress_bar,
+    results_table,
+)
 from rab.client import (
     Client,
     Job,
@@ -33,6 +39,7 @@ from rab.client import (
     WaitTimeoutError,
 )
 from rab.client.api import Method
+from rab.evaluation.attack import ATTACK_KINDS, NORM_FREE_KINDS
 
 __all__ = [
     "connect",
@@ -41,7 +48,6 @@ __all__ = [
     "results",
     "status",
     "submit",
-    "summary_table",
     "wait_with_progress",
     "write_results",
 ]
@@ -98,38 +104,14 @@ def connect(url: str, api_key: str | None) -> Iterator[Client]:
 
 def wait_with_progress(client: Client, job_id: str, timeout: float | None = None) -> Job:
     """Wait for a job with a live progress bar (phase, done/total, elapsed) on stderr."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task(f"job {job_id}", total=None)
+    with progress_bar() as report:
 
         def show(job: Job) -> None:
             p = job.progress
-            phase = p.phase or job.state
             done = p.total if job.state == "succeeded" else p.done
-            bar.update(task, description=f"{job.method} {phase}", completed=done,
-                       total=p.total or None)
+            report(f"{job.method} job {job.id}", done, p.total)
 
         return client.wait(job_id, timeout=timeout, on_progress=show)
-
-
-def summary_table(summary: Summary, title: str) -> Table:
-    """Accuracy, attack success rate, and certified accuracy over certified rate at each radius
-    R (eq. 14), one row per test set (with its number of points)."""
-    sets = summary.sets
-    radii = next(iter(sets.values())).certified_accuracy if sets else {}
-    table = Table(title=title, box=box.SIMPLE_HEAD, padding=0,
-                  caption="radius columns: certified accuracy (upper) and certified rate (lower) "
-                  "at that radius R (eq. 14); ASR: attack success rate")
-    table.add_column("test set", no_wrap=True)
-    headers = [f"R={r}" if i == 0 else r for i, r in enumerate(radii)]
-    for name in ("acc", "ASR", *headers):
-        table.add_column(name, justify="right", no_wrap=True)
-    for name, m in sets.items():
-        asr = "-" if m.attack_success_rate is None else f"{m.attack_success_rate:.3f}"
-        cells = [f"{m.certified_accuracy[r]:.3f}\n{m.certified_rate[r]:.3f}" for r in radii]
-        table.add_row(f"{name} ({m.num_points})", f"{m.accuracy:.3f}", asr, *cells)
-    return table
 
 
 def write_results(
@@ -137,12 +119,10 @@ def write_results(
 ) -> Summary:
     """Print a succeeded job's summary table; write its job+summary JSON and its plot PNG."""
     summary = client.summary(job.id)
-    attack = "no attack" if job.attack is None else (
-        f"{job.attack['pattern']} backdoor ||delta||={job.attack['norm']:g}, "
-        f"r_p={job.attack['poison_fraction']:g}"
-    )
-    stdout.print(summary_table(
-        summary, f"job {job.id} | {job.method} sigma={job.params.get('sigma', '?')} | {attack}"
+    stdout.print(results_table(
+        summary,
+        f"job {job.id} | {job.method} sigma={job.params.get('sigma', '?')} | "
+        f"{attack_label(job.attack)}",
     ))
     if json_path is not None:
         record = {"job": job.model_dump(mode="json"),
@@ -175,15 +155,6 @@ def _pairs(items: list[str], option: str) -> dict[str, Any]:
             error(f"{option} expects KEY=VALUE, got {item!r}")
         out[key.strip()] = _value(value.strip())
     return out
-
-
-def _classes(text: str | None) -> list[int | str] | None:
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if len(items) < 2:
-        error(f"--classes needs at least two comma-separated classes, got {text!r}")
-    return [int(c) if c.lstrip("-").isdigit() else c for c in items]
 
 
 def _given(**values: Any) -> dict[str, Any]:
@@ -224,11 +195,15 @@ def submit(
         "--param", "-p", help="Other job parameter KEY=VALUE (JSON value), e.g. lr=0.01; "
         "repeatable.")] = None,
     attack: Annotated[str, typer.Option(
-        help="Backdoor trigger: none, one_pixel, four_pixel or blending.")] = "none",
+        help=f"Backdoor trigger: none or one of {', '.join(ATTACK_KINDS)}.")] = "none",
     norm: Annotated[float, typer.Option(help="Trigger L2 norm ||delta||.")] = 0.1,
     rate: Annotated[float, typer.Option(help="Poisoning rate r_p.")] = 0.02,
     target: Annotated[int, typer.Option(help="Backdoor target class.")] = 0,
-    seed: Annotated[int, typer.Option(help="Job seed (poisoned rows, noise).")] = 0,
+    poison_seed: Annotated[int | None, typer.Option(
+        help="Seed drawing the poisoned rows (default: a fresh one, recorded).")] = None,
+    train_seed: Annotated[int | None, typer.Option(
+        help="Ensemble: seed of the members' initialisation and noise (default: fresh, "
+             "recorded).")] = None,
     idempotency_key: Annotated[str | None, typer.Option(
         help="Resubmitting with the same key returns the first job.")] = None,
     wait: Annotated[bool, typer.Option(
@@ -244,22 +219,24 @@ def submit(
         error(f"--format must be npz or csv, got {file_format!r}")
     params = {
         **_given(sigma=sigma, k=k, num_levels=num_levels, spread=spread, num_models=num_models,
-                 epochs=epochs, arch=arch, alpha=alpha, bound=bound, num_test=num_test),
+                 epochs=epochs, arch=arch, alpha=alpha, bound=bound, num_test=num_test,
+                 seed=train_seed),
         **_pairs(param or [], "--param"),
     }
     options = {
-        **_given(classes=_classes(classes), train_size=train_size, test_size=test_size,
+        **_given(classes=parse_classes(classes), train_size=train_size, test_size=test_size,
                  format=file_format),
         **_pairs(dataset_option or [], "--dataset-option"),
     }
-    spec = None if attack == "none" else {
-        "pattern": attack, "norm": norm, "poison_fraction": rate, "target": target,
-    }
+    spec = None if attack == "none" else _given(
+        kind=attack, norm=None if attack in NORM_FREE_KINDS else norm, rate=rate,
+        target=target, seed=poison_seed,
+    )
     with connect(url, api_key) as client:
         data = client.create_dataset(dataset, **options)
         console.print(f"dataset {data.id} ({data.name}): {data.train_size} train / "
                       f"{data.test_size} test, classes {list(data.class_names)}", highlight=False)
-        job = client.submit_job(data.id, cast(Method, method), params, attack=spec, seed=seed,
+        job = client.submit_job(job_request(data.id, method, params, spec),
                                 idempotency_key=idempotency_key)
         typer.echo(job.id)
         if wait:

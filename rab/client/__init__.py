@@ -1,14 +1,6 @@
 """A Python client of the certification service (HTTP only; see ``rab.client.api.Client``)."""
 
-from rab.client.api import Client
-from rab.client.errors import (
-    JobFailedError,
-    ProblemError,
-    ServiceError,
-    UnreachableError,
-    WaitTimeoutError,
-)
-from rab.client.models import (
+from contract.api import (
     Certificate,
     CertifyResult,
     Dataset,
@@ -18,6 +10,14 @@ from rab.client.models import (
     Progress,
     SetMetrics,
     Summary,
+)
+from rab.client.api import Client
+from rab.client.errors import (
+    JobFailedError,
+    ProblemError,
+    ServiceError,
+    UnreachableError,
+    WaitTimeoutError,
 )
 
 __all__ = [

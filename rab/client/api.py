@@ -18,19 +18,22 @@ import httpx
 import numpy as np
 from pydantic import BaseModel
 
-from rab.client.errors import JobFailedError, ProblemError, UnreachableError, WaitTimeoutError
-from rab.client.models import (
+from contract.api import (
     Certificate,
     CertifyResult,
     Dataset,
+    EnsembleJobIn,
     Job,
+    KnnJobIn,
+    Method,
     ModelInfo,
+    Subset,
     Summary,
 )
+from rab.client.errors import JobFailedError, ProblemError, UnreachableError, WaitTimeoutError
 
 M = TypeVar("M", bound=BaseModel)
-Method = Literal["knn", "ensemble"]
-Subset = Literal["clean", "backdoor", "inputs"]
+__all__ = ["Client", "Method", "ProgressCallback", "Subset"]
 ProgressCallback = Callable[[Job], None]
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -58,7 +61,7 @@ class Client:
 
     >>> with Client("http://127.0.0.1:8000", "rab_...") as client:  # doctest: +SKIP
     ...     dataset = client.create_dataset("digits", classes=[0, 1])
-    ...     job = client.submit_job(dataset.id, "knn", {"sigma": 1.0, "k": 5})
+    ...     job = client.submit_job(job_request(dataset.id, "knn", {"sigma": 1.0, "k": 5}))
     ...     job = client.wait(job.id)
     ...     print(client.summary(job.id).clean)
     """
@@ -187,23 +190,13 @@ class Client:
     # -- jobs -------------------------------------------------------------------------------
 
     def submit_job(
-        self,
-        dataset_id: str,
-        method: Method,
-        params: Mapping[str, Any],
-        *,
-        attack: Mapping[str, Any] | None = None,
-        seed: int = 0,
-        idempotency_key: str | None = None,
+        self, request: KnnJobIn | EnsembleJobIn, *, idempotency_key: str | None = None
     ) -> Job:
-        """Submit an evaluation job: exact smoothed K-NN (Theorem 3) or a DNN-RAB ensemble,
-        optionally under a backdoor ``attack`` (``pattern``, ``norm``, ``poison_fraction``,
-        ``target``). With an ``idempotency_key`` a repeated submission returns the first job."""
-        body: dict[str, Any] = {
-            "dataset_id": dataset_id, "method": method, "params": dict(params), "seed": seed,
-        }
-        if attack is not None:
-            body["attack"] = dict(attack)
+        """Submit an evaluation job (``contract.api.job_request`` builds one): exact smoothed
+        K-NN (Theorem 3) or a DNN-RAB ensemble, optionally under a backdoor attack. Seeds left
+        out are drawn by the service and recorded in the job (``job.seeds``). With an
+        ``idempotency_key`` a repeated submission returns the first job."""
+        body = request.model_dump(mode="json", exclude_none=True)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         response = self._request("POST", "/v1/jobs", json=body, headers=headers)
         return Job.model_validate(response.json())

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rab.client.models import Job
+    from contract.api import Job
 
 
 class ServiceError(Exception):

@@ -8,6 +8,7 @@ fixed function declared up front and never fitted on the training set being cert
 from rab.data.build import from_arrays, to_channel_first
 from rab.data.classes import CIFAR10_CLASSES, MNIST_CLASSES, select_classes
 from rab.data.dataset import Dataset
+from rab.data.facts import DataFacts
 from rab.data.npz import load_npz
 from rab.data.preprocess import PIXELS, RAW, Preprocessing, affine, fit_on_reference, pixels
 from rab.data.split import seeded_split
@@ -20,6 +21,7 @@ __all__ = [
     "PIXELS",
     "RAW",
     "SPAMBASE_CLASSES",
+    "DataFacts",
     "Dataset",
     "Preprocessing",
     "affine",

@@ -12,7 +12,7 @@ shares: it is NOT a certificate (no confidence bound) and is reported only besid
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
+from typing import Literal, get_args
 
 from rab.bounds import (
     CertificateBatch,
@@ -24,7 +24,12 @@ from rab.bounds import (
 from rab.ensemble.vote import VoteMatrices
 
 VoteKind = Literal["hard", "soft"]
-VOTE_KINDS: tuple[str, ...] = ("hard", "soft")
+VOTE_KINDS: tuple[str, ...] = get_args(VoteKind)
+#: The confidence bound of each vote kind, as users name it: Clopper-Pearson bounds the
+#: hard-vote counts, Hoeffding the soft-vote mean probabilities.
+Bound = Literal["clopper-pearson", "hoeffding"]
+BOUNDS: tuple[str, ...] = get_args(Bound)
+VOTES_OF_BOUND: dict[str, VoteKind] = {"clopper-pearson": "hard", "hoeffding": "soft"}
 POINT_ESTIMATE = "point-estimate"  # the method label of expected_certificates: not certified
 
 

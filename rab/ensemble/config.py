@@ -13,12 +13,12 @@ import hashlib
 import json
 import math
 import operator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ARCHITECTURES: tuple[str, ...] = ("mnist_cnn", "preact_resnet", "mlp", "resnet18")
-#: Architectures with normalisation layers (BatchNorm or GroupNorm, chosen by ``norm``).
-NORMALISED_ARCHITECTURES: tuple[str, ...] = ("preact_resnet", "resnet18")
+from rab.architectures import NORMALISED_ARCHITECTURES, check_input_shape
+from rab.seeds import MAX_SEED, fresh_seed, resolve_seed
+
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 NORMS: tuple[str, ...] = ("batch", "group")
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv", "gdp")
@@ -72,6 +72,7 @@ class EnsembleConfig:
     Model k is trained on X + d_k with d_k drawn from a generator seeded by ``(seed, k)``
     (see :mod:`rab.ensemble.noise`). ``norm`` selects BatchNorm or GroupNorm in the normalised
     architectures; DP-SGD requires ``"group"``. ``momentum`` applies to ``optimizer="sgd"`` only.
+    ``seed`` left out is drawn fresh (:mod:`rab.seeds`) and recorded here.
     ``sigma = 0`` trains plain (unsmoothed) models, which cannot be certified.
     """
 
@@ -83,7 +84,7 @@ class EnsembleConfig:
     epochs: int
     batch_size: int
     lr: float
-    seed: int = 0
+    seed: int = field(default_factory=fresh_seed)
     optimizer: str = "adam"
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -91,6 +92,7 @@ class EnsembleConfig:
     dp: DPConfig | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "seed", resolve_seed(self.seed, "seed"))
         try:  # accept numpy scalars, store plain Python numbers (JSON, hashing)
             object.__setattr__(self, "input_shape",
                                tuple(operator.index(s) for s in self.input_shape))
@@ -100,10 +102,9 @@ class EnsembleConfig:
                 object.__setattr__(self, name, float(getattr(self, name)))
         except TypeError as exc:
             raise ValueError(f"invalid ensemble configuration value: {exc}") from exc
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch must be one of {ARCHITECTURES}, got {self.arch!r}")
         if not self.input_shape or min(self.input_shape) < 1:
             raise ValueError(f"input_shape must be non-empty and positive, got {self.input_shape}")
+        check_input_shape(self.arch, self.input_shape)
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
         if not (math.isfinite(self.sigma) and self.sigma >= 0):
@@ -117,7 +118,7 @@ class EnsembleConfig:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.seed < 2**63:
+        if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must lie in [0, 2**63), got {self.seed}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
@@ -173,7 +174,7 @@ def preset(
     num_classes: int,
     sigma: float,
     num_models: int,
-    seed: int = 0,
+    seed: int | None = None,
     dp: bool = False,
     **overrides: Any,
 ) -> EnsembleConfig:
@@ -193,6 +194,6 @@ def preset(
     values.update(overrides)
     return EnsembleConfig(
         input_shape=input_shape, num_classes=num_classes, sigma=sigma, num_models=num_models,
-        seed=seed, **values,
+        seed=resolve_seed(seed), **values,
     )
 

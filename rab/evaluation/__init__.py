@@ -8,6 +8,7 @@ beside the undefended model's (Figure 3).  Modules, one job each:
 - ``datasets``: :class:`DatasetSpec`, built-in names and files, class selection, subsets;
 - ``testsets``: :func:`prepare`, :class:`TestSet`, :class:`Evaluation`;
 - ``methods``: :class:`KnnMethod`, :class:`EnsembleMethod`, :func:`certify_test_sets`;
+- ``request``: :class:`EvaluationRequest`, the one mapping of a job / command / grid cell;
 - ``summary``: certificates -> metrics and rows (no I/O);
 - ``vanilla``: the undefended model's predictions and metrics;
 - ``pipeline``: :func:`evaluate` and :class:`EvaluationResult`.
@@ -29,10 +30,12 @@ from rab.evaluation.methods import (
     KnnMethod,
     Method,
     Progress,
+    certify_members,
     certify_test_sets,
     method_from_dict,
 )
 from rab.evaluation.pipeline import EvaluationResult, evaluate
+from rab.evaluation.request import EvaluationRequest
 from rab.evaluation.summary import (
     attack_success_rate,
     certificate_rows,
@@ -54,6 +57,7 @@ __all__ = [
     "DatasetSpec",
     "EnsembleMethod",
     "Evaluation",
+    "EvaluationRequest",
     "EvaluationResult",
     "KnnMethod",
     "Method",
@@ -61,6 +65,7 @@ __all__ = [
     "TestSet",
     "attack_success_rate",
     "certificate_rows",
+    "certify_members",
     "certify_test_sets",
     "chunks",
     "concat",

@@ -13,19 +13,33 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
-from typing import Any
+from typing import Any, Literal, get_args
 
-from rab.attacks import Trigger, make_trigger
+from rab.attacks import Trigger, make_trigger, poison_count
+from rab.data import DataFacts
+from rab.seeds import fresh_seed, resolve_seed
 
-__all__ = ["ATTACK_KINDS", "NORM_FREE_KINDS", "POSITION_COUNTS", "AttackSpec"]
+__all__ = [
+    "ATTACK_KINDS",
+    "NORM_FREE_KINDS",
+    "POISON_MODES",
+    "POSITION_COUNTS",
+    "AttackKind",
+    "AttackSpec",
+    "PoisonMode",
+]
 
 #: Trigger kinds an attack may name: the authors' three (scaled to ``norm``) and BadNets' patch.
-ATTACK_KINDS: tuple[str, ...] = ("one_pixel", "four_pixel", "blending", "badnets_patch")
+AttackKind = Literal["one_pixel", "four_pixel", "blending", "badnets_patch"]
+ATTACK_KINDS: tuple[str, ...] = get_args(AttackKind)
+#: How poisoned points enter the training set: replacing the clean ones (the authors'
+#: protocol) or appended to them.
+PoisonMode = Literal["replace", "append"]
+POISON_MODES: tuple[str, ...] = get_args(PoisonMode)
 #: Kinds whose size is not an L2 norm (they take ``options`` instead).
 NORM_FREE_KINDS: tuple[str, ...] = ("badnets_patch",)
 #: Kinds that take explicit ``positions``, and how many positions each takes.
 POSITION_COUNTS: dict[str, int] = {"one_pixel": 1, "four_pixel": 4}
-_MODES = ("replace", "append")
 
 
 @dataclass(frozen=True)
@@ -37,7 +51,8 @@ class AttackSpec:
         norm: ||delta||_2 of the trigger (required and > 0 except for ``badnets_patch``).
         rate: r_p, the fraction of the training set that is poisoned, in (0, 1].
         target: the class the poisoned points are relabelled to (all-to-one).
-        seed: seed of the generator that draws the poisoned rows.
+        seed: seed of the generator that draws the poisoned rows (None: a fresh seed is
+            drawn and recorded here, :mod:`rab.seeds`).
         mode: ``"replace"`` (the authors' protocol) or ``"append"``.
         clip: clip triggered inputs to the data set's feature range.
         options: extra trigger options passed to :func:`rab.attacks.make_trigger`
@@ -52,7 +67,7 @@ class AttackSpec:
     norm: float | None = None
     rate: float = 0.02
     target: int = 0
-    seed: int = 0
+    seed: int = field(default_factory=fresh_seed)
     mode: str = "replace"
     clip: bool = True
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -70,10 +85,9 @@ class AttackSpec:
             raise ValueError(f"poisoning rate must lie in (0, 1], got {self.rate}")
         if isinstance(self.target, bool) or not isinstance(self.target, int) or self.target < 0:
             raise ValueError(f"target must be a non-negative class index, got {self.target!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.mode not in _MODES:
-            raise ValueError(f"mode must be one of {list(_MODES)}, got {self.mode!r}")
+        object.__setattr__(self, "seed", resolve_seed(self.seed, "attack seed"))
+        if self.mode not in POISON_MODES:
+            raise ValueError(f"mode must be one of {list(POISON_MODES)}, got {self.mode!r}")
         if "norm" in self.options:
             raise ValueError("give the trigger norm as the attack's norm, not as an option")
         object.__setattr__(self, "options", dict(self.options))
@@ -110,6 +124,14 @@ class AttackSpec:
                     f"trigger position {position} is not a tuple of non-negative indices"
                 )
         return tuple(tuple(int(i) for i in position) for position in checked)
+
+    def check(self, facts: DataFacts) -> None:
+        """ValueError unless this attack can poison data of ``facts``: the trigger fits the
+        inputs (explicit positions inside them) and the rate poisons at least one and at most
+        every non-target training point of a target class that exists
+        (:func:`rab.attacks.poison_count`)."""
+        poison_count(self.rate, facts.train_counts, self.target)
+        self.trigger(facts.input_shape)
 
     def trigger(self, input_shape: Sequence[int]) -> Trigger:
         """The trigger for inputs of ``input_shape`` (ValueError if it does not fit, e.g. a

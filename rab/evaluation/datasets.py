@@ -38,7 +38,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -61,7 +61,9 @@ from rab.data.tabular import read_csv_table, spambase_features
 __all__ = [
     "BUILTIN_DATASETS",
     "VISION_DATASETS",
+    "BuiltinName",
     "DatasetSpec",
+    "SpambaseVariant",
     "load_dataset",
     "shared_data_dir",
     "subsample",
@@ -80,15 +82,31 @@ VISION_DATASETS: dict[str, tuple[Callable[..., Dataset], tuple[str, ...]]] = {
     "mnist": (load_mnist, MNIST_CLASSES),
     "cifar10": (load_cifar10, CIFAR10_CLASSES),
 }
-_VARIANTS = ("uci", "authors", "drop_total")
+#: The names a built-in data set may be asked for by (:data:`BUILTIN_DATASETS` and
+#: :data:`VISION_DATASETS`).
+BuiltinName = Literal["digits", "breast_cancer", "spambase", "mnist01", "cifar", "mnist", "cifar10"]
+#: Spambase feature variants (``rab.data.load_spambase``).
+SpambaseVariant = Literal["uci", "authors", "drop_total"]
+_VARIANTS: tuple[str, ...] = get_args(SpambaseVariant)
 
 
-def shared_data_dir() -> Path:
-    """``RAB_SHARED_DATA`` if set, else ``shared/data`` next to the repository."""
+def shared_data_dir(path: Path | str | None = None) -> Path:
+    """The directory of the built-in data files: ``path`` when given (the service passes its
+    ``RAB_SHARED_DATA`` setting), else the ``RAB_SHARED_DATA`` environment variable, else
+    ``../shared/data`` beside a source checkout that has one, else the user's data directory
+    ``$XDG_DATA_HOME/rab-certify/data`` (``~/.local/share/rab-certify/data``), which is where an
+    installed wheel looks."""
+    if path is not None:
+        return Path(path).expanduser()
     env = os.environ.get("RAB_SHARED_DATA")
     if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+        return Path(env).expanduser()
+    checkout = Path(__file__).resolve().parents[2]
+    beside = checkout.parent / "shared" / "data"
+    if (checkout / "pyproject.toml").is_file() and beside.is_dir():
+        return beside
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "rab-certify" / "data"
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from rab.architectures import ARCHITECTURES, Architecture
 from rab.bounds import CertificateBatch
-from rab.data import Dataset
+from rab.data import DataFacts, Dataset
+from rab.ensemble.certify import BOUNDS, VOTES_OF_BOUND, Bound, VoteKind
+from rab.ensemble.config import TRAINING_PRESETS
 from rab.evaluation.summary import chunks, concat
 from rab.evaluation.testsets import TestSet
+from rab.seeds import fresh_seed, resolve_seed
 
 __all__ = [
     "METHODS",
@@ -31,6 +35,7 @@ __all__ = [
     "KnnMethod",
     "Method",
     "Progress",
+    "certify_members",
     "certify_test_sets",
     "ensemble_preset_name",
     "method_from_dict",
@@ -79,26 +84,50 @@ class KnnMethod:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def check(self, facts: DataFacts) -> None:
+        """ValueError unless the K-NN can run on data of ``facts``: K training points, and
+        finite level edges (``rab.knn.default_edges``) for this sigma."""
+        if self.k > facts.train_size:
+            raise ValueError(
+                f"k={self.k} neighbours but the training set has {facts.train_size} points"
+            )
+        from rab.knn.levels import check_edges, default_edges
+
+        dim = math.prod(facts.input_shape)
+        try:
+            check_edges(default_edges(dim, self.sigma, self.num_levels, self.spread))
+        except (ValueError, ArithmeticError):
+            raise ValueError(
+                f"sigma={self.sigma:g} is too small for {dim} features: the distance levels "
+                "of the smoothed K-NN are not finite numbers"
+            ) from None
+
 
 @dataclass(frozen=True)
 class EnsembleMethod:
     """DNN-RAB: ``num_models`` models trained with noise sigma, bounds at level 1 - alpha.
 
-    ``preset`` picks the authors' architecture and optimiser settings ("auto": MNIST CNN for
+    ``preset`` picks the authors' optimiser settings and architecture ("auto": MNIST CNN for
     (1, 28, 28), pre-activation ResNet for (3, 32, 32), ResNet-18 for larger RGB images, MLP
-    otherwise); ``epochs`` / ``batch_size`` / ``lr`` override it.  ``votes``: "hard"
-    (Clopper-Pearson) or "soft" (Hoeffding).
+    otherwise); ``arch`` / ``epochs`` / ``batch_size`` / ``lr`` override it.  ``bound``:
+    "clopper-pearson" (hard votes, eq. 19) or "hoeffding" (soft votes).  DP-SGD (section 6.2)
+    when both ``dp_noise_multiplier`` and ``dp_max_grad_norm`` are given (GroupNorm then
+    replaces BatchNorm).  ``seed`` seeds every member's initialisation and training noise d_k
+    (eq. 20); None draws a fresh one, recorded here.
     """
 
     sigma: float
     num_models: int = 20
     alpha: float = 0.001
-    votes: Literal["hard", "soft"] = "hard"
+    bound: Bound = "clopper-pearson"
     preset: str = "auto"
+    arch: Architecture | None = None
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
-    seed: int = 0
+    dp_noise_multiplier: float | None = None
+    dp_max_grad_norm: float | None = None
+    seed: int = field(default_factory=fresh_seed)
     name: Literal["ensemble"] = "ensemble"
 
     def __post_init__(self) -> None:
@@ -106,38 +135,59 @@ class EnsembleMethod:
         _count(self.num_models, "num_models")
         if not (isinstance(self.alpha, float | int) and 0.0 < self.alpha < 1.0):
             raise ValueError(f"alpha must lie in (0, 1), got {self.alpha!r}")
-        if self.votes not in ("hard", "soft"):
-            raise ValueError(f"votes must be 'hard' or 'soft', got {self.votes!r}")
-        if self.preset not in ("auto", "mnist", "cifar", "imagenet", "tabular"):
+        if self.bound not in BOUNDS:
+            raise ValueError(f"bound must be one of {list(BOUNDS)}, got {self.bound!r}")
+        if self.preset not in ("auto", *TRAINING_PRESETS):
             raise ValueError(
-                f"preset must be auto, mnist, cifar, imagenet or tabular, got {self.preset!r}"
+                f"preset must be auto or one of {sorted(TRAINING_PRESETS)}, got {self.preset!r}"
             )
+        if self.arch is not None and self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {list(ARCHITECTURES)}, got {self.arch!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) is not None:
                 _count(getattr(self, name), name)
-        if self.lr is not None:
-            _positive(self.lr, "lr")
-        _count(self.seed, "seed", 0)
+        for name in ("lr", "dp_noise_multiplier", "dp_max_grad_norm"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _positive(getattr(self, name), name))
+        if (self.dp_noise_multiplier is None) != (self.dp_max_grad_norm is None):
+            raise ValueError("DP-SGD needs both dp_noise_multiplier and dp_max_grad_norm")
+        object.__setattr__(self, "seed", resolve_seed(self.seed, "seed"))
+
+    @property
+    def votes(self) -> VoteKind:
+        """The vote kind the bound is computed on (hard for Clopper-Pearson, soft for
+        Hoeffding)."""
+        return VOTES_OF_BOUND[self.bound]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def config(self, input_shape: tuple[int, ...], num_classes: int, *, vanilla: bool = False
                ) -> Any:
-        """The ``rab.ensemble.EnsembleConfig``; ``vanilla``: one model trained without noise."""
-        from rab.ensemble.config import preset
+        """The ``rab.ensemble.EnsembleConfig`` (ValueError when the architecture cannot take
+        ``input_shape``); ``vanilla``: one model trained without noise."""
+        from rab.ensemble.config import DPConfig, preset
 
-        overrides = {
+        overrides: dict[str, Any] = {
             key: getattr(self, key)
-            for key in ("epochs", "batch_size", "lr")
+            for key in ("arch", "epochs", "batch_size", "lr")
             if getattr(self, key) is not None
         }
+        if self.dp_noise_multiplier is not None and self.dp_max_grad_norm is not None:
+            overrides["dp"] = DPConfig(
+                noise_multiplier=self.dp_noise_multiplier, max_grad_norm=self.dp_max_grad_norm
+            )
+            overrides["norm"] = "group"
         name = ensemble_preset_name(input_shape) if self.preset == "auto" else self.preset
         return preset(
             name, input_shape=input_shape, num_classes=num_classes,
             sigma=0.0 if vanilla else self.sigma, num_models=1 if vanilla else self.num_models,
             seed=self.seed, **overrides,
         )
+
+    def check(self, facts: DataFacts) -> None:
+        """ValueError unless this ensemble can be trained on data of ``facts``."""
+        self.config(facts.input_shape, facts.num_classes)
 
 
 Method = KnnMethod | EnsembleMethod
@@ -177,10 +227,12 @@ def method_from_dict(data: Mapping[str, Any]) -> Method:
 @dataclass(frozen=True, eq=False)
 class Certified:
     """Certificates of one test set; ``expected`` holds the ensemble's point-estimate radii
-    (NOT certified), None for the exact K-NN, whose certificates are exact."""
+    (NOT certified) and ``votes`` its vote matrices, both None for the exact K-NN, whose
+    certificates are exact."""
 
     certificates: CertificateBatch
     expected: CertificateBatch | None = None
+    votes: Any = None
 
 
 def _certify_knn(
@@ -210,17 +262,46 @@ def _certify_knn(
     return out
 
 
+def certify_members(
+    members: Iterable[Any],
+    tests: Sequence[TestSet],
+    method: EnsembleMethod,
+    config: Any,
+) -> dict[str, Certified]:
+    """Certify every test set with the votes of trained ensemble members (Algorithm 1 lines
+    7-18): each member ``rab.ensemble.Member`` votes on x + u_k (eq. 19), the votes are
+    bounded at level 1 - alpha (Clopper-Pearson or Hoeffding) and turned into radii by eq. 14;
+    the point-estimate radii (NOT certified) come beside them. The votes are kept in
+    ``Certified.votes`` for storage."""
+    from rab.ensemble.certify import certify_votes, expected_certificates
+    from rab.ensemble.predict import predict_votes
+    from rab.ensemble.vote import VoteMatrices
+
+    X_all = np.concatenate([np.asarray(t.X, dtype=np.float32) for t in tests])
+    votes = predict_votes(members, X_all, config)
+    out, offset = {}, 0
+    for test in tests:
+        part = slice(offset, offset + len(test))
+        offset += len(test)
+        sub = VoteMatrices(votes.hard[:, part], votes.soft[:, part], votes.sha256, votes.sigma)
+        out[test.subset] = Certified(
+            certify_votes(sub, alpha=method.alpha, votes=method.votes),
+            expected_certificates(sub, votes=method.votes),
+            sub,
+        )
+    return out
+
+
 def _certify_ensemble(
     train: Dataset,
     tests: Sequence[TestSet],
     method: EnsembleMethod,
     progress: Progress | None,
     workdir: Path | None,
+    train_batch: int | None,
 ) -> dict[str, Certified]:
-    from rab.ensemble.certify import certify_votes, expected_certificates
-    from rab.ensemble.predict import iter_members, predict_votes
+    from rab.ensemble.predict import iter_members
     from rab.ensemble.train import train_ensemble
-    from rab.ensemble.vote import VoteMatrices
 
     config = method.config(train.input_shape, train.num_classes)
     X, y = np.asarray(train.X_train), np.asarray(train.y_train)
@@ -230,21 +311,10 @@ def _certify_ensemble(
             if progress is not None:
                 progress("training ensemble", done, total)
 
-        train_ensemble(config, X, y, directory, progress=report)
+        train_ensemble(config, X, y, directory, progress=report, chunk=train_batch)
         if progress is not None:
             progress("voting", 0, 1)
-        X_all = np.concatenate([np.asarray(t.X, dtype=np.float32) for t in tests])
-        votes = predict_votes(iter_members(directory), X_all, config)
-        out, offset = {}, 0
-        for test in tests:
-            part = slice(offset, offset + len(test))
-            offset += len(test)
-            sub = VoteMatrices(votes.hard[:, part], votes.soft[:, part], votes.sha256,
-                               votes.sigma)
-            out[test.subset] = Certified(
-                certify_votes(sub, alpha=method.alpha, votes=method.votes),
-                expected_certificates(sub, votes=method.votes),
-            )
+        out = certify_members(iter_members(directory), tests, method, config)
         if progress is not None:
             progress("voting", 1, 1)
         return out
@@ -262,14 +332,17 @@ def certify_test_sets(
     *,
     progress: Progress | None = None,
     workdir: Path | None = None,
+    train_batch: int | None = None,
 ) -> dict[str, Certified]:
     """Certify every test set against the (possibly poisoned) training set ``train``.
 
     ``workdir`` keeps the ensemble's trained models (resumable: a rerun trains only the missing
-    ones); without it they live in a temporary directory. Unused by the K-NN.
+    ones); without it they live in a temporary directory. ``train_batch``: ensemble members
+    trained at once, stacked (``rab.ensemble.train_members``; None: 1 on a CPU). Both are
+    unused by the K-NN.
     """
     if isinstance(method, KnnMethod):
         return _certify_knn(train, tests, method, progress)
     if isinstance(method, EnsembleMethod):
-        return _certify_ensemble(train, tests, method, progress, workdir)
+        return _certify_ensemble(train, tests, method, progress, workdir, train_batch)
     raise TypeError(f"unknown method {method!r}")

@@ -14,7 +14,7 @@ Used by ``rab certify``, the experiment runner and the service workers.  Steps:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from rab.evaluation.testsets import Evaluation, prepare
 from rab.evaluation.vanilla import vanilla_metrics, vanilla_predictions
 from rab.metrics import DEFAULT_RADII, certified_accuracy
 
-__all__ = ["EvaluationResult", "evaluate"]
+__all__ = ["EvaluationResult", "evaluate", "evaluation_metrics"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,8 +54,8 @@ class EvaluationResult:
         }
 
     def to_dict(self, *, certificates: bool = True) -> dict[str, Any]:
-        """JSON-ready record: data set, attack, poisoning, method, metrics, vanilla metrics,
-        point-estimate metrics (ensembles, NOT certified), timings and, with ``certificates``,
+        """JSON-ready record: data set, attack, poisoning, method, metrics (with the ensembles'
+        point-estimate metrics, NOT certified), vanilla metrics, timings and, with ``certificates``,
         the per-point label / prediction / pA / pB / radius arrays of every test set."""
         ev = self.evaluation
         out: dict[str, Any] = {
@@ -69,13 +69,6 @@ class EvaluationResult:
             "vanilla": self.vanilla,
             "seconds": self.seconds,
         }
-        expected = {
-            t.subset: set_metrics(t, self.certified[t.subset].expected, self.radii)  # type: ignore[arg-type]
-            for t in ev.tests
-            if self.certified[t.subset].expected is not None and t.labels is not None
-        }
-        if expected:
-            out["expected_not_certified"] = expected
         if certificates:
             out["certificates"] = {
                 t.subset: _arrays(t.labels, t.attack_labels, self.certified[t.subset])
@@ -104,22 +97,36 @@ def _arrays(labels: np.ndarray | None, attack_labels: np.ndarray | None,
     return out
 
 
-def _add_attack_coverage(
-    metrics: dict[str, Any], ev: Evaluation, certified: dict[str, Certified]
-) -> None:
-    """Certified accuracy at the poisoning's own total norm sqrt(sum_i ||delta_i||^2) (eq. 14):
-    the share of test points provably predicted as without these training patterns, correctly.
+def evaluation_metrics(
+    ev: Evaluation, certified: Mapping[str, Certified], radii: Sequence[float] = DEFAULT_RADII
+) -> dict[str, Any]:
+    """The metrics of one evaluation, as the CLI, the grids and the service report them.
+
+    Table-1 metrics per test set and the top-level figures (:func:`summary`); under an attack
+    the certified accuracy at the poisoning's own total norm sqrt(sum_i ||delta_i||^2)
+    (eq. 14: the share of test points provably predicted as without these training patterns,
+    correctly); for an ensemble the same metrics of its point-estimate radii under
+    ``expected_not_certified`` (NOT certificates).
     """
-    assert ev.poisoning is not None
-    total = float(ev.poisoning["total_norm"])
-    metrics["attack_total_norm"] = total
-    for test in ev.tests:
-        if test.labels is None:
-            continue
-        batch = certified[test.subset].certificates
-        metrics[test.subset]["certified_accuracy_at_attack_norm"] = float(
-            certified_accuracy(batch.prediction, test.labels, batch.radius, [total])[0]
-        )
+    metrics = summary({t.subset: (t, certified[t.subset].certificates) for t in ev.tests}, radii)
+    if ev.poisoning is not None:
+        total = float(ev.poisoning["total_norm"])
+        metrics["attack_total_norm"] = total
+        for test in ev.tests:
+            if test.labels is None:
+                continue
+            batch = certified[test.subset].certificates
+            metrics[test.subset]["certified_accuracy_at_attack_norm"] = float(
+                certified_accuracy(batch.prediction, test.labels, batch.radius, [total])[0]
+            )
+    expected = {
+        t.subset: set_metrics(t, point, radii)
+        for t in ev.tests
+        if (point := certified[t.subset].expected) is not None and t.labels is not None
+    }
+    if expected:
+        metrics["expected_not_certified"] = expected
+    return metrics
 
 
 def evaluate(
@@ -132,8 +139,10 @@ def evaluate(
     vanilla: bool = True,
     progress: Progress | None = None,
     workdir: Path | None = None,
+    train_batch: int | None = None,
 ) -> EvaluationResult:
-    """Run the whole pipeline on ``dataset`` (see the module docstring)."""
+    """Run the whole pipeline on ``dataset`` (see the module docstring); ``workdir`` and
+    ``train_batch`` as in :func:`certify_test_sets`."""
     radii = tuple(float(r) for r in radii)
     if not radii or any(not np.isfinite(r) or r < 0 for r in radii):
         raise ValueError(f"radii must be finite and >= 0, got {list(radii)}")
@@ -142,11 +151,11 @@ def evaluate(
     ev = prepare(dataset, attack, num_test=num_test)
     seconds["prepare"] = time.perf_counter() - start
     start = time.perf_counter()
-    certified = certify_test_sets(ev.train, ev.tests, method, progress=progress, workdir=workdir)
+    certified = certify_test_sets(
+        ev.train, ev.tests, method, progress=progress, workdir=workdir, train_batch=train_batch
+    )
     seconds["certify"] = time.perf_counter() - start
-    metrics = summary({t.subset: (t, certified[t.subset].certificates) for t in ev.tests}, radii)
-    if ev.poisoning is not None:
-        _add_attack_coverage(metrics, ev, certified)
+    metrics = evaluation_metrics(ev, certified, radii)
     plain = None
     if vanilla:
         start = time.perf_counter()

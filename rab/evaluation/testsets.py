@@ -84,11 +84,6 @@ def prepare(
     clean = TestSet("clean", dataset.X_test[keep], dataset.y_test[keep])
     if attack is None:
         return Evaluation(dataset, dataset, (clean,), None, None)
-    if attack.target >= dataset.num_classes:
-        raise ValueError(
-            f"attack target {attack.target} is not a class of {dataset.name!r} "
-            f"(classes 0..{dataset.num_classes - 1})"
-        )
     trigger = attack.trigger(dataset.input_shape)
     poisoned = poison_training_set(
         dataset, trigger, rate=attack.rate, target=attack.target, seed=attack.seed,

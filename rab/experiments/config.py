@@ -164,6 +164,8 @@ def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
     method = dict(data.get("method") or {})
     if "sigma" in method:
         raise ValueError("give sigma in 'sigmas', not in [method]")
+    if method.get("name") == "ensemble" and "seed" not in method:
+        raise ValueError("a grid is a reproduction: give the ensemble's training seed in [method]")
     methods = [method_from_dict({**method, "sigma": s}) for s in sigmas]
     datasets = [DatasetSpec.from_dict(d) for d in data.get("datasets") or []]
     if not datasets:
@@ -172,7 +174,11 @@ def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
     attacks: list[AttackSpec | None] = []
     for kind in data.get("attacks") or []:
         for setting in data.get("settings") or [{}]:
-            attacks.append(AttackSpec.from_dict({**shared, **kind, **setting}))
+            values = {**shared, **kind, **setting}
+            if "seed" not in values:
+                raise ValueError("a grid is a reproduction: give each attack's seed (the seed "
+                                 "drawing the poisoned rows) in [attack] or [[attacks]]")
+            attacks.append(AttackSpec.from_dict(values))
     if not attacks:
         attacks = [None]
     num_test = data.get("num_test")

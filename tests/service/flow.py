@@ -22,7 +22,7 @@ from .helpers import npz_bytes, upload
 RADII = ("0", "0.05", "0.1", "0.2", "0.5", "1")
 SPAMBASE_SPLIT = {"test_fraction": 0.2, "split_seed": 0}
 SPAMBASE_KNN = {"sigma": 1.0, "k": 5, "spread": 0.1, "num_test": 24}
-SPAMBASE_ATTACK = {"pattern": "one_pixel", "norm": 0.1, "poison_fraction": 0.02, "target": 0}
+SPAMBASE_ATTACK = {"kind": "one_pixel", "norm": 0.1, "rate": 0.02, "target": 0}
 MNIST01_ENSEMBLE = {"sigma": 0.5, "num_models": 6, "epochs": 3, "batch_size": 32,
                     "models_per_task": 2, "alpha": 0.05, "num_test": 16}
 
@@ -81,23 +81,24 @@ def all_certificates(client: httpx.Client, job_id: str, subset: str, **filters: 
 
 
 def reference(
-    dataset: rd.Dataset, params: dict[str, Any], attack: dict[str, Any] | None, seed: int
+    dataset: rd.Dataset, params: dict[str, Any], attack: dict[str, Any] | None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """In-process exact K-NN probabilities and labels of each test subset, from rab directly
-    (the attack's trigger at its explicit ``positions`` when it has them)."""
+    (the attack as the job recorded it: its seed, its trigger at its explicit ``positions``
+    when it has them)."""
     n = params["num_test"]
     train, tests = dataset, {"clean": (dataset.X_test[:n], dataset.y_test[:n])}
     if attack is not None:
         positions = attack.get("positions")
         where = {} if positions is None else (
-            {"position": positions[0]} if attack["pattern"] == "one_pixel"
+            {"position": positions[0]} if attack["kind"] == "one_pixel"
             else {"positions": positions}
         )
         trigger = make_trigger(
-            attack["pattern"], dataset.input_shape, norm=attack["norm"], **where
+            attack["kind"], dataset.input_shape, norm=attack["norm"], **where
         )
         train = poison_training_set(
-            dataset, trigger, rate=attack["poison_fraction"], target=attack["target"], seed=seed
+            dataset, trigger, rate=attack["rate"], target=attack["target"], seed=attack["seed"]
         ).dataset
         backdoor = backdoor_test_set(dataset, trigger, target=attack["target"])
         tests["backdoor"] = (backdoor.X[:n], backdoor.y_true[:n])
@@ -121,19 +122,23 @@ def run_knn_flow(
     local: rd.Dataset,
     params: dict[str, Any],
     attack: dict[str, Any] | None = None,
-    seed: int = 0,
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """Submit a K-NN job over HTTP and check everything it serves; returns the job."""
-    body = {"dataset_id": dataset_id, "method": "knn", "params": params, "seed": seed}
+    """Submit a K-NN job over HTTP and check everything it serves; returns the job. The
+    attack's ``seed`` (None: the service draws one) is checked in the job's record."""
+    body: dict[str, Any] = {"dataset_id": dataset_id, "method": "knn", "params": params}
     if attack is not None:
-        body["attack"] = attack
+        body["attack"] = attack if seed is None else {**attack, "seed": seed}
     submitted = client.post("/v1/jobs", json=body)
     assert submitted.status_code == 202, submitted.text
     job = wait_for_job(client, submitted.json()["id"])
     assert job["state"] == "succeeded", job
     assert job["progress"]["done"] == job["progress"]["total"] > 0
     assert job["started_at"] and job["finished_at"]
-    expected = reference(local, params, attack, seed)
+    if attack is not None:
+        assert job["seeds"]["poisoning"] == job["attack"]["seed"] is not None
+        assert seed is None or job["seeds"]["poisoning"] == seed
+    expected = reference(local, params, job["attack"])
     summary = client.get(f"/v1/jobs/{job['id']}/summary").json()
     for subset, (proba, labels) in expected.items():
         certs = all_certificates(client, job["id"], subset)
@@ -176,12 +181,13 @@ def run_ensemble_flow(
 ) -> dict[str, Any]:
     """Submit a small DNN-RAB ensemble job over HTTP and check everything it serves; returns
     the job. Its members' hashes and noise seeds are checked in the model's provenance."""
-    body = {"dataset_id": dataset_id, "method": "ensemble", "params": params, "seed": seed}
+    body = {"dataset_id": dataset_id, "method": "ensemble", "params": {**params, "seed": seed}}
     submitted = client.post("/v1/jobs", json=body)
     assert submitted.status_code == 202, submitted.text
     assert submitted.json()["progress"]["total"] == params["num_models"]
     job = wait_for_job(client, submitted.json()["id"], timeout=400)
     assert job["state"] == "succeeded", job
+    assert job["seeds"] == {"poisoning": None, "training": seed}
     certs = all_certificates(client, job["id"], "clean")
     labels = local.y_test[: params["num_test"]]
     assert [c["label"] for c in certs] == labels.tolist()
@@ -214,7 +220,7 @@ def check_model(
     points sent as new inputs get exactly the certificates the evaluation gave them."""
     model = client.get(job["links"]["model"]).json()
     assert model["job_id"] == job["id"] and model["dataset_sha256"] == local.sha256
-    assert model["params"] == job["params"] and model["seed"] == job["seed"]
+    assert model["params"] == job["params"] and model["seeds"] == job["seeds"]
     assert model["code_version"]
     inputs = local.X_test[:3]
     flat = inputs.reshape(len(inputs), -1).tolist()

@@ -244,7 +244,7 @@ def dataset_a(service: Service, key_a: str) -> dict[str, Any]:
 
 def _knn(dataset_id: str, **params: Any) -> dict[str, Any]:
     return {
-        "dataset_id": dataset_id, "method": "knn", "seed": 0,
+        "dataset_id": dataset_id, "method": "knn",
         "params": {"sigma": 1.0, "k": 3, "num_test": 4, **params},
     }
 
@@ -262,18 +262,22 @@ def test_bad_job_requests_are_4xx_and_store_nothing(
         "k too big": _knn(did, k=1000),
         "num_test beyond test set": _knn(did, num_test=10_000),
         "unknown parameter": _knn(did, epochs=3),
-        "negative seed": {**_knn(did), "seed": -1},
+        "negative seed": {
+            **_knn(did), "attack": {"kind": "one_pixel", "norm": 0.1, "rate": 0.1,
+                                    "target": 0, "seed": -1},
+        },
+        "seed beyond 63 bits": _knn(did, seed=2**63),
         "attack target not a class": {
-            **_knn(did), "attack": {"pattern": "one_pixel", "norm": 0.1,
-                                    "poison_fraction": 0.1, "target": 5},
+            **_knn(did), "attack": {"kind": "one_pixel", "norm": 0.1,
+                                    "rate": 0.1, "target": 5},
         },
         "attack poisons nobody": {
-            **_knn(did), "attack": {"pattern": "one_pixel", "norm": 0.1,
-                                    "poison_fraction": 0.001, "target": 0},
+            **_knn(did), "attack": {"kind": "one_pixel", "norm": 0.1,
+                                    "rate": 0.001, "target": 0},
         },
         "attack unknown pattern": {
-            **_knn(did), "attack": {"pattern": "sticker", "norm": 0.1,
-                                    "poison_fraction": 0.1, "target": 0},
+            **_knn(did), "attack": {"kind": "sticker", "norm": 0.1,
+                                    "rate": 0.1, "target": 0},
         },
     }
     for case, body in cases.items():
@@ -357,7 +361,7 @@ def test_cancel(client_a: httpx.Client, dataset_a: dict[str, Any]) -> None:
     # worker stops at its next progress report instead of training the other models
     params = {"sigma": 1.0, "num_models": 1000, "arch": "mlp", "epochs": 1,
               "models_per_task": 1000, "num_test": 4}
-    body = {"dataset_id": dataset_a["id"], "method": "ensemble", "params": params, "seed": 0}
+    body = {"dataset_id": dataset_a["id"], "method": "ensemble", "params": params}
     job = client_a.post("/v1/jobs", json=body).json()
     cancelled = client_a.delete(f"/v1/jobs/{job['id']}")
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"

@@ -44,9 +44,9 @@ def _dataset(client: httpx.Client, name: str) -> tuple[str, rd.Dataset]:
 @pytest.mark.parametrize(
     ("name", "attack"),
     [
-        ("digits", {"pattern": "four_pixel", "norm": 1.0, "poison_fraction": 0.1, "target": 0,
+        ("digits", {"kind": "four_pixel", "norm": 1.0, "rate": 0.1, "target": 0,
                     "positions": CORNERS}),
-        ("breast_cancer", {"pattern": "one_pixel", "norm": 5.0, "poison_fraction": 0.05,
+        ("breast_cancer", {"kind": "one_pixel", "norm": 5.0, "rate": 0.05,
                            "target": 1, "positions": [[3]]}),
     ],
 )
@@ -58,9 +58,10 @@ def test_knn_job_with_trigger_positions(
     # certificates of both subsets against rab in-process (backdoor p_a included), the attack
     # success rate, the model and its certify route
     job = run_knn_flow(client_a, dataset_id, local, KNN, attack, seed=seed)
-    assert job["attack"] == attack
+    recorded = {"mode": "replace", "clip": True, "options": {}, **attack, "seed": seed}
+    assert job["attack"] == recorded
     model = client_a.get(job["links"]["model"]).json()
-    assert model["attack"] == attack
+    assert model["attack"] == recorded
     summary = client_a.get(f"/v1/jobs/{job['id']}/summary").json()
     assert summary["backdoor"]["accuracy"] is not None
     assert 0.0 <= summary["attack_success_rate"] <= 1.0
@@ -75,7 +76,7 @@ def test_knn_job_with_trigger_positions(
     for position in positions:
         pattern[(..., *position)] = attack["norm"] / np.sqrt(len(positions))
     poisoned = poison_training_set(
-        local, additive(pattern), rate=attack["poison_fraction"], target=attack["target"],
+        local, additive(pattern), rate=attack["rate"], target=attack["target"],
         seed=seed,
     )
     assert model["train_sha256"] == poisoned.dataset.sha256
@@ -89,30 +90,30 @@ def test_knn_job_with_trigger_positions(
 def test_bad_trigger_positions_answer_422(client_a: httpx.Client) -> None:
     digits, _ = _dataset(client_a, "digits")
     cancer, _ = _dataset(client_a, "breast_cancer")
-    base = {"norm": 1.0, "poison_fraction": 0.1, "target": 0}
+    base = {"norm": 1.0, "rate": 0.1, "target": 0}
     cases: dict[str, tuple[str, dict[str, Any], str | None]] = {
         "four_pixel, 3 positions": (
-            digits, {"pattern": "four_pixel", "positions": CORNERS[:3]}, "exactly 4 position"
+            digits, {"kind": "four_pixel", "positions": CORNERS[:3]}, "exactly 4 position"
         ),
         "one_pixel, 2 positions": (
-            digits, {"pattern": "one_pixel", "positions": CORNERS[:2]}, "exactly 1 position"
+            digits, {"kind": "one_pixel", "positions": CORNERS[:2]}, "exactly 1 position"
         ),
-        "5 positions": (digits, {"pattern": "four_pixel", "positions": CORNERS * 2}, None),
+        "5 positions": (digits, {"kind": "four_pixel", "positions": CORNERS * 2}, None),
         "row out of range": (
-            digits, {"pattern": "four_pixel", "positions": [*CORNERS[:3], [8, 0]]}, "(8, 0)"
+            digits, {"kind": "four_pixel", "positions": [*CORNERS[:3], [8, 0]]}, "(8, 0)"
         ),
-        "feature out of range": (cancer, {"pattern": "one_pixel", "positions": [[30]]}, "(30,)"),
-        "negative index": (digits, {"pattern": "one_pixel", "positions": [[0, -1]]}, "(0, -1)"),
+        "feature out of range": (cancer, {"kind": "one_pixel", "positions": [[30]]}, "(30,)"),
+        "negative index": (digits, {"kind": "one_pixel", "positions": [[0, -1]]}, "(0, -1)"),
         "one index for an image": (
-            digits, {"pattern": "one_pixel", "positions": [[3]]}, "(3,) has 1 indices"
+            digits, {"kind": "one_pixel", "positions": [[3]]}, "(3,) has 1 indices"
         ),
         "two indices for a vector": (
-            cancer, {"pattern": "one_pixel", "positions": [[1, 2]]}, "(1, 2) has 2 indices"
+            cancer, {"kind": "one_pixel", "positions": [[1, 2]]}, "(1, 2) has 2 indices"
         ),
         "positions with blending": (
-            digits, {"pattern": "blending", "positions": [[3, 3]]}, "takes no positions"
+            digits, {"kind": "blending", "positions": [[3, 3]]}, "takes no positions"
         ),
-        "no default position": (digits, {"pattern": "one_pixel"}, "pass positions explicitly"),
+        "no default position": (digits, {"kind": "one_pixel"}, "pass positions explicitly"),
     }
     for case, (dataset_id, attack, detail) in cases.items():
         body = {"dataset_id": dataset_id, "method": "knn", "params": KNN,

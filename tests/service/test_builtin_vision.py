@@ -1,7 +1,7 @@
 """Built-in ``mnist`` / ``cifar10`` through torchvision's on-disk layout, over real HTTP.
 
 A dedicated API server (SQLite, local store; no worker: datasets are registered by the API) reads
-``RAB_BUILTIN_DATA_DIR``, where the test writes a small MNIST in torchvision's IDX layout from
+``RAB_SHARED_DATA``, where the test writes a small MNIST in torchvision's IDX layout from
 real MNIST digits (``mnist_01.npz``). Downloads are refused (403) unless the server sets
 ``RAB_ALLOW_DOWNLOADS``, and a failed download is a 502; neither stores anything.
 """
@@ -76,7 +76,7 @@ def api_server(root: Path, builtin_dir: Path, **extra_env: str) -> Iterator[Serv
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAB_")}
     env.update(
         RAB_DATA_DIR=str(root / "data"), RAB_STORE_DIR=str(root / "store"),
-        RAB_BUILTIN_DATA_DIR=str(builtin_dir), **extra_env,
+        RAB_SHARED_DATA=str(builtin_dir), **extra_env,
     )
     key = create_key(env, "vision")
     port, log = free_port(), root / "api.log"
@@ -159,7 +159,7 @@ def test_cifar10_not_installed(server: Server) -> None:
     assert is_problem(response, 409), response.text
     body = response.json()
     assert body["title"] == "Built-in data not installed"
-    assert str(server.builtin_dir) in body["detail"] and "RAB_BUILTIN_DATA_DIR" in body["detail"]
+    assert str(server.builtin_dir) in body["detail"] and "RAB_SHARED_DATA" in body["detail"]
     assert server.stored() == before
 
 

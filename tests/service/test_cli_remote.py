@@ -93,7 +93,7 @@ def test_submit_wait_status_results(service: Service, key_a: str, tmp_path: Path
     key = ["--url", service.base_url, "--api-key", key_a]
     submitted = _invoke("submit", "digits", "--classes", "0,1", "--sigma", "0.5", "--k", "3",
                         "--num-test", "10", "--attack", "blending", "--norm", "1",
-                        "--rate", "0.1", "--seed", "2", "--wait", *key)
+                        "--rate", "0.1", "--poison-seed", "2", "--wait", *key)
     assert submitted.exit_code == 0, submitted.output
     job_id = submitted.stdout.splitlines()[0]
     assert JOB_ID.match(job_id), submitted.stdout
@@ -101,9 +101,10 @@ def test_submit_wait_status_results(service: Service, key_a: str, tmp_path: Path
     with Client(service.base_url, key_a) as client:
         job = client.get_job(job_id)
         assert job.state == "succeeded"
-        assert job.params["k"] == 3 and job.params["num_test"] == 10 and job.seed == 2
-        assert job.attack == {"pattern": "blending", "norm": 1.0, "poison_fraction": 0.1,
-                              "target": 0, "positions": None}
+        assert job.params["k"] == 3 and job.params["num_test"] == 10
+        assert job.seeds.poisoning == 2 and job.seeds.training is None
+        assert job.attack == {"kind": "blending", "norm": 1.0, "rate": 0.1, "target": 0,
+                              "seed": 2, "mode": "replace", "clip": True, "options": {}}
         summary = client.summary(job_id)
     env: dict[str, str | None] = {"RAB_URL": service.base_url, "RAB_API_KEY": key_a}
     status = _invoke("status", job_id, env=env)  # URL and key from the environment

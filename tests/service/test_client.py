@@ -13,8 +13,10 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
 import rab.data as rd
+from contract.api import job_request
 from rab.client import (
     Certificate,
     Client,
@@ -31,7 +33,7 @@ from .helpers import blobs, npz_bytes
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-ATTACK = {"pattern": "blending", "norm": 1.0, "poison_fraction": 0.1, "target": 0}
+ATTACK = {"kind": "blending", "norm": 1.0, "rate": 0.1, "target": 0}
 KNN = {"sigma": 0.5, "k": 3, "num_test": 20}
 
 
@@ -59,7 +61,7 @@ def knn_job(client: Client, digits: tuple[Dataset, rd.Dataset]) -> tuple[Job, li
     """A K-NN job under a backdoor, waited for; with every job state the callback saw."""
     dataset, _ = digits
     seen: list[Job] = []
-    submitted = client.submit_job(dataset.id, "knn", KNN, attack=ATTACK, seed=1,
+    submitted = client.submit_job(job_request(dataset.id, "knn", KNN, {**ATTACK, "seed": 1}),
                                   idempotency_key="client-test-knn")
     assert submitted.state in ("queued", "running", "succeeded")
     job = client.wait(submitted.id, timeout=240, on_progress=seen.append)
@@ -105,8 +107,10 @@ def test_wait_reports_progress_until_success(knn_job: tuple[Job, list[Job]],
     assert all(s.id == job.id for s in seen)
     assert [s.state for s in seen].count("succeeded") == 1
     assert job.progress.done == job.progress.total > 0
-    again = client.submit_job(job.dataset_id or "", "knn", KNN, attack=ATTACK, seed=1,
-                              idempotency_key="client-test-knn")
+    again = client.submit_job(
+        job_request(job.dataset_id or "", "knn", KNN, {**ATTACK, "seed": 1}),
+        idempotency_key="client-test-knn",
+    )
     assert again.id == job.id
 
 
@@ -160,7 +164,7 @@ def test_curve_model_and_new_inputs(
     assert (model.job_id, model.dataset_id, model.dataset_sha256) == (job.id, dataset.id,
                                                                       local.sha256)
     assert model.train_sha256 != local.sha256  # the poisoned training set
-    assert model.params == job.params and model.attack == job.attack and model.seed == 1
+    assert model.params == job.params and model.attack == job.attack and model.seeds == job.seeds
     assert model.members == ()  # K-NN has no trained members
     clean = list(client.certificates(job.id))
     answer = client.certify(model.id, local.X_test[:4])  # (4, 1, 8, 8)
@@ -205,13 +209,16 @@ def test_problems_raise_typed_errors(
     assert (missing.value.status, missing.value.title) == (404, "Not Found")
     assert missing.value.detail == "no job with id 'nope'"
     assert missing.value.instance == "/v1/jobs/nope"
-    with pytest.raises(ProblemError) as invalid:
-        client.submit_job(job.dataset_id or "", "knn", {"k": 3})
-    assert invalid.value.status == 422 and "sigma" in invalid.value.detail
-    assert invalid.value.extra["errors"]
+    with pytest.raises(ValidationError, match="sigma"):  # a typed request refuses it first
+        job_request(job.dataset_id or "", "knn", {"k": 3})
+    with pytest.raises(ProblemError) as invalid:  # only the service knows the data set
+        client.submit_job(job_request(job.dataset_id or "", "knn", {**KNN, "num_test": 10**6}))
+    assert invalid.value.status == 422 and "exceeds the test set" in invalid.value.detail
     with pytest.raises(ProblemError) as bad_attack:
-        client.submit_job(job.dataset_id or "", "knn", KNN, attack={**ATTACK, "target": 5})
-    assert bad_attack.value.status == 422 and "attack.target=5" in bad_attack.value.detail
+        client.submit_job(
+            job_request(job.dataset_id or "", "knn", KNN, {**ATTACK, "target": 5})
+        )
+    assert bad_attack.value.status == 422 and "target class 5" in bad_attack.value.detail
     with pytest.raises(ProblemError) as conflict:
         client.cancel_job(job.id)
     assert conflict.value.status == 409 and "already succeeded" in conflict.value.detail
@@ -242,7 +249,7 @@ def test_wait_timeout_then_cancel(client: Client, digits: tuple[Dataset, rd.Data
     dataset, _ = digits
     slow: dict[str, Any] = {"sigma": 0.5, "arch": "mlp", "num_models": 40, "epochs": 50,
                             "models_per_task": 1}
-    job = client.submit_job(dataset.id, "ensemble", slow)
+    job = client.submit_job(job_request(dataset.id, "ensemble", slow))
     with pytest.raises(WaitTimeoutError) as late:
         client.wait(job.id, timeout=0.5)
     assert late.value.job.id == job.id and late.value.job.state in ("queued", "running")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import rab.data as rd
+from contract.api import job_request
 from rab.client import Certificate, Client
 
 from .conftest import Service
@@ -29,8 +30,8 @@ def test_certify_uploads_npz_with_the_certificates_of_json(
     client: Client, service: Service, key_a: str
 ) -> None:
     dataset = client.create_dataset("digits", classes=[0, 1])
-    job = client.wait(client.submit_job(dataset.id, "knn", {"sigma": 1, "k": 3, "num_test": 5})
-                      .id, timeout=240)
+    request = job_request(dataset.id, "knn", {"sigma": 1, "k": 3, "num_test": 5})
+    job = client.wait(client.submit_job(request).id, timeout=240)
     assert job.model_id is not None
     local = rd.select_classes(rd.load_sklearn("digits"), [0, 1])
     # float64 inputs off the float32 grid: both ways must round them to float32 alike

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 import rab.data as rd
+from contract.api import job_request
 from rab.cli.demo import embedded_service
 from rab.client import Client
 
@@ -71,7 +72,7 @@ def test_demo_runs_end_to_end_and_writes_its_outputs(tmp_path: Path) -> None:
         record = json.loads((out / f"{method}.json").read_text())
         job, summary = record["job"], record["summary"]
         assert job["state"] == "succeeded" and job["method"] == method
-        assert job["attack"]["pattern"] == "blending" and job["params"]["num_test"] == 6
+        assert job["attack"]["kind"] == "blending" and job["params"]["num_test"] == 6
         if size is not None:
             assert job["params"]["num_models"] == size and job["params"]["epochs"] == 1
         assert summary["clean"]["num_points"] == 6 and 0 < summary["backdoor"]["num_points"] <= 6
@@ -126,7 +127,9 @@ def test_certify_polls_when_the_service_answers_202(tmp_path: Path) -> None:
                           settings={"RAB_CERTIFY_WAIT_S": "0"}) as (url, key), \
             Client(url, key) as client:
         dataset = client.create_dataset("digits", classes=[0, 1])
-        job = client.submit_job(dataset.id, "knn", {"sigma": 0.5, "k": 3, "num_test": 5})
+        job = client.submit_job(
+            job_request(dataset.id, "knn", {"sigma": 0.5, "k": 3, "num_test": 5})
+        )
         job = client.wait(job.id, timeout=120)
         assert job.model_id is not None
         raw = httpx.post(f"{url}/v1/models/{job.model_id}/certify", headers={"X-API-Key": key},

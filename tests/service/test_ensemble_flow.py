@@ -68,7 +68,7 @@ def test_worker_killed_mid_ensemble(
 ) -> None:
     client, (dataset, _) = client_a_module, mnist01
     params = {**PARAMS, "num_models": 5, "models_per_task": 1}  # short tasks
-    body = {"dataset_id": dataset["id"], "method": "ensemble", "params": params, "seed": 11}
+    body = {"dataset_id": dataset["id"], "method": "ensemble", "params": {**params, "seed": 11}}
     job_id = client.post("/v1/jobs", json=body).json()["id"]
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # wait until some, not all, models are stored
@@ -118,8 +118,8 @@ def test_worker_killed_after_the_last_member_is_stored(
     client, (dataset, _) = client_a_module, mnist01
     params = {**PARAMS, "num_models": 2, "models_per_task": 2}
     for seed in (21, 22, 23):  # the vote can win the race against the kill: try again
-        body = {"dataset_id": dataset["id"], "method": "ensemble", "params": params,
-                "seed": seed}
+        body = {"dataset_id": dataset["id"], "method": "ensemble",
+                "params": {**params, "seed": seed}}
         at_kill = _kill_when_all_members_are_stored(client, service, body)
         if at_kill is not None:
             break

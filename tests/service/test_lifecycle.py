@@ -18,7 +18,7 @@ def _running_ensemble(db: Database, num_models: int, stored: int) -> str:
         session.flush()
         job = Job(
             owner_id=key.id, kind="evaluate", method="ensemble",
-            params={"num_models": num_models}, seed=0, max_attempts=3, request_sha256="0" * 64,
+            params={"num_models": num_models}, max_attempts=3, request_sha256="0" * 64,
             state="running", phase="training models", progress_done=stored,
             progress_total=num_models,
         )

@@ -1,0 +1,61 @@
+"""Task names, queues and the one routing table of the service's messages.
+
+The API sends tasks by name (it never imports task code), the workers register them under the
+same names; both build their Celery app with :func:`make_celery` from the broker settings they
+were given. K-NN work is numpy and runs on the ``cpu`` queue; ensembles train and vote on the
+``gpu`` queue (a GPU worker where one exists).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+KNN_TASK = "rab.jobs.knn"
+ENSEMBLE_CHUNK_TASK = "rab.jobs.ensemble_chunk"
+ENSEMBLE_AGGREGATE_TASK = "rab.jobs.ensemble_aggregate"
+CERTIFY_TASK = "rab.jobs.certify_inputs"
+QUEUES: tuple[str, ...] = ("cpu", "gpu")
+#: The queue of every evaluation method's work.
+QUEUE_OF_METHOD: dict[str, str] = {"knn": "cpu", "ensemble": "gpu"}
+#: The queue of every task whose queue does not depend on the job (certify: the model's method).
+ROUTES: dict[str, str] = {
+    KNN_TASK: QUEUE_OF_METHOD["knn"],
+    ENSEMBLE_CHUNK_TASK: QUEUE_OF_METHOD["ensemble"],
+    ENSEMBLE_AGGREGATE_TASK: QUEUE_OF_METHOD["ensemble"],
+}
+
+
+def queue_for(task: str, method: str) -> str:
+    """The queue a ``task`` of a job of ``method`` goes to."""
+    return ROUTES.get(task, QUEUE_OF_METHOD[method])
+
+
+def make_celery(
+    broker_url: str, transport_options: dict[str, Any], include: Sequence[str] = ()
+) -> Celery:
+    """A Celery app for ``broker_url``: JSON only, late acks, prefetch 1, no result backend
+    (the job row in SQL is the source of truth); ``include`` names the task modules (the
+    workers'; the API sends by name and includes none)."""
+    from celery import Celery
+    from kombu import Queue
+
+    app = Celery("rab", broker=broker_url, include=list(include))
+    app.conf.update(
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue=QUEUES[0],
+        task_routes={task: {"queue": queue} for task, queue in ROUTES.items()},
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return app
