@@ -6,7 +6,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     RAB_DATA_DIR=/var/lib/rab \
-    RAB_EXPERIMENTS_DIR=/srv/rab/experiments \
     RAB_STORE_DIR=/var/lib/rab/store
 
 WORKDIR /srv/rab
@@ -16,7 +15,7 @@ COPY app ./app
 COPY workers ./workers
 COPY models_store ./models_store
 COPY migrations ./migrations
-COPY experiments ./experiments
+COPY contract ./contract
 RUN pip install --no-cache-dir -c constraints.txt . \
     && useradd --system --uid 10001 --home-dir /var/lib/rab rab \
     && mkdir -p /var/lib/rab/store && chown -R rab /var/lib/rab

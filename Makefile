@@ -23,9 +23,11 @@ test: $(INSTALLED)
 bench: $(INSTALLED)
 	$(PY) bench/run_all.py
 
+## Lint: ruff, mypy over every package, and the import-layer contracts (pyproject.toml).
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy rab
+	$(VENV)/bin/mypy rab app workers models_store contract
+	$(VENV)/bin/lint-imports
 
 ## Re-resolve the pinned dependency set from pyproject.toml.
 constraints: $(INSTALLED)

@@ -1,6 +1,7 @@
 """Reproductions of the paper's tables as benchmarks: our figures beside the published ones.
 
-Runs the named experiment configurations of ``experiments/`` (``rab.experiments``) and writes,
+Runs the named experiment configurations of ``rab/experiments/grids/`` (``rab.experiments``)
+and writes,
 per configuration, ``bench/results/reproduce_<name>.json`` (our figures, the paper's, settings,
 seconds) and ``bench/results/reproduce_<name>.md`` (the Markdown table), plus the per-cell results
 and certified-accuracy plots under ``bench/results/reproduce/<name>/``. Finished cells are kept:

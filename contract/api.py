@@ -371,12 +371,16 @@ class SetMetrics(_Out):
     certified_accuracy: dict[str, float]
     certified_rate: dict[str, float]
     attack_success_rate: float | None = None
+    certified_accuracy_at_attack_norm: float | None = Field(
+        default=None, description="Under an attack: certified accuracy at the poisoning's own "
+        "total norm sqrt(sum_i ||delta_i||^2) (eq. 14)."
+    )
 
 
 class Summary(BaseModel):
     """``GET /v1/jobs/{id}/summary``: metrics per test set (``clean``, and ``backdoor`` under an
     attack) and the top-level figures of the paper's tables; other fields (``poisoning``,
-    ``expected`` point-estimate metrics, ``votes_sha256``) are kept as sent."""
+    ``votes_sha256``) are kept as sent."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
@@ -385,6 +389,13 @@ class Summary(BaseModel):
     clean_accuracy: float | None = None
     backdoor_accuracy: float | None = None
     attack_success_rate: float | None = None
+    attack_total_norm: float | None = Field(
+        default=None, description="Total L2 norm of the poisoned training points' patterns."
+    )
+    expected_not_certified: dict[str, SetMetrics] | None = Field(
+        default=None, description="Ensembles: the metrics of the point-estimate radii from "
+        "the vote shares; NOT certificates."
+    )
 
     @property
     def sets(self) -> dict[TestSubset, SetMetrics]:

@@ -3,11 +3,13 @@
 ``run`` evaluates every cell of a TOML configuration (``rab.experiments.config``), writing one
 JSON per cell under ``--out/cells`` (a rerun skips finished cells), then ``results.json`` (our
 figures beside the published ones), ``report.md`` and certified-accuracy plots under
-``--out/plots``.  ``reproduce`` does the same for a configuration shipped in ``experiments/``.
+``--out/plots``.  ``reproduce`` does the same for a configuration shipped in
+``rab/experiments/grids/``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -32,6 +34,20 @@ __all__ = ["register", "reproduce", "run"]
 
 experiment_app = typer.Typer(help="Run experiment grids and the paper's reproductions.",
                              no_args_is_help=True)
+
+
+NumTest = Annotated[int | None, typer.Option(
+    help="A smoke run: certify only the first N points of each test set (not the grid's "
+         "setup; its cells are stored under other keys).", show_default=False)]
+
+
+def _limited(config: ExperimentConfig, num_test: int | None) -> ExperimentConfig:
+    """``config`` with every cell certifying at most ``num_test`` points of each test set."""
+    if num_test is None:
+        return config
+    if num_test < 1:
+        fail(f"--num-test must be at least 1, got {num_test}")
+    return replace(config, cells=tuple(replace(c, num_test=num_test) for c in config.cells))
 
 
 def _execute(config: ExperimentConfig, out: Path, force: bool) -> None:
@@ -62,29 +78,31 @@ def run(
     out: Annotated[Path | None, typer.Option(help="Output directory (default: "
                                                   "experiment-results/<name>).")] = None,
     force: Annotated[bool, typer.Option(help="Recompute finished cells.")] = False,
+    num_test: NumTest = None,
 ) -> None:
     """Run (or resume) the grid of a configuration file."""
     try:
         parsed = load_config(config)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    _execute(parsed, out or Path("experiment-results") / parsed.name, force)
+    _execute(_limited(parsed, num_test), out or Path("experiment-results") / parsed.name, force)
 
 
 @experiment_app.command("reproduce")
 def reproduce(
-    name: Annotated[str, typer.Argument(help="A configuration in experiments/, e.g. "
+    name: Annotated[str, typer.Argument(help="A shipped grid (rab experiment list), e.g. "
                                              "table5-spambase.")],
     out: Annotated[Path | None, typer.Option(help="Output directory (default: "
                                                   "experiment-results/<name>).")] = None,
     force: Annotated[bool, typer.Option(help="Recompute finished cells.")] = False,
+    num_test: NumTest = None,
 ) -> None:
     """Reproduce one of the paper's tables or figures (see ``rab experiment list``)."""
     try:
         parsed = named_config(name)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    _execute(parsed, out or Path("experiment-results") / name, force)
+    _execute(_limited(parsed, num_test), out or Path("experiment-results") / name, force)
 
 
 @experiment_app.command("list")

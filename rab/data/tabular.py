@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -25,6 +25,7 @@ __all__ = ["SPAMBASE_CLASSES", "load_csv", "load_sklearn", "load_spambase"]
 
 SPAMBASE_CLASSES: tuple[str, ...] = ("not spam", "spam")
 SpambaseVariant = Literal["uci", "authors", "drop_total"]
+SPAMBASE_VARIANTS: tuple[str, ...] = get_args(SpambaseVariant)
 
 
 def _is_number(cell: str) -> bool:

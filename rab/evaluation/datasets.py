@@ -38,7 +38,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import numpy as np
 
@@ -56,7 +56,12 @@ from rab.data import (
     load_spambase,
     select_classes,
 )
-from rab.data.tabular import read_csv_table, spambase_features
+from rab.data.tabular import (
+    SPAMBASE_VARIANTS,
+    SpambaseVariant,
+    read_csv_table,
+    spambase_features,
+)
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -85,9 +90,7 @@ VISION_DATASETS: dict[str, tuple[Callable[..., Dataset], tuple[str, ...]]] = {
 #: The names a built-in data set may be asked for by (:data:`BUILTIN_DATASETS` and
 #: :data:`VISION_DATASETS`).
 BuiltinName = Literal["digits", "breast_cancer", "spambase", "mnist01", "cifar", "mnist", "cifar10"]
-#: Spambase feature variants (``rab.data.load_spambase``).
-SpambaseVariant = Literal["uci", "authors", "drop_total"]
-_VARIANTS: tuple[str, ...] = get_args(SpambaseVariant)
+
 
 
 def shared_data_dir(path: Path | str | None = None) -> Path:
@@ -136,8 +139,10 @@ class DatasetSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
             raise ValueError("a data set needs a source: a built-in name or a file path")
-        if self.variant not in _VARIANTS:
-            raise ValueError(f"unknown Spambase variant {self.variant!r}; use {list(_VARIANTS)}")
+        if self.variant not in SPAMBASE_VARIANTS:
+            raise ValueError(
+                f"unknown Spambase variant {self.variant!r}; use {list(SPAMBASE_VARIANTS)}"
+            )
         if self.split not in ("seeded", "authors"):
             raise ValueError(f"split must be 'seeded' or 'authors', got {self.split!r}")
         if self.split == "authors" and self.source != "spambase":

@@ -3,7 +3,7 @@
 - ``config``: TOML configurations and their expansion into cells;
 - ``runner``: resumable execution, one atomically written JSON per cell;
 - ``report``: Markdown tables beside the published figures, certified-accuracy plots;
-- ``named``: the reproductions shipped in ``experiments/`` at the repository root.
+- ``named``: the reproductions shipped in ``rab/experiments/grids/`` (package data).
 """
 
 from rab.experiments.config import Cell, ExperimentConfig, Reference, load_config, parse_config

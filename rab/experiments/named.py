@@ -1,7 +1,7 @@
-"""The named reproductions: ``experiments/<name>.toml`` at the repository root.
+"""The named reproductions: ``rab/experiments/grids/<name>.toml``, package data of the wheel.
 
-The directory is ``RAB_EXPERIMENTS_DIR`` if set, else ``experiments/`` next to the ``rab``
-package (an editable install or a checkout).
+The directory is ``RAB_EXPERIMENTS_DIR`` if set (a folder of one's own grids), else the grids
+shipped inside the package, the same from a checkout and from an installed wheel.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ __all__ = ["experiments_dir", "named_config", "named_configs"]
 
 def experiments_dir() -> Path:
     env = os.environ.get("RAB_EXPERIMENTS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "experiments"
+    return Path(env) if env else Path(__file__).resolve().parent / "grids"
 
 
 def named_configs() -> list[str]:

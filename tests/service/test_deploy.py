@@ -50,7 +50,7 @@ def test_dockerfile_copies_every_installed_package() -> None:
     packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert "migrations" in packages
-    for package in [*packages, "experiments"]:  # the shipped reproductions too
+    for package in packages:
         assert f"COPY {package} ./{package}" in dockerfile, package
     assert "-c constraints.txt ." in dockerfile
 
