@@ -14,7 +14,6 @@ from app.openapi import install_openapi
 from app.problems import install_problem_handlers
 from app.routes import datasets, health, jobs, models
 from app.settings import Settings, get_settings
-from models_store import ObjectStore
 
 DESCRIPTION = """Certified robustness against backdoor attacks (RAB) as a service.
 
@@ -37,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ensure_broker_folders(settings)
         app.state.settings = settings
         app.state.db = Database(settings)
-        app.state.store = ObjectStore(settings.resolved_store_dir)
+        app.state.store = settings.open_store()
         app.state.celery = make_celery(settings)
         try:
             yield

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,9 @@ import pytest
 from app.db import Database
 from app.migrate import upgrade
 from app.settings import Settings
+from models_store import LocalStore, ObjectStore
+
+from .s3server import S3Server, moto_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,6 +157,24 @@ def migrated_db(
         db = Database(settings)
         stack.callback(db.engine.dispose)
         yield settings, db
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server process (moto's standalone server) for this test run."""
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], ObjectStore]:
+    """Opens one new, empty store (again at each call, as another process of the same machine
+    would): a local directory, or a bucket of the moto server with a local cache."""
+    if request.param == "local":
+        return lambda: LocalStore(tmp_path / "store")
+    server: S3Server = request.getfixturevalue("s3_server")
+    bucket = server.new_bucket()
+    return lambda: server.store(tmp_path / "cache", bucket)
 
 
 VISIBILITY_TIMEOUT_S = 45  # unacked tasks of a killed worker come back after this; every
