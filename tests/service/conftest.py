@@ -91,12 +91,16 @@ class Service:
     database_url: str
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start_worker(self, name: str = "worker", queues: str = "cpu,gpu") -> None:
-        """Start a Celery worker process (prefork, one child) through ``rab worker``."""
+    def start_worker(
+        self, name: str = "worker", queues: str = "cpu,gpu", env: dict[str, str] | None = None
+    ) -> None:
+        """Start a Celery worker process (prefork, one child) through ``rab worker``, with
+        ``env`` overriding the service's environment."""
         log = (self.logs / f"{name}.log").open("ab")
         cmd = service_cli("worker", "--queues", queues, "--concurrency", "1")
         self.processes[name] = subprocess.Popen(
-            cmd, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+            cmd, env={**self.env, **(env or {})}, cwd=REPO_ROOT, stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -182,19 +186,21 @@ VISIBILITY_TIMEOUT_S = 45  # unacked tasks of a killed worker come back after th
 UPLOAD_LIMIT = 3 * 1024 * 1024  # spambase.data (698 kB) fits, a 4 MB upload does not
 
 
-@pytest.fixture(scope="session")
-def service(
-    tmp_path_factory: pytest.TempPathFactory, pg_database: str, redis_url: str
+@contextmanager
+def launch_service(
+    root: Path, database_url: str, redis_url: str, extra_env: dict[str, str] | None = None,
+    worker: bool = True,
 ) -> Iterator[Service]:
-    """API (uvicorn subprocess) + Celery worker subprocess on PostgreSQL and Redis."""
-    root = tmp_path_factory.mktemp("service")
+    """API (uvicorn subprocess) + a Celery worker subprocess (unless not ``worker``) on
+    ``database_url`` and Redis, with their files under ``root``; ``extra_env`` overrides the
+    settings."""
     logs = root / "logs"
     logs.mkdir()
     env = {
         **os.environ,
         "RAB_DATA_DIR": str(root / "data"),
         "RAB_STORE_DIR": str(root / "store"),
-        "RAB_DATABASE_URL": pg_database,
+        "RAB_DATABASE_URL": database_url,
         "RAB_BROKER_URL": redis_url,
         "RAB_BROKER_KEY_PREFIX": f"rabtest-{uuid.uuid4().hex[:8]}:",
         "RAB_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
@@ -204,9 +210,10 @@ def service(
         # scan for a dead worker's unacked tasks every second (kombu: every 10th of 10 s ticks)
         "RAB_BROKER_TRANSPORT_OPTIONS": '{"unacked_restore_interval": 1, '
         '"unacked_restore_throttle": 1}',
+        **(extra_env or {}),
     }
     port = free_port()
-    svc = Service(f"http://127.0.0.1:{port}", env, logs, root / "store", pg_database)
+    svc = Service(f"http://127.0.0.1:{port}", env, logs, root / "store", database_url)
     log = logs / "api.log"
     api = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
@@ -216,11 +223,21 @@ def service(
     svc.processes["api"] = api
     try:
         wait_healthy(svc.base_url, api, log)
-        svc.start_worker()
+        if worker:
+            svc.start_worker()
         yield svc
     finally:
         for process in svc.processes.values():
             stop(process)
+
+
+@pytest.fixture(scope="session")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, pg_database: str, redis_url: str
+) -> Iterator[Service]:
+    """API (uvicorn subprocess) + Celery worker subprocess on PostgreSQL and Redis."""
+    with launch_service(tmp_path_factory.mktemp("service"), pg_database, redis_url) as svc:
+        yield svc
 
 
 @pytest.fixture(scope="session")
