@@ -7,7 +7,9 @@ dropped and fetched again); a fetched copy is verified before it enters the cach
 partial or corrupt download is never read. The cache is least-recently-used by bytes: every
 hit refreshes the copy's modification time, and inserting evicts the oldest copies until the
 total fits ``max_bytes`` (a file evicted while another process reads it stays readable
-through the open handle). Processes of one machine may share a cache directory.
+through the open handle). Processes of one machine may share a cache directory: each counts
+its own insertions and rescans the directory (the true total) once its count passes the bound
+or every ``RESCAN_EVERY`` insertions.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import BinaryIO
 from models_store.store import CorruptObjectError, check_name, locked_temp, verify
 
 Download = Callable[[BinaryIO], None]
+RESCAN_EVERY = 64
 
 
 class ReadCache:
@@ -32,6 +35,8 @@ class ReadCache:
         self.tmp_dir = self.root / "tmp"
         self.objects_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._total: int | None = None  # bytes cached as of the last scan, plus insertions
+        self._since_scan = 0
 
     def path_of(self, sha256: str) -> Path:
         """Where the cached copy of ``sha256`` lives (it may not exist)."""
@@ -76,7 +81,13 @@ class ReadCache:
             os.link(path, target)
         except FileExistsError:
             os.utime(target)
-        self.evict(keep=target)
+            return
+        self._since_scan += 1
+        if self._total is not None:
+            self._total += target.stat().st_size
+        if (self._total is None or self._total > self.max_bytes
+                or self._since_scan >= RESCAN_EVERY):
+            self.evict(keep=target)
 
     def discard(self, sha256: str) -> None:
         """Drop the cached copy of ``sha256`` (the object was deleted)."""
@@ -98,3 +109,4 @@ class ReadCache:
                 break
             path.unlink(missing_ok=True)
             total -= size
+        self._total, self._since_scan = total, 0

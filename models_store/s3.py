@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from s3transfer.exceptions import S3UploadFailedError
 
 from models_store.cache import ReadCache
 from models_store.store import (
@@ -109,7 +109,9 @@ class S3Store(ObjectStore):
         return True
 
     def publish(self, path: Path, sha256: str) -> bool:
-        if not self.exists(sha256):
+        # A large object is looked up first, to spare uploading it again; a small one is just
+        # sent (create-only: the server refuses it if the object exists).
+        if path.stat().st_size < MULTIPART_THRESHOLD or not self.exists(sha256):
             try:
                 self.client.upload_file(
                     str(path), self.bucket, self.key_of(sha256), Config=_TRANSFER
