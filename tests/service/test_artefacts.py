@@ -4,10 +4,13 @@ objects no row references, and never one that a concurrent writer is storing aga
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -17,7 +20,9 @@ from app.auth import create_key
 from app.db import Database
 from app.orm import Dataset, Job, StoredObject
 from app.settings import Settings
-from models_store import ObjectMissingError, ObjectStore
+from models_store import LocalStore, ObjectMissingError, ObjectStore
+
+from .conftest import REPO_ROOT, service_cli
 
 DB = tuple[Settings, Database]
 
@@ -119,3 +124,21 @@ def test_gc_keeps_an_object_a_concurrent_writer_stores_again(
     collector.join(timeout=60)
     assert found == [[]]
     assert store.get_bytes(digest) == b"member state"
+
+
+def test_store_gc_command_dry_run_then_delete(tmp_path: Path) -> None:
+    # Embedded mode: SQLite and the local store under RAB_DATA_DIR.
+    env = {**os.environ, "RAB_DATA_DIR": str(tmp_path)}
+    orphan = LocalStore(tmp_path / "store").put_bytes(b"no row names me")
+
+    def gc(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            service_cli("store", "gc", "--grace-hours", "0", *args), env=env, cwd=REPO_ROOT,
+            capture_output=True, text=True, timeout=120, check=True,
+        )
+
+    dry = gc()
+    assert dry.stdout.split() == [orphan] and "dry run" in dry.stderr
+    assert LocalStore(tmp_path / "store").exists(orphan)
+    assert gc("--delete").stdout.split() == [orphan]
+    assert not LocalStore(tmp_path / "store").exists(orphan)
