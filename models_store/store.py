@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import stat
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -84,8 +85,11 @@ def sweep_stale(directory: Path) -> list[Path]:
     swept = []
     for path in directory.iterdir():
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except (FileNotFoundError, IsADirectoryError):
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # gone meanwhile, or a link
+            continue
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -269,10 +273,10 @@ class LocalStore(ObjectStore):
 
     def list_objects(self) -> Iterator[ObjectInfo]:
         for path in self.objects_dir.glob("??/*"):
-            stat = path.stat()
+            status = path.stat()
             yield ObjectInfo(
-                path.parent.name + path.name, stat.st_size,
-                datetime.fromtimestamp(stat.st_mtime, UTC),
+                path.parent.name + path.name, status.st_size,
+                datetime.fromtimestamp(status.st_mtime, UTC),
             )
 
     def delete(self, sha256: str) -> None:

@@ -31,7 +31,7 @@ from .s3server import FaultProxy, S3Server
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-PARAMS = {**MNIST01_ENSEMBLE, "num_models": 4, "epochs": 1, "models_per_task": 1,
+PARAMS: dict[str, Any] = {**MNIST01_ENSEMBLE, "num_models": 4, "epochs": 1, "models_per_task": 1,
           "num_test": 8}
 MACHINES = ("machine-a", "machine-b")
 
@@ -88,7 +88,7 @@ def _ensemble_and_certify(
     body = {"dataset_id": dataset["id"], "method": "ensemble", "params": PARAMS, "seed": 5}
     submitted = client.post("/v1/jobs", json=body)
     assert submitted.status_code == 202, submitted.text
-    job = wait_for_job(client, submitted.json()["id"], timeout=400)
+    job: dict[str, Any] = wait_for_job(client, submitted.json()["id"], timeout=400)
     assert job["state"] == "succeeded", job
     inputs = local.X_test[:3].reshape(3, -1).tolist()
     answer = client.post(f"{job['links']['model']}/certify", json={"inputs": inputs})
@@ -146,10 +146,11 @@ def test_store_gone_mid_job_fails_clearly_then_recovers(
     with s3.service.client(create_key(s3.service.env, direction)) as client:
         body = _knn_job(client, seed=len(direction), attack=attack)
         before, cuts = s3.objects(), s3.proxy.cuts
-        s3.proxy.cut_after(**{direction: 20_000})  # within the dataset / training set bytes
+        cut: dict[str, Any] = {direction: 20_000}  # within the dataset / training set bytes
+        s3.proxy.cut_after(**cut)
         submitted = client.post("/v1/jobs", json=body)
         assert submitted.status_code == 202, submitted.text
-        job = wait_for_job(client, submitted.json()["id"])
+        job: dict[str, Any] = wait_for_job(client, submitted.json()["id"])
         assert job["state"] == "failed", job
         assert s3.proxy.cuts == cuts + 1
         assert f"StoreUnavailableError: object store s3://{s3.bucket}/rab/ failed {doing}" in (
