@@ -15,7 +15,6 @@ from app.problems import install_problem_handlers
 from app.routes import datasets, health, jobs, models
 from app.settings import Settings, get_settings
 from contract.messaging import make_celery
-from models_store import ObjectStore
 
 DESCRIPTION = """Certified robustness against backdoor attacks (RAB) as a service.
 
@@ -36,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.ensure_broker_folders()
         app.state.settings = settings
         app.state.db = Database(settings)
-        app.state.store = ObjectStore(settings.resolved_store_dir)
+        app.state.store = settings.open_store()
         app.state.celery = make_celery(*settings.celery_broker())
         try:
             yield

@@ -96,7 +96,9 @@ class ApiKey(Base):
 
 
 class StoredObject(Base):
-    """Metadata of one artefact in ``models_store`` (content addressed by SHA-256)."""
+    """Metadata of one artefact in ``models_store`` (content addressed by SHA-256);
+    ``created_at`` is refreshed whenever the object is written again (garbage collection's
+    grace period counts from it)."""
 
     __tablename__ = "stored_objects"
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -2,7 +2,7 @@
 
 Defaults give the embedded mode: a SQLite file, a local store directory and a Celery filesystem
 transport, all under ``RAB_DATA_DIR`` (``./rab-data``). Production sets ``RAB_DATABASE_URL``
-(PostgreSQL) and ``RAB_BROKER_URL`` (Redis).
+(PostgreSQL), ``RAB_BROKER_URL`` (Redis) and ``RAB_STORE_URL`` (an S3-compatible bucket).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models_store import ObjectStore, open_store
 
 
 class Settings(BaseSettings):
@@ -36,6 +38,18 @@ class Settings(BaseSettings):
         description="Extra kombu transport options (JSON), e.g. unacked_restore_interval.",
     )
     store_dir: Path | None = Field(default=None, description="Store root; data_dir/store if unset.")
+    store_url: str | None = Field(
+        default=None,
+        description="Artefact store: s3://bucket/prefix (endpoint and credentials from the "
+        "standard AWS_* variables) or a directory; the local store_dir if unset.",
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Local read-through cache of an S3 store; data_dir/cache if unset.",
+    )
+    cache_max_bytes: int = Field(
+        default=10 * 1024**3, gt=0, description="Size bound of the read-through cache."
+    )
     migrations_dir: Path | None = Field(
         default=None,
         description="Alembic script location (default: the installed migrations package).",
@@ -124,6 +138,14 @@ class Settings(BaseSettings):
     def resolved_store_dir(self) -> Path:
         """The artefact store root."""
         return (self.store_dir or self.data_dir / "store").resolve()
+
+    def open_store(self) -> ObjectStore:
+        """The artefact store of ``store_url`` (or of the local ``resolved_store_dir``)."""
+        return open_store(
+            self.store_url or self.resolved_store_dir,
+            cache_dir=(self.cache_dir or self.data_dir / "cache").resolve(),
+            cache_bytes=self.cache_max_bytes,
+        )
 
     @cached_property
     def broker_folder(self) -> Path:

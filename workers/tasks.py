@@ -70,7 +70,7 @@ def _db() -> Database:
 
 def _store() -> ObjectStore:
     if "store" not in _resources:
-        _resources["store"] = ObjectStore(_settings().resolved_store_dir)
+        _resources["store"] = _settings().open_store()
     return _resources["store"]
 
 

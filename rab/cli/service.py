@@ -1,4 +1,5 @@
-"""``rab serve``, ``rab worker`` and ``rab keys create``: the certification service's commands.
+"""``rab serve``, ``rab worker``, ``rab keys create`` and ``rab store gc``: the certification
+service's commands.
 
 Settings come from ``RAB_*`` environment variables (see ``app/settings.py``). With none set,
 ``rab serve`` runs the embedded mode: SQLite, a local store and a local Celery transport under
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+store_app = typer.Typer(help="Maintain the artefact store.", no_args_is_help=True)
 
 
 def _settings(data_dir: Path | None) -> Settings:
@@ -117,11 +119,51 @@ def create_key(
     typer.echo(secret)
 
 
+@store_app.command("gc")
+def store_gc(
+    delete: Annotated[
+        bool, typer.Option("--delete", help="Delete the objects (default: only list them).")
+    ] = False,
+    grace_hours: Annotated[
+        float, typer.Option(min=0, help="Keep every object written in the last GRACE hours.")
+    ] = 24.0,
+    data_dir: DataDir = None,
+) -> None:
+    """List (dry run) or delete the stored objects that no row references.
+
+    Safe while the service runs: an object written or rewritten within the grace period is
+    kept, and each deletion re-checks the object under a lock of its database row (the rule is
+    ``app.artefacts.collect_garbage``'s). The grace period must exceed the longest time a job
+    takes between storing an object and recording the row that names it (seconds in practice).
+    """
+    from datetime import timedelta
+
+    from app.artefacts import collect_garbage
+    from app.db import Database
+    from app.migrate import upgrade
+
+    settings = _settings(data_dir)
+    upgrade(settings)
+    db = Database(settings)
+    try:
+        found = collect_garbage(
+            db, settings.open_store(), timedelta(hours=grace_hours), delete=delete
+        )
+    finally:
+        db.engine.dispose()
+    for sha256 in found:
+        typer.echo(sha256)
+    verb = "deleted" if delete else "unreferenced (dry run; --delete to delete)"
+    typer.echo(f"{len(found)} objects {verb}", err=True)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``serve``, ``worker`` and ``keys create`` to the root ``rab`` command."""
+    """Add ``serve``, ``worker``, ``keys create`` and ``store gc`` to the root ``rab``
+    command."""
     app.command("serve")(serve)
     app.command("worker")(worker)
     app.add_typer(keys_app, name="keys")
+    app.add_typer(store_app, name="store")
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,9 @@ import pytest
 from app.db import Database
 from app.migrate import upgrade
 from app.settings import Settings
+from models_store import LocalStore, ObjectStore
+
+from .s3server import S3Server, moto_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,12 +91,16 @@ class Service:
     database_url: str
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start_worker(self, name: str = "worker", queues: str = "cpu,gpu") -> None:
-        """Start a Celery worker process (prefork, one child) through ``rab worker``."""
+    def start_worker(
+        self, name: str = "worker", queues: str = "cpu,gpu", env: dict[str, str] | None = None
+    ) -> None:
+        """Start a Celery worker process (prefork, one child) through ``rab worker``, with
+        ``env`` overriding the service's environment."""
         log = (self.logs / f"{name}.log").open("ab")
         cmd = service_cli("worker", "--queues", queues, "--concurrency", "1")
         self.processes[name] = subprocess.Popen(
-            cmd, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+            cmd, env={**self.env, **(env or {})}, cwd=REPO_ROOT, stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -156,24 +163,44 @@ def migrated_db(
         yield settings, db
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server process (moto's standalone server) for this test run."""
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], ObjectStore]:
+    """Opens one new, empty store (again at each call, as another process of the same machine
+    would): a local directory, or a bucket of the moto server with a local cache."""
+    if request.param == "local":
+        return lambda: LocalStore(tmp_path / "store")
+    server: S3Server = request.getfixturevalue("s3_server")
+    bucket = server.new_bucket()
+    return lambda: server.store(tmp_path / "cache", bucket)
+
+
 VISIBILITY_TIMEOUT_S = 45  # unacked tasks of a killed worker come back after this; every
 # task in these tests must finish well within it (a longer one is delivered twice)
 UPLOAD_LIMIT = 3 * 1024 * 1024  # spambase.data (698 kB) fits, a 4 MB upload does not
 
 
-@pytest.fixture(scope="session")
-def service(
-    tmp_path_factory: pytest.TempPathFactory, pg_database: str, redis_url: str
+@contextmanager
+def launch_service(
+    root: Path, database_url: str, redis_url: str, extra_env: dict[str, str] | None = None,
+    worker: bool = True,
 ) -> Iterator[Service]:
-    """API (uvicorn subprocess) + Celery worker subprocess on PostgreSQL and Redis."""
-    root = tmp_path_factory.mktemp("service")
+    """API (uvicorn subprocess) + a Celery worker subprocess (unless not ``worker``) on
+    ``database_url`` and Redis, with their files under ``root``; ``extra_env`` overrides the
+    settings."""
     logs = root / "logs"
     logs.mkdir()
     env = {
         **os.environ,
         "RAB_DATA_DIR": str(root / "data"),
         "RAB_STORE_DIR": str(root / "store"),
-        "RAB_DATABASE_URL": pg_database,
+        "RAB_DATABASE_URL": database_url,
         "RAB_BROKER_URL": redis_url,
         "RAB_BROKER_KEY_PREFIX": f"rabtest-{uuid.uuid4().hex[:8]}:",
         "RAB_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
@@ -183,9 +210,10 @@ def service(
         # scan for a dead worker's unacked tasks every second (kombu: every 10th of 10 s ticks)
         "RAB_BROKER_TRANSPORT_OPTIONS": '{"unacked_restore_interval": 1, '
         '"unacked_restore_throttle": 1}',
+        **(extra_env or {}),
     }
     port = free_port()
-    svc = Service(f"http://127.0.0.1:{port}", env, logs, root / "store", pg_database)
+    svc = Service(f"http://127.0.0.1:{port}", env, logs, root / "store", database_url)
     log = logs / "api.log"
     api = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
@@ -195,11 +223,21 @@ def service(
     svc.processes["api"] = api
     try:
         wait_healthy(svc.base_url, api, log)
-        svc.start_worker()
+        if worker:
+            svc.start_worker()
         yield svc
     finally:
         for process in svc.processes.values():
             stop(process)
+
+
+@pytest.fixture(scope="session")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, pg_database: str, redis_url: str
+) -> Iterator[Service]:
+    """API (uvicorn subprocess) + Celery worker subprocess on PostgreSQL and Redis."""
+    with launch_service(tmp_path_factory.mktemp("service"), pg_database, redis_url) as svc:
+        yield svc
 
 
 @pytest.fixture(scope="session")

@@ -32,17 +32,24 @@ def _compose(*args: str) -> str:
 def test_compose_file_is_valid() -> None:
     _compose("config", "-q")
     services = set(_compose("config", "--services").split())
-    assert services == {"postgres", "redis", "api", "worker-cpu", "worker-gpu"}
-    assert set(_compose("config", "--volumes").split()) == {"pgdata", "redisdata", "store"}
+    assert services == {"postgres", "redis", "minio", "store-init", "api", "worker-cpu",
+                        "worker-gpu"}
+    # no store volume: the API and the workers share only the database, broker and S3 URLs
+    assert set(_compose("config", "--volumes").split()) == {"pgdata", "redisdata", "miniodata"}
 
 
 def test_compose_wiring() -> None:
     config = _compose("config")
-    assert config.count("healthcheck:") == 5
-    assert config.count("condition: service_healthy") == 4  # api on db+redis, workers on api
+    assert config.count("healthcheck:") == 6  # every long-running service
+    # api on db+redis, the bucket's creation on minio, workers on api
+    assert config.count("condition: service_healthy") == 5
+    assert config.count("condition: service_completed_successfully") == 1  # api on the bucket
     assert "capabilities:\n            - gpu" in config
     assert "RAB_DATABASE_URL: postgresql+psycopg://" in config
     assert "RAB_BROKER_URL: redis://redis:6379/0" in config
+    assert "RAB_STORE_URL: s3://rab-artefacts/store" in config
+    assert "AWS_ENDPOINT_URL: http://minio:9000" in config
+    assert "RAB_STORE_DIR" not in config and "/var/lib/rab/store" not in config
 
 
 def test_dockerfile_copies_every_installed_package() -> None:
