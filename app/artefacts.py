@@ -52,7 +52,8 @@ def put_object(session: Session, store: ObjectStore, data: bytes, kind: str) -> 
     digest = hashlib.sha256(data).hexdigest()
     _claim_object(session, digest, kind, len(data))
     stored = store.put_bytes(data)
-    assert stored == digest
+    if stored != digest:
+        raise CorruptObjectError(f"the store named {len(data)} bytes {stored}, not {digest}")
     return digest
 
 

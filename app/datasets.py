@@ -163,7 +163,8 @@ def register(
             session.add(row)
     except IntegrityError:  # the same content raced in from a concurrent request
         existing = session.scalar(mine)
-        assert existing is not None
+        if existing is None:  # the unique row that refused the insert cannot vanish
+            raise RuntimeError("a concurrent dataset row disappeared") from None
         return existing, False
     return row, True
 

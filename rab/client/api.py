@@ -241,10 +241,9 @@ class Client:
             state = (job.state, job.progress)
             interval = poll_interval if state != seen else min(interval * backoff, max_interval)
             seen = state
-            if deadline is not None:
+            if deadline is not None and timeout is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    assert timeout is not None
                     raise WaitTimeoutError(job, timeout)
                 time.sleep(min(interval, left))
             else:
