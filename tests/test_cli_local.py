@@ -25,7 +25,8 @@ def _invoke(app, args):
     return CliRunner().invoke(app, args)
 
 
-SMALL = ["certify", "digits", "--classes", "0,1", "--train-size", "100", "--test-size", "30"]
+SMALL = ["certify", "digits", "--classes", "0,1", "--train-size", "100", "--test-size", "30",
+         "--sigma", "0.5"]
 
 
 def test_certify_writes_json_consistent_with_its_certificates(app, tmp_path):
@@ -74,8 +75,9 @@ def test_certify_without_attack(app, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["certify", "no-such-dataset"], "unknown data set"),
-        (["certify", "/nonexistent/data.npz"], "not found"),
+        (["certify", "no-such-dataset", "--sigma", "1"], "unknown data set"),
+        (["certify", "/nonexistent/data.npz", "--sigma", "1"], "not found"),
+        (["certify", "digits"], "--sigma"),
         ([*SMALL, "--sigma", "0"], "sigma"),
         ([*SMALL, "--sigma", "-1"], "sigma"),
         ([*SMALL, "--method", "svm"], "unknown method"),
@@ -83,10 +85,10 @@ def test_certify_without_attack(app, tmp_path):
         ([*SMALL, "--attack", "blending", "--norm", "-1"], "norm"),
         ([*SMALL, "--attack", "blending", "--rate", "1.5"], "rate"),
         ([*SMALL, "--attack", "blending", "--target", "5"], "target class 5 is outside"),
-        (["certify", "digits", "--classes", "0,42"], "outside"),
+        (["certify", "digits", "--classes", "0,42", "--sigma", "1"], "outside"),
         ([*SMALL, "--radii", "a,b"], "radii"),
         ([*SMALL, "--k", "0"], "k must"),
-        (["certify", "digits", "--variant", "other"], "variant"),
+        (["certify", "digits", "--variant", "other", "--sigma", "1"], "variant"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(app, tmp_path, args, message):

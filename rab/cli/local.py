@@ -10,7 +10,7 @@ and a message naming the problem.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -30,6 +30,7 @@ from rab.evaluation import (
     AttackSpec,
     DatasetSpec,
     EnsembleMethod,
+    EvaluationRequest,
     EvaluationResult,
     KnnMethod,
     Method,
@@ -39,7 +40,6 @@ from rab.evaluation import (
 from rab.experiments.runner import write_json
 from rab.metrics import DEFAULT_RADII
 from rab.plots import certified_accuracy_curve
-from rab.seeds import resolve_seed
 
 __all__ = ["certify", "demo_local", "register", "run_local"]
 
@@ -153,20 +153,23 @@ def certify(
     try:
         spec = DatasetSpec(dataset, classes=parse_classes(classes), variant=variant,
                            train_size=train_size, test_size=test_size)
-        chosen: Method = (
-            KnnMethod(sigma=sigma, k=k, num_levels=num_levels, spread=spread)
-            if method == "knn"
-            else EnsembleMethod(sigma=sigma, num_models=num_models, epochs=epochs, alpha=alpha,
-                                bound=bound, arch=arch,  # type: ignore[arg-type]
-                                seed=resolve_seed(train_seed))
+        fields: dict[str, Any] = (
+            {"k": k, "num_levels": num_levels, "spread": spread} if method == "knn"
+            else {"num_models": num_models, "epochs": epochs, "alpha": alpha, "bound": bound,
+                  "arch": arch, "seed": train_seed}
         )
-        spec_attack = None if attack == "none" else AttackSpec(
-            attack, norm=norm, rate=rate, target=target, seed=resolve_seed(poison_seed))
+        request = EvaluationRequest.from_dict({
+            "method": {"name": method, "sigma": sigma, **fields},
+            "attack": None if attack == "none" else {
+                "kind": attack, "norm": norm, "rate": rate, "target": target, "seed": poison_seed,
+            },
+            "num_test": num_test,
+        })
     except ValueError as exc:
         fail(str(exc))
-    label = attack_label(None if spec_attack is None else spec_attack.to_dict())
-    run_local(spec, chosen, spec_attack, out=out, radii=_floats(radii, "--radii"),
-              num_test=num_test, vanilla=vanilla,
+    label = attack_label(None if request.attack is None else request.attack.to_dict())
+    run_local(spec, request.method, request.attack, out=out, radii=_floats(radii, "--radii"),
+              num_test=request.num_test, vanilla=vanilla,
               title=f"{spec.label} | {label} | {method} sigma={sigma:g}")
 
 

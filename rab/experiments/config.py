@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rab.evaluation import AttackSpec, DatasetSpec, Method, method_from_dict
+from rab.evaluation import AttackSpec, DatasetSpec, EvaluationRequest, Method
 
 __all__ = ["Cell", "ExperimentConfig", "Reference", "load_config", "parse_config"]
 
@@ -166,25 +166,27 @@ def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
         raise ValueError("give sigma in 'sigmas', not in [method]")
     if method.get("name") == "ensemble" and "seed" not in method:
         raise ValueError("a grid is a reproduction: give the ensemble's training seed in [method]")
-    methods = [method_from_dict({**method, "sigma": s}) for s in sigmas]
+    methods = [{**method, "sigma": s} for s in sigmas]
     datasets = [DatasetSpec.from_dict(d) for d in data.get("datasets") or []]
     if not datasets:
         raise ValueError("the configuration needs at least one [[datasets]] entry")
     shared = dict(data.get("attack") or {})
-    attacks: list[AttackSpec | None] = []
+    attacks: list[dict[str, Any] | None] = []
     for kind in data.get("attacks") or []:
         for setting in data.get("settings") or [{}]:
             values = {**shared, **kind, **setting}
             if "seed" not in values:
                 raise ValueError("a grid is a reproduction: give each attack's seed (the seed "
                                  "drawing the poisoned rows) in [attack] or [[attacks]]")
-            attacks.append(AttackSpec.from_dict(values))
-    if not attacks:
-        attacks = [None]
+            attacks.append(values)
     num_test = data.get("num_test")
     vanilla = bool(data.get("vanilla", True))
+    requests = [  # the library's one mapping of an evaluation (rab.evaluation.request)
+        EvaluationRequest.from_dict({"method": m, "attack": a, "num_test": num_test})
+        for a in (attacks or [None]) for m in methods
+    ]
     cells = tuple(
-        Cell(d, a, m, radii, num_test, vanilla) for d in datasets for a in attacks for m in methods
+        Cell(d, r.attack, r.method, radii, r.num_test, vanilla) for d in datasets for r in requests
     )
     keys = [c.key for c in cells]
     if len(set(keys)) != len(keys):

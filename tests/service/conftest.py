@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from app.db import Database
+from contract.api import TERMINAL_STATES
 from app.migrate import upgrade
 from app.settings import Settings
 from models_store import LocalStore, ObjectStore
@@ -269,7 +270,7 @@ def wait_for_job(client: httpx.Client, job_id: str, timeout: float = 240) -> dic
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
+        if job["state"] in TERMINAL_STATES:
             return job  # type: ignore[no-any-return]
         time.sleep(0.5)
     pytest.fail(f"job {job_id} did not finish in {timeout} s: {job}")

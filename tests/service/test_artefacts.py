@@ -72,7 +72,7 @@ def _rows(db: Database, store: ObjectStore) -> dict[str, str]:
             train_counts=[1], test_counts=[1], feature_range=None, provenance={},
         ))
         session.add(Job(
-            owner_id=key.id, kind="certify", method="knn", params={}, seed=0,
+            owner_id=key.id, kind="certify", method="knn", params={},
             inputs_sha256=names["inputs"], max_attempts=1, request_sha256="r" * 64,
             summary={"votes_sha256": {"clean": names["votes"]}},
         ))

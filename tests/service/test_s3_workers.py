@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from workers.celery_app import ENSEMBLE_CHUNK_TASK
+from contract.messaging import ENSEMBLE_CHUNK_TASK
 
 from .conftest import (
     Service,
@@ -85,7 +85,7 @@ def _ensemble_and_certify(
 ) -> tuple[dict[str, Any], list[Any], list[Any]]:
     """The job, its clean certificates, and the certificates of three new inputs."""
     dataset, local = upload_mnist01(client, shared_data)
-    body = {"dataset_id": dataset["id"], "method": "ensemble", "params": PARAMS, "seed": 5}
+    body = {"dataset_id": dataset["id"], "method": "ensemble", "params": {**PARAMS, "seed": 5}}
     submitted = client.post("/v1/jobs", json=body)
     assert submitted.status_code == 202, submitted.text
     job: dict[str, Any] = wait_for_job(client, submitted.json()["id"], timeout=400)
@@ -121,17 +121,16 @@ def test_two_workers_without_a_shared_directory(
 
 
 KNN = {"sigma": 1.0, "k": 5, "spread": 0.1, "num_test": 8}
-ATTACK = {"pattern": "one_pixel", "norm": 0.1, "poison_fraction": 0.05, "target": 0,
-          "positions": [[0]]}
+ATTACK = {"kind": "one_pixel", "norm": 0.1, "rate": 0.05, "target": 0, "positions": [[0]]}
 
 
 def _knn_job(client: httpx.Client, seed: int, attack: dict[str, Any] | None) -> dict[str, Any]:
     """A new dataset (about 60 KB as stored: no machine has it cached), and a K-NN job body."""
     response = upload(client, npz_bytes(**blobs(seed, n_train=2000)), "blobs.npz")
     assert response.status_code == 201, response.text
-    body = {"dataset_id": response.json()["id"], "method": "knn", "params": KNN, "seed": seed}
+    body: dict[str, Any] = {"dataset_id": response.json()["id"], "method": "knn", "params": KNN}
     if attack is not None:
-        body["attack"] = attack
+        body["attack"] = {**attack, "seed": seed}
     return body
 
 
@@ -157,5 +156,5 @@ def test_store_gone_mid_job_fails_clearly_then_recovers(
             job["error"]), job["error"]
         assert s3.objects() == before  # nothing (partial or not) was published
         s3.proxy.up()
-        job = wait_for_job(client, client.post("/v1/jobs", json={**body, "seed": 99}).json()["id"])
+        job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"])
         assert job["state"] == "succeeded", (job, s3.service.log_tail())
