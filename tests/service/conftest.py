@@ -24,9 +24,9 @@ import httpx
 import pytest
 
 from app.db import Database
-from contract.api import TERMINAL_STATES
 from app.migrate import upgrade
 from app.settings import Settings
+from contract.api import TERMINAL_STATES
 from models_store import LocalStore, ObjectStore
 
 from .s3server import S3Server, moto_server
