@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from app.db import Database
 from app.migrate import upgrade
@@ -14,12 +17,27 @@ from app.openapi import install_openapi
 from app.problems import install_problem_handlers
 from app.routes import datasets, health, jobs, models
 from app.settings import Settings, get_settings
+from app.units import reap
 from contract.messaging import make_celery
 
+log = logging.getLogger(__name__)
 DESCRIPTION = """Certified robustness against backdoor attacks (RAB) as a service.
 
 Every resource belongs to the API key (header `X-API-Key`) that created it; other keys get 404.
 Errors are `application/problem+json` documents."""
+
+
+async def _reap_forever(app: FastAPI, settings: Settings) -> None:
+    """The reaper (``app.units.reap``), at start-up and every ``RAB_REAP_INTERVAL_S``; a
+    database or broker that is away is tried again at the next round."""
+    while True:
+        try:
+            await run_in_threadpool(
+                reap, app.state.db, app.state.celery, resend_after_s=settings.resend_after_s
+            )
+        except Exception as exc:
+            log.warning("reaper: %s: %s", type(exc).__name__, exc)
+        await asyncio.sleep(settings.reap_interval_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -37,9 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = Database(settings)
         app.state.store = settings.open_store()
         app.state.celery = make_celery(*settings.celery_broker())
+        reaper = asyncio.create_task(_reap_forever(app, settings))
         try:
             yield
         finally:
+            reaper.cancel()
             app.state.db.engine.dispose()
 
     app = FastAPI(

@@ -156,6 +156,34 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class WorkUnit(Base):
+    """One unit of a job's work (the K-NN evaluation, one chunk of ensemble members, the
+    vote, a certification), owned by a lease while a worker runs it.
+
+    ``state``: ``blocked`` (waits for other units: the vote), ``pending`` (a message was sent
+    at ``enqueued_at``), ``running`` (``lease_owner`` renews ``lease_expires_at``), ``done``,
+    ``failed``. Messages are hints: the reaper re-sends a pending unit whose message may be
+    lost and re-queues a running one whose lease expired. ``attempts`` counts its claims,
+    capped at ``max_attempts``."""
+
+    __tablename__ = "work_units"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task: Mapped[str] = mapped_column(String(64))
+    queue: Mapped[str] = mapped_column(String(32))
+    args: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+Index("ix_work_units_state", WorkUnit.state)
+
+
 class Model(Base):
     """A certified model: an ensemble of members or a K-NN configuration with its training set."""
 

@@ -67,7 +67,22 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0, description="Upload size limit.")
     max_job_attempts: int = Field(
-        default=3, ge=1, description="Deliveries of one job before it fails."
+        default=3, ge=1,
+        description="Claims of one unit of a job's work (a chunk, the vote) before the job fails.",
+    )
+    lease_s: float = Field(
+        default=30.0, gt=0,
+        description="A unit of work's lease: its worker renews it every third of this; once it "
+        "expires (the worker, its broker message or its database was lost) the reaper "
+        "re-queues the unit.",
+    )
+    reap_interval_s: float = Field(
+        default=10.0, gt=0, description="How often the API's reaper looks for lost work."
+    )
+    resend_after_s: float = Field(
+        default=60.0, gt=0,
+        description="A unit still pending this long after its message was sent is sent again "
+        "(a broker restarted without persistence loses its messages).",
     )
     visibility_timeout_s: int = Field(
         default=6 * 3600, gt=0, description="Redis redelivery timeout."

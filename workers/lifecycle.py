@@ -1,23 +1,40 @@
-"""Job-row transitions done by workers: claim, progress, cancel checks, success and failure.
+"""Job-row and unit-row transitions done by workers: claim a unit under a lease, renew it,
+report progress, finish, fail; and patience with a database that is away for a while.
 
-The job row is the source of truth: a redelivered task (worker killed, late ack) claims the
-row again and counts the attempt; after ``max_attempts`` the job fails instead of looping.
+The rows are the source of truth (``app.units``): a worker claims a unit only when it is
+pending or its lease expired, so a duplicate or redelivered message does nothing while the
+unit's worker lives, and takes the unit over when it does not. Every claim counts an attempt
+of that unit; after ``max_attempts`` the job fails instead of looping.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from app.db import Database
-from app.orm import Certificate, Job, ModelMember, utcnow
+from app.orm import Certificate, Job, ModelMember, WorkUnit, utcnow
+from app.units import Message, release_vote
 from contract.api import TERMINAL_STATES
 
-AGGREGATING = "aggregating"  # phase prefix once every ensemble member is stored
+log = logging.getLogger(__name__)
+AGGREGATING = "aggregating"  # phase prefix while the ensemble votes
+#: Errors of a database that is unreachable for now: back off and try again.
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
+#: How long a worker keeps retrying a database that went away before it lets its lease expire.
+DB_PATIENCE_S = 120.0
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+T = TypeVar("T")
 
 
 class JobCancelledError(Exception):
@@ -26,9 +43,11 @@ class JobCancelledError(Exception):
 
 @dataclass(frozen=True)
 class Claim:
-    """What a worker needs to run a job (ids and plain values, no ORM objects)."""
+    """What a worker needs to run one unit of a job (ids and plain values, no ORM objects)."""
 
     job_id: str
+    unit: str
+    args: dict[str, Any]
     kind: str
     owner_id: str
     dataset_id: str | None
@@ -38,35 +57,102 @@ class Claim:
     attack: dict[str, Any] | None
     inputs_sha256: str | None
     attempt: int
+    lease_owner: str
 
 
-def claim(db: Database, job_id: str, *, redelivered: bool) -> Claim | None:
-    """Mark the job running; None when there is nothing to run.
+def patiently(action: Callable[..., T], *args: Any, patience_s: float = DB_PATIENCE_S) -> T:
+    """``action(*args)``, retried with exponential backoff (0.5 s doubling up to 10 s) while
+    the database is unreachable, for at most ``patience_s``; then the error propagates."""
+    deadline, delay = time.monotonic() + patience_s, 0.5
+    while True:
+        try:
+            return action(*args)
+        except TRANSIENT_DB_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unreachable (%s); retrying in %.1f s", type(exc).__name__,
+                        delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 10.0)
 
-    The first delivery of a job's first task counts attempt 1, and every redelivery (a worker
-    was lost holding the message) one more, so the cap also bounds fanned-out ensembles.
-    """
+
+def claim(db: Database, job_id: str, unit_name: str, lease_s: float,
+          owner: str = WORKER_ID) -> Claim | None:
+    """Take the unit's lease for ``lease_s``; None when there is nothing to run (job over,
+    unit done or blocked, or held by a live lease)."""
     with db.session() as session:
         job = session.get(Job, job_id, with_for_update=True)
-        if job is None or job.state in TERMINAL_STATES:
+        unit = session.get(WorkUnit, (job_id, unit_name), with_for_update=True)
+        if job is None or unit is None or job.state in TERMINAL_STATES:
             return None
-        if redelivered or job.attempts == 0:
-            job.attempts += 1
-        if job.attempts > job.max_attempts:
-            job.state, job.finished_at = "failed", utcnow()
-            job.error = f"gave up after {job.max_attempts} attempts (worker lost each time)"
+        now = utcnow()
+        live = unit.state == "running" and unit.lease_expires_at is not None and (
+            unit.lease_expires_at > now
+        )
+        if unit.state not in ("pending", "running") or live:
             return None
+        unit.attempts += 1
+        job.attempts += 1
+        if unit.attempts > unit.max_attempts:
+            unit.state = "failed"
+            unit.error = job.error = (
+                f"unit {unit_name} gave up after {unit.max_attempts} attempts (its worker was "
+                "lost each time)"
+            )
+            job.state, job.phase, job.finished_at = "failed", "failed", now
+            return None
+        unit.state, unit.lease_owner = "running", owner
+        unit.lease_expires_at = now + timedelta(seconds=lease_s)
         if job.state == "queued":
             job.state = "running"
             job.phase = "training models" if job.method == "ensemble" else "starting"
-        job.started_at = job.started_at or utcnow()
+        job.started_at = job.started_at or now
         return Claim(
-            job_id=job.id, kind=job.kind, owner_id=job.owner_id, dataset_id=job.dataset_id,
-            model_id=job.model_id, method=job.method, params=dict(job.params),
+            job_id=job.id, unit=unit.name, args=dict(unit.args), kind=job.kind,
+            owner_id=job.owner_id, dataset_id=job.dataset_id, model_id=job.model_id,
+            method=job.method, params=dict(job.params),
             attack=None if job.attack is None else dict(job.attack),
-            inputs_sha256=job.inputs_sha256,
-            attempt=job.attempts,
+            inputs_sha256=job.inputs_sha256, attempt=unit.attempts, lease_owner=owner,
         )
+
+
+def renew(db: Database, claim: Claim, lease_s: float) -> bool:
+    """Extend the claim's lease; False when it is no longer this worker's."""
+    with db.session() as session:
+        result = session.execute(
+            update(WorkUnit)
+            .where(WorkUnit.job_id == claim.job_id, WorkUnit.name == claim.unit,
+                   WorkUnit.state == "running", WorkUnit.lease_owner == claim.lease_owner)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class Heartbeat:
+    """Renews a claim's lease every third of ``lease_s`` in a background thread while the
+    unit runs (a failed renewal, e.g. the database away, is retried at the next beat)."""
+
+    def __init__(self, db: Database, claim: Claim, lease_s: float) -> None:
+        self._db, self._claim, self._lease_s = db, claim, lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._lease_s / 3):
+            try:
+                if not renew(self._db, self._claim, self._lease_s):
+                    log.warning("job %s: unit %s lease taken over", self._claim.job_id,
+                                self._claim.unit)
+            except Exception as exc:  # the next beat tries again
+                log.warning("job %s: lease renewal failed: %s", self._claim.job_id, exc)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def report(db: Database, job_id: str, done: int, total: int, phase: str) -> None:
@@ -81,37 +167,58 @@ def report(db: Database, job_id: str, done: int, total: int, phase: str) -> None
             raise JobCancelledError(job_id)
 
 
-def fail(db: Database, job_id: str, message: str) -> None:
-    """Mark a running job failed with ``message``."""
+def _unit_done(session: Any, claim: Claim) -> None:
+    session.execute(
+        update(WorkUnit).where(WorkUnit.job_id == claim.job_id, WorkUnit.name == claim.unit)
+        .values(state="done", lease_owner=None)
+    )
+
+
+def fail(db: Database, claim: Claim, message: str) -> None:
+    """Mark the unit and its running job failed with ``message``."""
     with db.session() as session:
         session.execute(
+            update(WorkUnit).where(WorkUnit.job_id == claim.job_id, WorkUnit.name == claim.unit)
+            .values(state="failed", error=message[:4000], lease_owner=None)
+        )
+        session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.state == "running")
+            .where(Job.id == claim.job_id, Job.state == "running")
             .values(state="failed", phase="failed", error=message[:4000], finished_at=utcnow())
         )
 
 
+def finish_chunk(db: Database, claim: Claim) -> list[Message]:
+    """Mark a chunk of ensemble members done; the vote's message once every chunk is."""
+    with db.session() as session:
+        job = session.get(Job, claim.job_id, with_for_update=True)
+        if job is None or job.state != "running":
+            raise JobCancelledError(claim.job_id)
+        _unit_done(session, claim)
+        session.flush()
+        return release_vote(session, claim.job_id)
+
+
 def succeed(
     db: Database,
-    job_id: str,
+    claim: Claim,
     certificates: Iterable[dict[str, Any]],
     summary: dict[str, Any],
     extra_rows: Iterable[object] = (),
     model_id: str | None = None,
 ) -> None:
-    """Store the certificates (replacing any from an earlier attempt) and finish the job.
-
-    One transaction: either everything is visible and the job succeeded, or nothing is.
-    """
+    """Store the certificates (replacing any from an earlier attempt), finish the unit and the
+    job. One transaction: either everything is visible and the job succeeded, or nothing is."""
     with db.session() as session:
-        job = session.get(Job, job_id, with_for_update=True)
+        job = session.get(Job, claim.job_id, with_for_update=True)
         if job is None or job.state != "running":
-            raise JobCancelledError(job_id)
-        session.execute(delete(Certificate).where(Certificate.job_id == job_id))
-        rows = [{"job_id": job_id, **c} for c in certificates]
+            raise JobCancelledError(claim.job_id)
+        session.execute(delete(Certificate).where(Certificate.job_id == claim.job_id))
+        rows = [{"job_id": claim.job_id, **c} for c in certificates]
         if rows:
             session.execute(insert(Certificate), rows)
         session.add_all(extra_rows)
+        _unit_done(session, claim)
         job.summary, job.state, job.phase = summary, "succeeded", "done"
         job.progress_done = job.progress_total
         job.finished_at = utcnow()
@@ -146,18 +253,3 @@ def stored_members(db: Database, job_id: str) -> set[int]:
         return set(
             session.scalars(select(ModelMember.member_index).where(ModelMember.job_id == job_id))
         )
-
-
-def start_aggregation(db: Database, job_id: str, num_models: int, *, resume: bool) -> bool:
-    """Mark the job as voting; True when this aggregation task should run.
-
-    Needs every one of the ``num_models`` members stored and the job running. A first delivery
-    runs only if no aggregation has started (duplicates queued by concurrent chunks do
-    nothing); a redelivery (``resume``: the worker voting was lost) always runs again.
-    """
-    conditions = [Job.id == job_id, Job.state == "running", Job.progress_done >= num_models]
-    if not resume:
-        conditions.append(Job.phase.not_like(f"{AGGREGATING}%"))
-    with db.session() as session:
-        result = session.execute(update(Job).where(*conditions).values(phase=AGGREGATING))
-        return bool(result.rowcount)  # type: ignore[attr-defined]

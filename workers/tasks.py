@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from celery import Task
 from celery.signals import worker_process_init
 from sqlalchemy import select
 
@@ -17,13 +16,13 @@ from app.db import Database
 from app.orm import Dataset as DatasetRow
 from app.orm import Model, ModelMember, new_id
 from app.settings import Settings, get_settings
+from app.units import send
 from contract.jobs import evaluation_request
 from contract.messaging import (
     CERTIFY_TASK,
     ENSEMBLE_AGGREGATE_TASK,
     ENSEMBLE_CHUNK_TASK,
     KNN_TASK,
-    queue_for,
 )
 from models_store import ObjectStore
 from rab.data import DataFacts
@@ -136,7 +135,7 @@ def _finish_evaluation(
     if evaluation.poisoning:
         out["poisoning"] = evaluation.poisoning
     lifecycle.succeed(
-        db, claim.job_id, _rows(evaluation.tests, certified), out, extra_rows=[model],
+        db, claim, _rows(evaluation.tests, certified), out, extra_rows=[model],
         model_id=model.id,
     )
 
@@ -175,29 +174,24 @@ def _store_member(job_id: str, artifact: MemberArtifact) -> None:
         log.info("job %s: member %d was stored by another delivery", job_id, artifact.index)
 
 
-def _train_chunk(claim: lifecycle.Claim, start: int, stop: int) -> None:
-    """Train the members of ``start..stop-1`` not stored yet, ``RAB_TRAIN_BATCH`` at a time
-    (stacked on one device; default: 1 on a CPU, as many as fit on a GPU); each batch is
-    stored as soon as it exists, so a lost worker costs at most the batch in flight.
-
-    Whenever every member is stored afterwards, the vote is queued: a redelivered chunk whose
-    worker died after storing the last member queues it again, and the aggregation task itself
-    makes sure only one vote runs (:func:`lifecycle.start_aggregation`)."""
+def _train_chunk(claim: lifecycle.Claim) -> None:
+    """Train the members ``start..stop-1`` of the claimed chunk not stored yet,
+    ``RAB_TRAIN_BATCH`` at a time (stacked on one device; default: 1 on a CPU, as many as fit
+    on a GPU); each batch is stored as soon as it exists, so a lost worker costs at most the
+    batch in flight. The last chunk to finish queues the vote (:func:`lifecycle.finish_chunk`).
+    """
     from rab.ensemble.train import train_members
 
     db = _db()
     _, evaluation = _load_evaluation(claim)
     train = evaluation.train
     config = _ensemble(claim).config(train.input_shape, train.num_classes)
-    todo = sorted(set(range(start, stop)) - lifecycle.stored_members(db, claim.job_id))
+    wanted = range(claim.args["start"], claim.args["stop"])
+    todo = sorted(set(wanted) - lifecycle.stored_members(db, claim.job_id))
     X, y = np.asarray(train.X_train), np.asarray(train.y_train)
     for artifact in train_members(config, X, y, todo, chunk=_settings().train_batch):
         _store_member(claim.job_id, artifact)
-    if len(lifecycle.stored_members(db, claim.job_id)) == config.num_models:
-        celery_app.send_task(
-            ENSEMBLE_AGGREGATE_TASK, args=[claim.job_id],
-            queue=queue_for(ENSEMBLE_AGGREGATE_TASK, claim.method),
-        )
+    send(celery_app, lifecycle.finish_chunk(db, claim))
 
 
 def _certify_with_members(
@@ -231,13 +225,10 @@ def _facts(row: DatasetRow) -> DataFacts:
     return DataFacts(row.input_shape, row.train_counts, row.test_counts)
 
 
-def _aggregate(claim: lifecycle.Claim, redelivered: bool) -> None:
+def _aggregate(claim: lifecycle.Claim) -> None:
     """Vote, store the vote matrices, certify (Algorithm 1 lines 7-18) and summarise."""
     db, store = _db(), _store()
     n = claim.params["num_models"]
-    if not lifecycle.start_aggregation(db, claim.job_id, n, resume=redelivered):
-        log.info("job %s: the vote runs elsewhere (or members are missing)", claim.job_id)
-        return
     lifecycle.report(db, claim.job_id, n, n, f"{lifecycle.AGGREGATING}: voting")
     row, evaluation = _load_evaluation(claim)
     certified = _certify_with_members(
@@ -275,49 +266,59 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
         train = load_dataset(store, model.train_object_sha256, row,
                              expected_sha256=model.train_sha256)
         certified = certify_test_sets(train, inputs, method, progress=_progress(claim.job_id))
-    lifecycle.succeed(db, claim.job_id, _rows(inputs, certified), {})
+    lifecycle.succeed(db, claim, _rows(inputs, certified), {})
 
 
-def _run(job_id: str, redelivered: bool, work: Callable[[lifecycle.Claim], None]) -> None:
-    """Claim the job and run it; an exception fails the job (no blind retries)."""
-    db = _db()
-    claim = lifecycle.claim(db, job_id, redelivered=redelivered)
-    if claim is None:
-        log.info("job %s: nothing to run", job_id)
-        return
+def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None]) -> None:
+    """Claim the unit under a lease (renewed while it runs) and run it.
+
+    A database that goes away is waited for (:func:`lifecycle.patiently`), and the work is
+    repeated once it is back (stored members are kept; results replace earlier ones); past
+    that patience the lease expires and the API's reaper re-queues the unit. Any other error
+    fails the job with its message (no blind retries)."""
+    db, lease_s = _db(), _settings().lease_s
     try:
-        work(claim)
-    except lifecycle.JobCancelledError:
-        log.info("job %s was cancelled", job_id)
-    except Exception as exc:
-        log.exception("job %s failed", job_id)
-        lifecycle.fail(db, job_id, f"{type(exc).__name__}: {exc}")
+        claim = lifecycle.patiently(lifecycle.claim, db, job_id, unit, lease_s)
+    except lifecycle.TRANSIENT_DB_ERRORS:
+        log.warning("job %s: database unreachable; unit %s left to the reaper", job_id, unit)
+        return
+    if claim is None:
+        log.info("job %s: unit %s has nothing to run", job_id, unit)
+        return
+    with lifecycle.Heartbeat(db, claim, lease_s):
+        try:
+            lifecycle.patiently(work, claim)
+        except lifecycle.JobCancelledError:
+            log.info("job %s was cancelled", job_id)
+        except lifecycle.TRANSIENT_DB_ERRORS:
+            log.warning("job %s: database unreachable; unit %s left to the reaper", job_id, unit)
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            try:
+                lifecycle.patiently(lifecycle.fail, db, claim, f"{type(exc).__name__}: {exc}")
+            except lifecycle.TRANSIENT_DB_ERRORS:
+                log.warning("job %s: could not record the failure; left to the reaper", job_id)
 
 
-def _redelivered(task: Task) -> bool:
-    return bool((task.request.delivery_info or {}).get("redelivered"))
-
-
-@celery_app.task(name=KNN_TASK, bind=True)
-def knn_job(self: Task, job_id: str) -> None:
+@celery_app.task(name=KNN_TASK)
+def knn_job(job_id: str, unit: str) -> None:
     """Evaluate the exact smoothed K-NN on a dataset's test set (optionally under attack)."""
-    _run(job_id, _redelivered(self), _evaluate)
+    _run(job_id, unit, _evaluate)
 
 
-@celery_app.task(name=ENSEMBLE_CHUNK_TASK, bind=True)
-def ensemble_chunk(self: Task, job_id: str, start: int, stop: int) -> None:
-    """Train ensemble members ``start..stop-1`` that are not stored yet."""
-    _run(job_id, _redelivered(self), lambda claim: _train_chunk(claim, start, stop))
+@celery_app.task(name=ENSEMBLE_CHUNK_TASK)
+def ensemble_chunk(job_id: str, unit: str) -> None:
+    """Train the ensemble members of one chunk that are not stored yet."""
+    _run(job_id, unit, _train_chunk)
 
 
-@celery_app.task(name=ENSEMBLE_AGGREGATE_TASK, bind=True)
-def ensemble_aggregate(self: Task, job_id: str) -> None:
-    """Vote with all N stored members and certify (once every member exists)."""
-    redelivered = _redelivered(self)
-    _run(job_id, redelivered, lambda claim: _aggregate(claim, redelivered))
+@celery_app.task(name=ENSEMBLE_AGGREGATE_TASK)
+def ensemble_aggregate(job_id: str, unit: str) -> None:
+    """Vote with all N stored members and certify (once every chunk is done)."""
+    _run(job_id, unit, _aggregate)
 
 
-@celery_app.task(name=CERTIFY_TASK, bind=True)
-def certify_inputs_job(self: Task, job_id: str) -> None:
+@celery_app.task(name=CERTIFY_TASK)
+def certify_inputs_job(job_id: str, unit: str) -> None:
     """Certify new inputs against a stored model."""
-    _run(job_id, _redelivered(self), _certify_inputs)
+    _run(job_id, unit, _certify_inputs)

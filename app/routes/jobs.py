@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import tempfile
 import threading
 from pathlib import Path
@@ -16,17 +17,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import contract.api as wire
+from app import units
 from app.deps import DB, AppSettings, Owner, owned
 from app.orm import Certificate, Job, utcnow
 from app.orm import Dataset as DatasetRow
 from app.problems import ProblemError, bad_input, not_found
+from app.units import message, plan, send
 from contract.api import EnsembleJobIn, JobIn, KnnJobIn, Page, Subset
 from contract.jobs import request_of, stored_fields
-from contract.messaging import ENSEMBLE_CHUNK_TASK, KNN_TASK, queue_for
 from rab.data import DataFacts
 from rab.evaluation import EvaluationRequest
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+log = logging.getLogger(__name__)
 _PLOT_LOCK = threading.Lock()
 NOT_FINISHED: dict[int | str, dict[str, Any]] = {
     409: {"description": "The job has not succeeded (yet)."}
@@ -68,30 +71,19 @@ def _checked_request(spec: KnnJobIn | EnsembleJobIn, dataset: DatasetRow) -> Eva
     return request
 
 
-def enqueue(
-    request: Request, db: Session, job: Job, messages: list[tuple[str, list[Any], str]]
-) -> None:
-    """Send ``(task, args, queue)`` messages for a committed job; a broker failure fails it."""
+def commit_with_units(request: Request, db: Session, job: Job) -> None:
+    """Commit a new job together with its units of work (``app.units.plan``), then send their
+    messages. The rows are the truth: if the broker is unreachable the job stays queued and
+    the reaper sends the messages once it is back."""
+    db.add(job)
+    db.flush()  # the job's id
+    units = plan(job)
+    db.add_all(units)
+    db.commit()
     try:
-        for task, args, queue in messages:
-            request.app.state.celery.send_task(task, args=args, queue=queue)
+        send(request.app.state.celery, [message(u) for u in units if u.state == "pending"])
     except Exception as exc:
-        job.state, job.error, job.finished_at = "failed", f"broker unavailable: {exc}", utcnow()
-        db.commit()
-        detail = f"could not enqueue the job: {exc}"
-        raise ProblemError(503, "Service Unavailable", detail) from None
-
-
-def _messages(job: Job) -> list[tuple[str, list[Any], str]]:
-    """The tasks of a new evaluation job: one K-NN task, or the ensemble's training chunks."""
-    if job.method == "knn":
-        return [(KNN_TASK, [job.id], queue_for(KNN_TASK, job.method))]
-    n, size = job.params["num_models"], job.params["models_per_task"]
-    queue = queue_for(ENSEMBLE_CHUNK_TASK, job.method)
-    return [
-        (ENSEMBLE_CHUNK_TASK, [job.id, start, min(start + size, n)], queue)
-        for start in range(0, n, size)
-    ]
+        log.warning("job %s: broker unreachable (%s); the reaper will send its work", job.id, exc)
 
 
 def _earlier(db: Session, owner: str, key: str, request_sha: str) -> Job | None:
@@ -139,9 +131,8 @@ def create_job(
         progress_total=total,
         idempotency_key=idempotency_key, request_sha256=request_sha,
     )
-    db.add(job)
     try:
-        db.commit()
+        commit_with_units(request, db, job)
     except IntegrityError:  # a concurrent request with the same Idempotency-Key won the race
         db.rollback()
         earlier = None if idempotency_key is None else _earlier(
@@ -151,7 +142,6 @@ def create_job(
             raise
         response.headers["Location"] = f"/v1/jobs/{earlier.id}"
         return job_out(earlier)
-    enqueue(request, db, job, _messages(job))
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job_out(job)
 
@@ -179,6 +169,28 @@ def cancel_job(job_id: str, owner: Owner, db: DB) -> wire.Job:
     if cancelled.rowcount == 0:  # type: ignore[attr-defined]
         raise ProblemError(409, "Conflict", f"job {job_id} has already {job.state}")
     return job_out(job)
+
+
+@router.post(
+    "/{job_id}/retry",
+    status_code=202,
+    response_model=wire.Job,
+    responses={409: {"description": "The job has not failed."}},
+)
+def retry_job(request: Request, job_id: str, owner: Owner, db: DB) -> wire.Job:
+    """Resume a failed job: its unfinished units run again with a fresh attempt budget,
+    without redoing what is stored (an ensemble keeps its trained members)."""
+    job = owned(db, Job, owner, job_id)
+    locked = db.get(Job, job_id, with_for_update=True)
+    if locked is None or locked.state != "failed":
+        raise ProblemError(409, "Conflict", f"job {job_id} is {job.state}, not failed")
+    messages = units.retry(db, locked)
+    db.commit()
+    try:
+        send(request.app.state.celery, messages)
+    except Exception as exc:
+        log.warning("job %s: broker unreachable (%s); the reaper will send its work", job_id, exc)
+    return job_out(locked)
 
 
 def certificate_out(row: Certificate) -> wire.Certificate:

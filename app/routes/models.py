@@ -23,11 +23,10 @@ from app.deps import DB, AppSettings, Owner, Store, owned
 from app.orm import Certificate, Job, Model, ModelMember
 from app.orm import Dataset as DatasetRow
 from app.problems import ProblemError, bad_input
-from app.routes.jobs import certificate_out, enqueue, job_out
+from app.routes.jobs import certificate_out, commit_with_units, job_out
 from app.settings import Settings
 from app.uploads import read_bounded_body, read_upload
 from contract.api import MAX_INPUTS, TERMINAL_STATES, CertifyIn
-from contract.messaging import CERTIFY_TASK, queue_for
 from models_store import ObjectStore
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -152,9 +151,7 @@ def _submit(
         inputs_sha256=inputs_sha, progress_total=len(X), max_attempts=settings.max_job_attempts,
         request_sha256=hashlib.sha256(inputs_sha.encode()).hexdigest(),
     )
-    db.add(job)
-    db.commit()
-    enqueue(request, db, job, [(CERTIFY_TASK, [job.id], queue_for(CERTIFY_TASK, model.method))])
+    commit_with_units(request, db, job)
     return job
 
 

@@ -1,75 +1,130 @@
-"""Job-row transitions of the workers, on SQLite and PostgreSQL: who may start the vote of an
-ensemble, and how redeliveries are counted."""
+"""Unit-of-work transitions, on SQLite and PostgreSQL: leases decide who runs a unit, attempts
+are counted per unit, the vote is released once, and the reaper re-queues lost work (its
+messages go through a real Celery app on the filesystem transport and are counted there)."""
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select, update
 
 from app.db import Database
-from app.orm import ApiKey, Job
+from app.orm import ApiKey, Job, WorkUnit, utcnow
 from app.settings import Settings
+from app.units import VOTE, plan, reap, retry
+from contract.messaging import make_celery
 from workers import lifecycle
 
+LEASE_S = 30.0
 
-def _running_ensemble(db: Database, num_models: int, stored: int) -> str:
+
+def _ensemble(db: Database, num_models: int, per_task: int) -> str:
+    """A queued ensemble job with its planned units (chunks pending, vote blocked)."""
     with db.session() as session:
-        key = ApiKey(name="lifecycle", key_hash="0" * 64)
+        key = ApiKey(name="lifecycle", key_hash=utcnow().isoformat().ljust(64, "0")[:64])
         session.add(key)
         session.flush()
         job = Job(
             owner_id=key.id, kind="evaluate", method="ensemble",
-            params={"num_models": num_models}, max_attempts=3, request_sha256="0" * 64,
-            state="running", phase="training models", progress_done=stored,
-            progress_total=num_models,
+            params={"num_models": num_models, "models_per_task": per_task}, max_attempts=3,
+            request_sha256="0" * 64, progress_total=num_models,
         )
         session.add(job)
         session.flush()
+        session.add_all(plan(job))
         return job.id
 
 
-def _set(db: Database, job_id: str, **values: object) -> None:
+def _unit(db: Database, job_id: str, name: str) -> WorkUnit:
     with db.session() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(**values))
+        unit = session.get(WorkUnit, (job_id, name))
+        assert unit is not None
+        return unit
 
 
-def _phase(db: Database, job_id: str) -> str:
+def _expire(db: Database, job_id: str, name: str) -> None:
     with db.session() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        return job.phase
+        session.execute(
+            update(WorkUnit).where(WorkUnit.job_id == job_id, WorkUnit.name == name)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
 
 
-def test_one_vote_starts_once_every_member_is_stored(
+def test_a_live_lease_keeps_the_unit_and_attempts_count_per_unit(
     migrated_db: tuple[Settings, Database],
 ) -> None:
     _, db = migrated_db
-    job_id = _running_ensemble(db, num_models=3, stored=2)
-    assert not lifecycle.start_aggregation(db, job_id, 3, resume=False)  # a member is missing
-    assert not lifecycle.start_aggregation(db, job_id, 3, resume=True)
-    _set(db, job_id, progress_done=3)
-    assert lifecycle.start_aggregation(db, job_id, 3, resume=False)
-    assert _phase(db, job_id) == lifecycle.AGGREGATING
-    # a second aggregation task (queued by another chunk, or by a redelivered chunk whose
-    # worker died after storing the last member) does nothing while the first one runs ...
-    assert not lifecycle.start_aggregation(db, job_id, 3, resume=False)
-    # ... but the redelivery of a lost aggregation task runs it again
-    assert lifecycle.start_aggregation(db, job_id, 3, resume=True)
-    _set(db, job_id, state="succeeded")
-    assert not lifecycle.start_aggregation(db, job_id, 3, resume=True)
-
-
-def test_redeliveries_count_attempts_up_to_the_cap(migrated_db: tuple[Settings, Database]) -> None:
-    _, db = migrated_db
-    job_id = _running_ensemble(db, num_models=2, stored=0)
-    _set(db, job_id, state="queued", attempts=0)
-    first = lifecycle.claim(db, job_id, redelivered=False)
-    assert first is not None and first.attempt == 1
-    again = lifecycle.claim(db, job_id, redelivered=False)  # another chunk of the same job
-    assert again is not None and again.attempt == 1
-    for attempt in (2, 3):
-        claimed = lifecycle.claim(db, job_id, redelivered=True)
-        assert claimed is not None and claimed.attempt == attempt
-    assert lifecycle.claim(db, job_id, redelivered=True) is None  # the fourth delivery: give up
+    job_id = _ensemble(db, num_models=4, per_task=2)
+    first = lifecycle.claim(db, job_id, "chunk-0", LEASE_S, owner="w1")
+    assert first is not None and first.attempt == 1 and first.args == {"start": 0, "stop": 2}
+    assert lifecycle.claim(db, job_id, "chunk-0", LEASE_S, owner="w2") is None  # duplicate
+    other = lifecycle.claim(db, job_id, "chunk-2", LEASE_S, owner="w2")  # its own budget
+    assert other is not None and other.attempt == 1
+    assert lifecycle.claim(db, job_id, VOTE, LEASE_S) is None  # blocked until chunks are done
+    for attempt in (2, 3):  # the worker holding chunk-0 is lost: its lease expires
+        _expire(db, job_id, "chunk-0")
+        taken = lifecycle.claim(db, job_id, "chunk-0", LEASE_S, owner=f"w{attempt + 2}")
+        assert taken is not None and taken.attempt == attempt
+        assert not lifecycle.renew(db, first, LEASE_S)  # the old owner's lease is gone
+    _expire(db, job_id, "chunk-0")
+    assert lifecycle.claim(db, job_id, "chunk-0", LEASE_S) is None  # the fourth: give up
     with db.session() as session:
         job = session.get(Job, job_id)
-        assert job is not None and job.state == "failed" and "3 attempts" in (job.error or "")
+        assert job is not None and job.state == "failed"
+        assert "chunk-0 gave up after 3 attempts" in (job.error or "")
+
+
+def test_the_vote_is_released_once_when_every_chunk_is_done(
+    migrated_db: tuple[Settings, Database],
+) -> None:
+    _, db = migrated_db
+    job_id = _ensemble(db, num_models=4, per_task=2)
+    claims = [lifecycle.claim(db, job_id, name, LEASE_S) for name in ("chunk-0", "chunk-2")]
+    assert all(c is not None for c in claims)
+    assert lifecycle.finish_chunk(db, claims[0]) == []  # type: ignore[arg-type]
+    released = lifecycle.finish_chunk(db, claims[1])  # type: ignore[arg-type]
+    assert [args for _, args, _ in released] == [[job_id, VOTE]]
+    assert _unit(db, job_id, VOTE).state == "pending"
+    assert lifecycle.finish_chunk(db, claims[1]) == []  # a redelivered chunk: no second vote
+
+
+def _messages(folder: Path) -> int:
+    return sum(1 for p in folder.iterdir() if p.suffix == ".msg")
+
+
+def test_the_reaper_requeues_lost_work_and_retry_resumes(
+    migrated_db: tuple[Settings, Database], tmp_path: Path
+) -> None:
+    _, db = migrated_db
+    queue = tmp_path / "queue"
+    queue.mkdir()
+    celery = make_celery("filesystem://", {
+        "data_folder_in": str(queue), "data_folder_out": str(queue),
+        "control_folder": str(tmp_path)})
+    job_id = _ensemble(db, num_models=4, per_task=2)
+    running = lifecycle.claim(db, job_id, "chunk-0", LEASE_S, owner="dead")
+    assert running is not None
+    assert reap(db, celery, resend_after_s=3600) == 0  # a live lease, a fresh message
+    _expire(db, job_id, "chunk-0")
+    assert reap(db, celery, resend_after_s=3600) == 1  # the dead worker's chunk
+    assert _unit(db, job_id, "chunk-0").state == "pending" and _messages(queue) == 1
+    # messages lost (a broker restarted without persistence): re-sent once nothing runs
+    assert reap(db, celery, resend_after_s=0) == 2 and _messages(queue) == 3
+    # a failed job resumes with fresh budgets, done units stay done
+    done = lifecycle.claim(db, job_id, "chunk-2", LEASE_S)
+    assert done is not None
+    assert lifecycle.finish_chunk(db, done) == []
+    lifecycle.fail(db, lifecycle.claim(db, job_id, "chunk-0", LEASE_S), "boom")  # type: ignore[arg-type]
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.state == "failed"
+        messages = retry(session, job)
+        assert [args for _, args, _ in messages] == [[job_id, "chunk-0"]]
+    with db.session() as session:
+        states = dict(session.execute(
+            select(WorkUnit.name, WorkUnit.state).where(WorkUnit.job_id == job_id)).all())
+        job = session.get(Job, job_id)
+        assert job is not None and job.state == "queued" and job.error is None
+    assert states == {"chunk-0": "pending", "chunk-2": "done", VOTE: "blocked"}
+    assert _unit(db, job_id, "chunk-0").attempts == 0

@@ -1,0 +1,151 @@
+"""A job's units of work: which there are, sending their messages, and the reaper.
+
+The job row and its ``work_units`` rows are the truth; broker messages only wake a worker. The
+API writes a job with all its units in one transaction, then sends one message per pending
+unit. :func:`reap` (run by the API every ``RAB_REAP_INTERVAL_S`` and at start-up) repairs what
+a lost worker, broker or database connection left behind:
+
+- a running unit whose lease expired (its worker died or lost the database) is re-queued;
+- a pending unit whose message went out more than ``RAB_RESEND_AFTER_S`` ago, of a job none
+  of whose units is running, is sent again (a broker restarted without persistence lost it);
+  a duplicate message is harmless, since a worker claims a unit only when it is pending or
+  its lease has expired;
+- an ensemble whose member chunks are all done gets its vote queued.
+
+So a job recovers within about a lease plus a reap interval of losing its worker, whatever
+the broker's visibility timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, aliased
+
+from app.db import Database
+from app.orm import Job, WorkUnit, utcnow
+from contract.api import TERMINAL_STATES
+from contract.messaging import (
+    CERTIFY_TASK,
+    ENSEMBLE_AGGREGATE_TASK,
+    ENSEMBLE_CHUNK_TASK,
+    KNN_TASK,
+    queue_for,
+)
+
+log = logging.getLogger(__name__)
+
+VOTE = "vote"
+#: ``(task, args, queue)`` of one message.
+Message = tuple[str, list[Any], str]
+
+
+def _unit(job: Job, name: str, task: str, state: str = "pending", **args: Any) -> WorkUnit:
+    return WorkUnit(
+        job_id=job.id, name=name, task=task, queue=queue_for(task, job.method), args=args,
+        state=state, attempts=0, max_attempts=job.max_attempts,
+        enqueued_at=utcnow() if state == "pending" else None,
+    )
+
+
+def plan(job: Job) -> list[WorkUnit]:
+    """The units of a new job (its id assigned): one K-NN run or certification, or the
+    ensemble's chunks of ``models_per_task`` members and, blocked until they are done, the
+    vote."""
+    if job.kind == "certify":
+        return [_unit(job, "certify", CERTIFY_TASK)]
+    if job.method == "knn":
+        return [_unit(job, "knn", KNN_TASK)]
+    n, size = job.params["num_models"], job.params["models_per_task"]
+    chunks = [
+        _unit(job, f"chunk-{start}", ENSEMBLE_CHUNK_TASK, start=start, stop=min(start + size, n))
+        for start in range(0, n, size)
+    ]
+    return [*chunks, _unit(job, VOTE, ENSEMBLE_AGGREGATE_TASK, state="blocked")]
+
+
+def message(unit: WorkUnit) -> Message:
+    """The broker message that wakes a worker for ``unit``."""
+    return unit.task, [unit.job_id, unit.name], unit.queue
+
+
+def send(celery: Any, messages: Iterable[Message]) -> None:
+    """Send messages (by task name: the sender imports no task code)."""
+    for task, args, queue in messages:
+        celery.send_task(task, args=args, queue=queue)
+
+
+def release_vote(session: Session, job_id: str) -> list[Message]:
+    """Queue the vote of an ensemble whose chunks are all done (once); its message."""
+    units = session.scalars(select(WorkUnit).where(WorkUnit.job_id == job_id)).all()
+    vote = next((u for u in units if u.name == VOTE), None)
+    chunks_done = all(u.state == "done" for u in units if u.name != VOTE)
+    if vote is None or vote.state != "blocked" or not chunks_done:
+        return []
+    vote.state, vote.enqueued_at = "pending", utcnow()
+    return [message(vote)]
+
+
+def _lost(session: Session, lease_grace: timedelta, resend_after: timedelta) -> Sequence[WorkUnit]:
+    now = utcnow()
+    expired = (WorkUnit.state == "running") & (WorkUnit.lease_expires_at < now - lease_grace)
+    sibling = aliased(WorkUnit)
+    job_is_moving = (
+        select(sibling.name)
+        .where(sibling.job_id == WorkUnit.job_id, sibling.state == "running",
+               sibling.lease_expires_at >= now)
+        .exists()
+    )
+    # a pending unit of a job another unit of which is running waits its turn in the queue;
+    # of a job with nothing running, its message may be lost
+    unsent = (WorkUnit.state == "pending") & (WorkUnit.enqueued_at < now - resend_after) & (
+        ~job_is_moving
+    )
+    query = (
+        select(WorkUnit).join(Job, Job.id == WorkUnit.job_id)
+        .where(Job.state.not_in(TERMINAL_STATES), expired | unsent)
+        .with_for_update(skip_locked=True, of=WorkUnit)
+    )
+    return session.scalars(query).all()
+
+
+def reap(db: Database, celery: Any, *, resend_after_s: float, lease_grace_s: float = 0.0) -> int:
+    """Re-queue the units of expired leases, re-send long-pending ones, release finished
+    ensembles' votes; returns the number of messages sent. Safe to run in several processes
+    at once (rows are locked, skipping those another reaper holds)."""
+    messages: list[Message] = []
+    with db.session() as session:
+        for unit in _lost(session, timedelta(seconds=lease_grace_s),
+                          timedelta(seconds=resend_after_s)):
+            if unit.state == "running":
+                log.warning("job %s: unit %s lost its worker (lease of %s expired); re-queued",
+                            unit.job_id, unit.name, unit.lease_owner)
+            unit.state, unit.lease_owner, unit.enqueued_at = "pending", None, utcnow()
+            messages.append(message(unit))
+        blocked = session.scalars(
+            select(WorkUnit.job_id).join(Job, Job.id == WorkUnit.job_id)
+            .where(WorkUnit.state == "blocked", Job.state.not_in(TERMINAL_STATES))
+        ).all()
+        for job_id in blocked:
+            messages += release_vote(session, job_id)
+    send(celery, messages)
+    return len(messages)
+
+
+def retry(session: Session, job: Job) -> list[Message]:
+    """Resume a failed job: its failed (and unfinished) units start over with a fresh attempt
+    budget; stored ensemble members are kept (a chunk trains only the missing ones)."""
+    session.execute(
+        update(WorkUnit)
+        .where(WorkUnit.job_id == job.id, WorkUnit.state.in_(("failed", "running", "pending")))
+        .values(state="pending", attempts=0, lease_owner=None, error=None, enqueued_at=utcnow())
+    )
+    job.state, job.phase, job.error, job.finished_at = "queued", "queued", None, None
+    units = session.scalars(
+        select(WorkUnit).where(WorkUnit.job_id == job.id, WorkUnit.state == "pending")
+    ).all()
+    return [message(u) for u in units] + release_vote(session, job.id)
