@@ -7,6 +7,7 @@ the one recorded in SQL, so a dataset row can never silently point at other data
 
 from __future__ import annotations
 
+import hashlib
 import io
 from typing import Any
 
@@ -22,18 +23,26 @@ from rab.data import Dataset
 _ARRAYS = ("X_train", "y_train", "X_test", "y_test")
 
 
-def put_object(session: Session, store: ObjectStore, data: bytes, kind: str) -> str:
-    """Store ``data`` and record its metadata row (once); returns its SHA-256.
+def record_object(session: Session, data: bytes, kind: str) -> str:
+    """Insert the metadata row of the object ``data`` (once); returns its SHA-256.
 
-    Concurrent requests may store the same bytes (the same inputs certified twice at once):
+    Concurrent requests may record the same bytes (the same inputs certified twice at once):
     the row is inserted in a savepoint, and the loser of that race keeps the winner's row."""
-    digest = store.put_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
     if session.get(StoredObject, digest) is None:
         try:
             with session.begin_nested():
                 session.add(StoredObject(sha256=digest, kind=kind, size=len(data)))
         except IntegrityError:
             pass  # a concurrent transaction recorded the same object first
+    return digest
+
+
+def put_object(session: Session, store: ObjectStore, data: bytes, kind: str) -> str:
+    """Record ``data``'s row, then store its bytes (so a refused row leaves no object behind);
+    returns its SHA-256."""
+    digest = record_object(session, data, kind)
+    store.put_bytes(data)
     return digest
 
 
@@ -50,11 +59,16 @@ def load_arrays(store: ObjectStore, digest: str) -> dict[str, np.ndarray]:
         return {key: archive[key] for key in archive.files}
 
 
-def save_dataset(session: Session, store: ObjectStore, dataset: Dataset) -> str:
-    """Store ``dataset`` canonically; returns the object's SHA-256."""
+def dataset_bytes(dataset: Dataset) -> bytes:
+    """The canonical npz of ``dataset``: its four arrays and its class names."""
     arrays: dict[str, Any] = {key: getattr(dataset, key) for key in _ARRAYS}
     arrays["class_names"] = np.array(dataset.class_names, dtype=str)
-    return put_object(session, store, npz_bytes(arrays), "dataset")
+    return npz_bytes(arrays)
+
+
+def save_dataset(session: Session, store: ObjectStore, dataset: Dataset) -> str:
+    """Store ``dataset`` canonically; returns the object's SHA-256."""
+    return put_object(session, store, dataset_bytes(dataset), "dataset")
 
 
 def load_dataset(

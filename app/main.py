@@ -14,6 +14,7 @@ from app.openapi import install_openapi
 from app.problems import install_problem_handlers
 from app.routes import datasets, health, jobs, models
 from app.settings import Settings, get_settings
+from app.uploads import BoundedBodies
 from models_store import ObjectStore
 
 DESCRIPTION = """Certified robustness against backdoor attacks (RAB) as a service.
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="rab-certify", version="1", description=DESCRIPTION, lifespan=lifespan,
     )
     install_problem_handlers(app)
+    app.add_middleware(BoundedBodies, max_bytes=settings.max_json_bytes)
     install_openapi(app)
     install_metrics(app)
     for router in (health.router, datasets.router, jobs.router, models.router):

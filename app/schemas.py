@@ -5,11 +5,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from app.orm import NAME_LENGTH
+from rab.data.preprocess import RAW, Preprocessing, affine, pixels
 
 MAX_SEED = 2**63 - 1
 T = TypeVar("T")
 MAX_INPUTS = 10_000  # inputs per certify request
+
+
+def _storable(text: str) -> str:
+    """Text a database column can hold: PostgreSQL refuses NUL characters."""
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    return text
+
+
+#: a name stored in a NAME_LENGTH column
+Name = Annotated[str, Field(max_length=NAME_LENGTH), AfterValidator(_storable)]
+NAME = TypeAdapter(Name)
 
 
 class PreprocessingSpec(BaseModel):
@@ -26,17 +42,29 @@ class PreprocessingSpec(BaseModel):
     scale: list[float] | float | None = None
 
     @model_validator(mode="after")
-    def _affine_needs_numbers(self) -> PreprocessingSpec:
-        if self.kind == "affine" and (self.offset is None or self.scale is None):
-            raise ValueError("affine preprocessing needs offset and scale")
+    def _valid_in_the_library(self) -> PreprocessingSpec:
+        self.build()  # rab.data's rules (positive finite scale / max_value, finite offset)
         return self
+
+    def build(self) -> Preprocessing | None:
+        """The ``rab.data`` preprocessing (None for auto: the loader picks); ``ValueError``
+        where ``rab.data`` refuses the numbers."""
+        if self.kind == "auto":
+            return None
+        if self.kind == "raw":
+            return RAW
+        if self.kind == "pixels":
+            return pixels(self.max_value)
+        if self.offset is None or self.scale is None:
+            raise ValueError("affine preprocessing needs offset and scale")
+        return affine(np.asarray(self.offset), np.asarray(self.scale))
 
 
 class DatasetOptions(BaseModel):
     """Options of a dataset upload (form field ``options``, JSON) or built-in request."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, max_length=200)
+    name: Name | None = None
     classes: list[int] | None = Field(
         default=None,
         min_length=2,

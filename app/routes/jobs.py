@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import Path as PathParam
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 import rab.client.models as wire
 from app.deps import DB, AppSettings, Owner, owned
 from app.jobspec import attack_spec, ensemble_config
-from app.orm import Certificate, Job, utcnow
+from app.orm import MAX_INT, Certificate, Job, utcnow
 from app.orm import Dataset as DatasetRow
 from app.problems import ProblemError, bad_input, not_found
 from app.schemas import AttackSpec as AttackIn
@@ -220,7 +221,9 @@ def list_certificates(
     min_radius: Annotated[float | None, Query(ge=0)] = None,
     correct: bool | None = None,
     abstain: bool | None = None,
-    after: Annotated[int | None, Query(ge=-1, description="next_cursor of a previous page")] = None,
+    after: Annotated[
+        int | None, Query(ge=-1, le=MAX_INT, description="next_cursor of a previous page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Page[wire.Certificate]:
     """Per-sample certificates in index order, filtered; keyset pagination on the index."""
@@ -245,7 +248,8 @@ def list_certificates(
 
 @router.get("/{job_id}/certificates/{index}", response_model=wire.Certificate)
 def get_certificate(
-    job_id: str, index: int, owner: Owner, db: DB, subset: Subset = "clean"
+    job_id: str, index: Annotated[int, PathParam(ge=0, le=MAX_INT)], owner: Owner, db: DB,
+    subset: Subset = "clean",
 ) -> wire.Certificate:
     """One certified prediction with its radius."""
     owned(db, Job, owner, job_id)

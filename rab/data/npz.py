@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -33,6 +33,7 @@ _SPLIT_KEYS = ("X_train", "y_train", "X_test", "y_test")
 #: dtype kinds an array may have: booleans, integers and real floats (no complex, strings,
 #: objects or structured records)
 NUMERIC_KINDS = "biuf"
+_CHUNK = 1 << 20
 _READ_ERRORS = (
     zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, NotImplementedError,
     RuntimeError,
@@ -120,16 +121,17 @@ class NpzArchive:
     def _data(self, key: str, header: _Header, header_len: int) -> np.ndarray:
         """Array ``key``: one allocation of the declared size, filled from the member."""
         out = np.empty(math.prod(header.shape), dtype=header.dtype)
-        view = memoryview(out).cast("B")
+        view = out.data.cast("B")
         with self._zip.open(self._members[key]) as fp:
             fp.read(header_len)
             filled = 0
             while filled < len(view):
-                n = fp.readinto(view[filled:])
-                if not n:
+                chunk = fp.read(min(len(view) - filled, _CHUNK))
+                if not chunk:
                     raise ValueError(f"array {key!r} is truncated")
-                filled += n
-        order = "F" if header.fortran_order else "C"
+                view[filled:filled + len(chunk)] = chunk
+                filled += len(chunk)
+        order: Literal["C", "F"] = "F" if header.fortran_order else "C"
         return out.reshape(header.shape, order=order)
 
     def read(self, *keys: str) -> list[np.ndarray]:
