@@ -6,6 +6,7 @@ creates exactly these tables on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -40,9 +41,12 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+ID_PATTERN = "^[0-9a-f]{32}$"  # what new_id makes
+
+
 def is_id(text: str) -> bool:
     """Whether ``text`` has the form of a :func:`new_id` (so it can be looked up at all)."""
-    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+    return re.fullmatch(ID_PATTERN, text) is not None
 
 
 def utcnow() -> datetime:

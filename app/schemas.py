@@ -8,7 +8,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from app.orm import NAME_LENGTH
+from app.orm import ID_PATTERN, NAME_LENGTH
 from rab.data.preprocess import RAW, Preprocessing, affine, pixels
 
 MAX_SEED = 2**63 - 1
@@ -194,14 +194,15 @@ class EnsembleParams(BaseModel):
 
 class _JobBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    dataset_id: str = Field(max_length=32)
+    dataset_id: str = Field(pattern=ID_PATTERN)
     attack: AttackSpec | None = None
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
 def _job_example(method: str, params: dict[str, Any], **extra: Any) -> ConfigDict:
     """The model config of a job request, with one example body."""
-    body = {"dataset_id": "3f2a...", "method": method, "params": params, **extra, "seed": 0}
+    dataset_id = "3f2a9c0d5e6b4a718293a4b5c6d7e8f9"
+    body = {"dataset_id": dataset_id, "method": method, "params": params, **extra, "seed": 0}
     return ConfigDict(extra="forbid", json_schema_extra={"examples": [body]})
 
 

@@ -38,7 +38,7 @@ def _too_large(limit: int) -> ProblemError:
 
 
 MAX_JSON_DEPTH = 32  # nested arrays/objects of a JSON body; the API's documents need < 10
-_SCAN_CHUNK = 1 << 18
+_SCAN_CHUNK = 1 << 16
 _STEP = np.zeros(256, dtype=np.int64)
 _STEP[[ord("["), ord("{")]] = 1
 _STEP[[ord("]"), ord("}")]] = -1
