@@ -49,7 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="rab-certify", version="1", description=DESCRIPTION, lifespan=lifespan,
     )
     install_problem_handlers(app)
-    app.add_middleware(BoundedBodies, max_bytes=settings.max_json_bytes)
+    app.add_middleware(
+        BoundedBodies, max_bytes=settings.max_json_bytes, openapi=lambda: app.openapi()
+    )
     install_openapi(app)
     install_metrics(app)
     for router in (health.router, datasets.router, jobs.router, models.router):

@@ -4,7 +4,10 @@ straight to the artefact store's temporary area, hashed while written), cut off 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from fastapi import Request
@@ -78,17 +81,36 @@ def _is_json(content_type: str) -> bool:
     )
 
 
+def multipart_paths(openapi: dict[str, Any]) -> re.Pattern[str]:
+    """The paths whose operations take ``multipart/form-data``, from the OpenAPI document
+    (where each such route declares it), as one pattern."""
+    templates = [
+        path for path, operations in openapi["paths"].items()
+        if any(
+            "multipart/form-data" in op.get("requestBody", {}).get("content", {})
+            for op in operations.values()
+        )
+    ]
+    alternatives = [re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(t)) for t in templates]
+    return re.compile("|".join(f"(?:{a})" for a in alternatives) or "(?!)")
+
+
 class BoundedBodies:
     """ASGI middleware bounding every request body before a route parses it.
 
-    ``multipart/form-data`` bodies pass through to :func:`read_upload` (its own limits). Every
-    other body is JSON: at most ``max_bytes`` (413, refused from Content-Length before reading,
-    else cut off at the limit; the connection is then closed), a JSON media type (or none) (415)
-    and nested at most :data:`MAX_JSON_DEPTH` deep (422). A body that passes is replayed to the
-    route, which can then parse it without risk."""
+    ``multipart/form-data`` bodies pass through to :func:`read_upload` (its own limits) on the
+    paths documented to take them, and are refused (415) elsewhere. Every other body is JSON:
+    at most ``max_bytes`` (413, refused from Content-Length before reading, else cut off at the
+    limit), a JSON media type (or none) (415) and nested at most :data:`MAX_JSON_DEPTH` deep
+    (422). A refusal that leaves the body unread closes the connection (``Connection: close``).
+    A body that passes is replayed to the route, which can then parse it without risk.
+    ``openapi`` gives the API's OpenAPI document (read once, at the first multipart request)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, openapi: Callable[[], dict[str, Any]]
+    ) -> None:
+        self.app, self.max_bytes, self._openapi = app, max_bytes, openapi
+        self._uploads: re.Pattern[str] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,38 +119,43 @@ class BoundedBodies:
         headers = Headers(scope=scope)
         content_type = headers.get("content-type", "")
         if content_type.split(";", 1)[0].strip().lower() == "multipart/form-data":
-            await self.app(scope, receive, send)
-            return
-        declared = headers.get("content-length", "")
-        refusal: ProblemError | None = None
-        body = b""
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            refusal = _too_large(self.max_bytes)
+            if self._uploads is None:
+                self._uploads = multipart_paths(self._openapi())
+            if self._uploads.fullmatch(scope["path"]):
+                await self.app(scope, receive, send)
+                return
+            refusal: ProblemError | None = _unsupported(content_type)
+            body, read = b"", False
         else:
-            body, complete = await self._read(receive)
-            if not complete:
-                refusal = _too_large(self.max_bytes)
-            elif body and content_type and not _is_json(content_type):
-                refusal = ProblemError(
-                    415, "Unsupported Media Type",
-                    f"send application/json (or multipart/form-data where documented), "
-                    f"not {content_type[:100]!r}",
-                )
-            elif body and json_nesting(body) > MAX_JSON_DEPTH:
-                refusal = ProblemError(
-                    422, "Invalid request", f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
-                )
+            refusal, body, read = await self._check(headers, content_type, receive)
         if refusal is not None:
-            close = {"Connection": "close"} if refusal.status == 413 else {}
             response = problem_response(
-                refusal.status, refusal.title, refusal.detail, scope.get("path"), headers=close
+                refusal.status, refusal.title, refusal.detail, scope.get("path"),
+                headers=None if read else {"Connection": "close"},
             )
             await response(scope, receive, send)
             return
         await self.app(scope, _replay(body, receive), send)
 
+    async def _check(
+        self, headers: Headers, content_type: str, receive: Receive
+    ) -> tuple[ProblemError | None, bytes, bool]:
+        """(the refusal of a JSON body or None, the body, whether it was read to its end)."""
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return _too_large(self.max_bytes), b"", False
+        body, complete = await self._read(receive)
+        if not complete:
+            return _too_large(self.max_bytes), b"", False
+        if body and content_type and not _is_json(content_type):
+            return _unsupported(content_type), body, True
+        if body and json_nesting(body) > MAX_JSON_DEPTH:
+            detail = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+            return ProblemError(422, "Invalid request", detail), body, True
+        return None, body, True
+
     async def _read(self, receive: Receive) -> tuple[bytes, bool]:
-        """The body, or what was read of it when it passed the limit (then ``False``)."""
+        """The body, or nothing once it passes the limit (then ``False``)."""
         body = bytearray()
         while True:
             message = await receive()
@@ -139,6 +166,14 @@ class BoundedBodies:
                 return b"", False
             if not message.get("more_body", False):
                 return bytes(body), True
+
+
+def _unsupported(content_type: str) -> ProblemError:
+    return ProblemError(
+        415, "Unsupported Media Type",
+        f"send application/json (or multipart/form-data where documented), "
+        f"not {content_type[:100]!r}",
+    )
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
