@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from rab.data import load_csv, load_npz, pixels
-from rab.data.npz import NpzArchive
+from rab.data.npz import MAX_MEMBERS, NpzArchive
 from rab.data.tabular import MAX_CELL_CHARS, read_csv_table
 
 MiB = 1 << 20
@@ -117,6 +117,34 @@ def test_corrupt_empty_and_foreign_files_are_value_errors(tmp_path: Path) -> Non
         ValueError, match=r"'X' is not a readable \.npy array"
     ):
         archive.read("X")
+
+
+def test_an_archive_of_too_many_members_is_refused_before_its_directory_is_read(
+    tmp_path: Path,
+) -> None:
+    members = {f"a{i}.npy": b"" for i in range(MAX_MEMBERS + 1)}
+    path = tmp_path / "many.npz"
+    path.write_bytes(_zip_of(members))
+    with pytest.raises(ValueError, match=f"declares {MAX_MEMBERS + 1} members"):
+        NpzArchive(path)
+    path.write_bytes(_zip_of(members, comment=b"a comment"))  # the record found before it
+    with pytest.raises(ValueError, match=f"declares {MAX_MEMBERS + 1} members"):
+        NpzArchive(path)
+    path.write_bytes(_zip_of(members, comment=b"PK\x05\x06 a fake record"))  # zipfile's view too
+    with pytest.raises(ValueError, match=r"not a readable \.npz archive"):
+        NpzArchive(path)
+    del members["a0.npy"]
+    path.write_bytes(_zip_of(members))
+    assert len(NpzArchive(path).files) == MAX_MEMBERS
+
+
+def _zip_of(members: dict[str, bytes], comment: bytes = b"") -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        archive.comment = comment
+    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(

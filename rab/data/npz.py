@@ -25,7 +25,7 @@ from rab.data.dataset import Dataset
 from rab.data.preprocess import PIXELS, RAW, Preprocessing
 from rab.data.split import seeded_split
 
-__all__ = ["NUMERIC_KINDS", "NpzArchive", "load_npz"]
+__all__ = ["MAX_MEMBERS", "NUMERIC_KINDS", "NpzArchive", "load_npz"]
 
 _SPLIT_KEYS = ("X_train", "y_train", "X_test", "y_test")
 
@@ -38,6 +38,25 @@ _READ_ERRORS = (
     zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, NotImplementedError,
     RuntimeError,
 )
+
+
+MAX_MEMBERS = 64  # an npz of a dataset has 2 to 5 arrays
+_EOCD = b"PK\x05\x06"  # signature of the zip's end-of-central-directory record (22 bytes + comment)
+
+
+def _member_count(path: Path) -> int | None:
+    """The member count the zip's end record declares (None if it has none), read before
+    ``zipfile`` builds one object per member of the central directory. The record is found
+    as ``zipfile`` finds it: at the very end, else the last signature within a comment's reach."""
+    with path.open("rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - (22 + 0xFFFF)))
+        tail = f.read()
+    start = len(tail) - 22 if tail[-22:-18] == _EOCD else tail.rfind(_EOCD)
+    if start < 0 or len(tail) - start < 22:
+        return None
+    return int.from_bytes(tail[start + 10:start + 12], "little")  # total entries
 
 
 @dataclass(frozen=True)
@@ -62,7 +81,8 @@ class NpzArchive:
     the arrays of one :meth:`read`) is at most ``max_bytes``, and its zip member must hold exactly
     that many bytes after the header. A compressed member is decompressed only as far as its
     declared size, so a zip bomb costs no more memory than the limit. Every failure, a corrupt
-    zip or deflate stream, an empty or truncated file included, raises ``ValueError``.
+    zip or deflate stream, an empty or truncated file, or more than :data:`MAX_MEMBERS` members
+    included, raises ``ValueError``.
     """
 
     def __init__(self, path: str | Path, *, max_bytes: int | None = None) -> None:
@@ -70,6 +90,9 @@ class NpzArchive:
         if not self.path.is_file():
             raise FileNotFoundError(f"npz file not found: {self.path}")
         self.max_bytes = max_bytes
+        members = _member_count(self.path)
+        if members is not None and members > MAX_MEMBERS:
+            raise ValueError(f"{self.path} declares {members} members, more than {MAX_MEMBERS}")
         try:
             self._zip = zipfile.ZipFile(self.path)
         except _READ_ERRORS as exc:
