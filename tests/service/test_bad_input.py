@@ -258,6 +258,15 @@ def test_json_bodies_are_bounded_on_every_route(probe: Probe, model: dict[str, s
         probe.check(f"too long {url}", 413, "POST", url, **_json(too_long))
     streamed = {"content": _chunks(4 * JSON_LIMIT), "headers": {"content-type": "application/json"}}
     probe.check("streamed past the limit", 413, "POST", "/v1/jobs", **streamed)
+    big = _file(bytes(UPLOAD_LIMIT + 1), "big.npz")  # a form over its own limit
+    probe.check("upload too large", 413, "POST", "/v1/datasets", **big)
+    form = "multipart/form-data; boundary=b0undary"
+    part = b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="a.npz"\r\n\r\n'
+    for name, status, head in [("upload streamed past the limit", 413, part),
+                               ("malformed form, unread", 400, b"")]:
+        chunks = [head] + [bytes(MiB)] * (2 * UPLOAD_LIMIT // MiB)
+        probe.check(name, status, "POST", "/v1/datasets",
+                    content=iter(chunks), headers={"content-type": form})
     upload = _file(b"{}", "job.json")  # a form where only JSON is taken, of up to 3 MiB
     probe.check("multipart job", 415, "POST", "/v1/jobs", **upload)
     just_deep = "[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1)
