@@ -37,9 +37,9 @@ BOMB_BYTES = 320 * MiB
 DIM = 5  # features of the blob dataset the certify cases use
 
 
-def _zip(members: dict[str, bytes], compresslevel: int = 9) -> bytes:
+def _zip(members: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=compresslevel) as zf:
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
     return buffer.getvalue()
@@ -53,6 +53,12 @@ def _npy_header(shape: tuple[int, ...], dtype: str = "<f8") -> bytes:
     return header.getvalue()
 
 
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 def _zip_bomb() -> bytes:
     """A valid npz of ``X`` (BOMB_BYTES of float64 zeros, DIM columns) and ``y``, under 1 MiB."""
     rows = BOMB_BYTES // (8 * DIM)
@@ -63,28 +69,17 @@ def _zip_bomb() -> bytes:
             chunk = bytes(4 * MiB)
             for _ in range(BOMB_BYTES // len(chunk)):
                 member.write(chunk)
-        buffer_y = io.BytesIO()
-        np.save(buffer_y, np.arange(10) % 2)
-        zf.writestr("y.npy", buffer_y.getvalue())
+        zf.writestr("y.npy", _npy(np.arange(10) % 2))
     data = buffer.getvalue()
     assert len(data) < min(MiB, UPLOAD_LIMIT) and BOMB_BYTES > 16 * DECOMPRESSED_LIMIT
     return data
 
 
 def _corrupt_deflate() -> bytes:
-    raw = bytearray(npz_bytes_compressed(X=np.arange(5000.0).reshape(1000, DIM), y=np.zeros(1000)))
-    raw[80:120] = b"\xff" * 40  # inside the first member's deflate stream
+    X = np.arange(5000.0).reshape(1000, DIM)
+    raw = bytearray(_zip({"X.npy": _npy(X), "y.npy": _npy(np.arange(1000) % 2)}))
+    raw[80:120] = b"\xff" * 40  # inside the member's deflate stream
     return bytes(raw)
-
-
-def npz_bytes_compressed(**arrays: Any) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def _csv(rows: list[str]) -> bytes:
-    return ("\n".join(rows) + "\n").encode()
 
 
 def _blob_csv(first: str | None = None) -> bytes:
@@ -93,7 +88,7 @@ def _blob_csv(first: str | None = None) -> bytes:
     X = np.vstack([arrays["X_train"], arrays["X_test"]])
     y = np.concatenate([arrays["y_train"], arrays["y_test"]])
     lines = [",".join(f"{v:.4f}" for v in x) + f",{label}" for x, label in zip(X, y, strict=True)]
-    return _csv(([first] if first is not None else []) + lines)
+    return ("\n".join(([first] if first is not None else []) + lines) + "\n").encode()
 
 
 # ---------------------------------------------------------------- what must not change
@@ -218,8 +213,8 @@ def bomb() -> bytes:
 
 def test_zip_bombs_and_broken_npz_uploads(probe: Probe, bomb: bytes, model: dict[str, str]) -> None:
     certify = f"{model['model']}/certify"
-    lie = {"X.npy": _npy_header((10, 10**9)) + bytes(80), "y.npy": npz_member(np.zeros(10))}
-    huge = {"X.npy": _npy_header((10**18,)) + bytes(8), "y.npy": npz_member(np.zeros(10))}
+    lie = {"X.npy": _npy_header((10, 10**9)) + bytes(80), "y.npy": _npy(np.zeros(10))}
+    huge = {"X.npy": _npy_header((10**18,)) + bytes(8), "y.npy": _npy(np.zeros(10))}
     complex_x = npz_bytes(X=np.ones((40, DIM)) + 1j, y=np.arange(40) % 2)
     cases: list[tuple[str, str, bytes]] = [
         ("zip bomb", "/v1/datasets", bomb),
@@ -240,12 +235,6 @@ def test_zip_bombs_and_broken_npz_uploads(probe: Probe, bomb: bytes, model: dict
     bombs = {n: probe.peaks[n] / MiB for n in ("zip bomb", "zip bomb certify")}
     print(f"API peak RSS growth (MiB) for {BOMB_BYTES // MiB} MiB zip bombs: {bombs}")
     assert max(bombs.values()) < RSS_BOUND / MiB
-
-
-def npz_member(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def test_json_bodies_are_bounded_on_every_route(probe: Probe, model: dict[str, str]) -> None:
