@@ -22,11 +22,24 @@ import sqlalchemy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.orm import Base
+from app.datasets import register
+from app.db import Database
+from app.migrate import upgrade
+from app.orm import NAME_LENGTH, ApiKey, Base
+from app.settings import Settings
 from app.uploads import MAX_JSON_DEPTH, json_nesting
+from models_store import ObjectStore
+from rab.data import from_arrays
 from rab.data.tabular import MAX_CELL_CHARS
 
-from .conftest import DECOMPRESSED_LIMIT, JSON_LIMIT, UPLOAD_LIMIT, Service, wait_for_job
+from .conftest import (
+    DECOMPRESSED_LIMIT,
+    JSON_LIMIT,
+    UPLOAD_LIMIT,
+    Service,
+    fresh_pg_database,
+    wait_for_job,
+)
 from .helpers import blobs, is_problem, npz_bytes
 
 MiB = 1 << 20
@@ -347,6 +360,31 @@ def test_unsupported_methods_are_405_with_allow(probe: Probe, model: dict[str, s
         assert set(response.headers["allow"].split(", ")) == {"GET", "DELETE"}
         response = client.request("PUT", "/v1/datasets")
         assert set(response.headers["allow"].split(", ")) == {"GET", "POST"}
+
+
+def test_a_dataset_row_the_database_refuses_leaves_no_object(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The canonical object is written only after its rows were inserted: a name longer than
+    its column (which the API refuses earlier, with 422) fails the insert and stores nothing."""
+    arrays = blobs(seed=13)
+    dataset = from_arrays(*arrays.values(), name="n" * (NAME_LENGTH + 1))
+    store = ObjectStore(tmp_path / "store")
+    with fresh_pg_database(postgres_url) as url:
+        settings = Settings(database_url=url, data_dir=tmp_path)
+        upgrade(settings)
+        db = Database(settings)
+        try:
+            with db.session() as session:
+                key = ApiKey(name="k", key_hash="0" * 64)
+                session.add(key)
+                session.flush()
+                owner = key.id
+            with pytest.raises(sqlalchemy.exc.DataError), db.session() as session:
+                register(session, store, owner, dataset, {"kind": "upload"})
+        finally:
+            db.engine.dispose()
+    assert not any(p.is_file() for p in (tmp_path / "store").rglob("*"))
 
 
 # ---------------------------------------------------------------- the nesting scan itself
