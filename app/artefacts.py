@@ -44,13 +44,21 @@ def _claim_object(session: Session, digest: str, kind: str, size: int) -> None:
     ))
 
 
+def record_object(session: Session, data: bytes, kind: str) -> str:
+    """Record (or refresh) the metadata row of the object ``data``; returns its SHA-256.
+    Write the bytes only after the rows that refer to them are in, so that a refused row
+    leaves no object behind."""
+    digest = hashlib.sha256(data).hexdigest()
+    _claim_object(session, digest, kind, len(data))
+    return digest
+
+
 def put_object(session: Session, store: ObjectStore, data: bytes, kind: str) -> str:
     """Record the metadata row of ``data`` (first) and store its bytes; returns its SHA-256.
 
     Concurrent requests may store the same bytes (the same inputs certified twice at once):
     the second upsert waits for the first transaction and then refreshes the row."""
-    digest = hashlib.sha256(data).hexdigest()
-    _claim_object(session, digest, kind, len(data))
+    digest = record_object(session, data, kind)
     stored = store.put_bytes(data)
     if stored != digest:
         raise CorruptObjectError(f"the store named {len(data)} bytes {stored}, not {digest}")
@@ -149,11 +157,16 @@ def load_arrays(store: ObjectStore, digest: str) -> dict[str, np.ndarray]:
         return {key: archive[key] for key in archive.files}
 
 
-def save_dataset(session: Session, store: ObjectStore, dataset: Dataset) -> str:
-    """Store ``dataset`` canonically; returns the object's SHA-256."""
+def dataset_bytes(dataset: Dataset) -> bytes:
+    """The canonical npz of ``dataset``: its four arrays and its class names."""
     arrays: dict[str, Any] = {key: getattr(dataset, key) for key in _ARRAYS}
     arrays["class_names"] = np.array(dataset.class_names, dtype=str)
-    return put_object(session, store, npz_bytes(arrays), "dataset")
+    return npz_bytes(arrays)
+
+
+def save_dataset(session: Session, store: ObjectStore, dataset: Dataset) -> str:
+    """Store ``dataset`` canonically; returns the object's SHA-256."""
+    return put_object(session, store, dataset_bytes(dataset), "dataset")
 
 
 def load_dataset(

@@ -13,36 +13,24 @@ from pathlib import Path
 from threading import Lock
 from typing import Any
 
-import numpy as np
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import contract.api as wire
 import rab.data as rd
-from app.artefacts import save_dataset
+from app.artefacts import dataset_bytes, record_object
 from app.orm import Dataset as DatasetRow
 from app.problems import ProblemError, bad_input
 from app.settings import Settings
-from contract.api import BuiltinDatasetIn, DatasetOptions, PreprocessingSpec
+from contract.api import NAME, BuiltinDatasetIn, DatasetOptions
 from models_store import ObjectStore
 from rab.data.vision import DownloadError
 from rab.evaluation.datasets import DatasetSpec
 from rab.evaluation.datasets import load_dataset as load_named
 
 _DOWNLOADS = Lock()  # two requests must not write the same files at once
-
-
-def _preprocessing(spec: PreprocessingSpec) -> rd.Preprocessing | None:
-    """The ``rab.data`` preprocessing of ``spec`` (None lets the loader pick)."""
-    if spec.kind == "auto":
-        return None
-    if spec.kind == "raw":
-        return rd.RAW
-    if spec.kind == "pixels":
-        return rd.pixels(spec.max_value)
-    assert spec.offset is not None and spec.scale is not None
-    return rd.affine(np.asarray(spec.offset), np.asarray(spec.scale))
 
 
 def _format_of(declared: str | None, filename: str | None) -> str:
@@ -56,17 +44,24 @@ def _format_of(declared: str | None, filename: str | None) -> str:
 
 
 def dataset_from_file(
-    path: Path, fmt: str | None, filename: str | None, options: DatasetOptions
+    path: Path, fmt: str | None, filename: str | None, options: DatasetOptions, max_bytes: int
 ) -> rd.Dataset:
-    """Parse and validate an uploaded npz or CSV file."""
+    """Parse and validate an uploaded npz or CSV file; an npz's arrays may need at most
+    ``max_bytes`` decompressed (checked before they are decompressed)."""
     kind = _format_of(fmt, filename)
-    pre = _preprocessing(options.preprocessing)
+    pre = options.preprocessing.build()
     name = options.name or Path(filename or f"upload.{kind}").stem
+    try:
+        NAME.validate_python(name)
+    except ValidationError as exc:
+        detail = exc.errors()[0]["msg"]
+        raise bad_input(f"invalid dataset name (from the file name): {detail}") from None
     try:
         if kind == "npz":
             return rd.load_npz(
                 path, classes=options.classes, preprocessing=pre, name=name,
                 test_fraction=options.test_fraction, split_seed=options.split_seed,
+                max_bytes=max_bytes,
             )
         return rd.load_csv(
             path, label_column=options.label_column, header=options.header,
@@ -127,7 +122,8 @@ def register(
 
     ``source`` says where it came from (``{"kind": "upload", "upload_sha256": ...}`` or
     ``{"kind": "builtin", "name": ...}``). The canonical bytes are stored once per content
-    hash, whoever uploads them.
+    hash, whoever uploads them, and only after the rows referring to them were inserted: a
+    row that the database refuses leaves no object behind.
     """
     digest = dataset.sha256
     mine = select(DatasetRow).where(
@@ -138,7 +134,11 @@ def register(
         return existing, False
     object_sha = session.scalar(
         select(DatasetRow.object_sha256).where(DatasetRow.content_sha256 == digest).limit(1)
-    ) or save_dataset(session, store, dataset)
+    )
+    canonical = None
+    if object_sha is None:  # new content: its object is written once the rows are in
+        canonical = dataset_bytes(dataset)
+        object_sha = record_object(session, canonical, "dataset")
     summary = dataset.summary()
     row = DatasetRow(
         owner_id=owner_id,
@@ -165,8 +165,12 @@ def register(
         existing = session.scalar(mine)
         if existing is None:  # the unique row that refused the insert cannot vanish
             raise RuntimeError("a concurrent dataset row disappeared") from None
-        return existing, False
-    return row, True
+        row, created = existing, False
+    else:
+        created = True
+    if canonical is not None:
+        store.put_bytes(canonical)
+    return row, created
 
 
 def to_out(row: DatasetRow) -> wire.Dataset:

@@ -10,7 +10,7 @@ from fastapi import Depends, Request, Security
 from sqlalchemy.orm import Session
 
 from app.auth import API_KEY_HEADER, authenticate
-from app.orm import Dataset, Job, Model
+from app.orm import Dataset, Job, Model, is_id
 from app.problems import not_found
 from app.settings import Settings
 from models_store import ObjectStore
@@ -49,7 +49,7 @@ OwnedRow = TypeVar("OwnedRow", Dataset, Job, Model)
 def owned(db: Session, row_type: type[OwnedRow], owner: str, ident: str) -> OwnedRow:
     """The ``row_type`` row ``ident`` if it belongs to ``owner``, else 404, whether or not it
     exists (so another key cannot even learn that it does)."""
-    row = db.get(row_type, ident)
+    row = db.get(row_type, ident) if is_id(ident) else None  # a NUL byte never reaches SQL
     if row is None or row.owner_id != owner:
         raise not_found(row_type.__tablename__.removesuffix("s"), ident)
     return row

@@ -18,6 +18,7 @@ from app.problems import install_problem_handlers
 from app.routes import datasets, health, jobs, models
 from app.settings import Settings, get_settings
 from app.units import reap
+from app.uploads import BoundedBodies
 from contract.messaging import make_celery
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="rab-certify", version="1", description=DESCRIPTION, lifespan=lifespan,
     )
     install_problem_handlers(app)
+    app.add_middleware(
+        BoundedBodies, max_bytes=settings.max_json_bytes, openapi=lambda: app.openapi()
+    )
     install_openapi(app)
     install_metrics(app)
     for router in (health.router, datasets.router, jobs.router, models.router):

@@ -19,6 +19,12 @@ COMMON_ERRORS = {
     "401": "Missing, unknown or revoked API key.",
     "422": "The request is well-formed HTTP but invalid (the detail says what is wrong).",
 }
+#: errors of every call with a request body (limits: app.uploads)
+BODY_ERRORS = {
+    "400": "The body cannot be parsed (malformed JSON or multipart).",
+    "413": "The body exceeds its limit (RAB_MAX_JSON_BYTES, RAB_MAX_UPLOAD_BYTES).",
+    "415": "The body's media type is not one the call accepts.",
+}
 NOT_FOUND = "No such resource for this key (another key's resources are not found either)."
 _REF = "#/components/schemas/{model}"
 
@@ -36,12 +42,34 @@ def _document_errors(path: str, operation: dict[str, Any]) -> None:
     responses = operation.setdefault("responses", {})
     for status, description in COMMON_ERRORS.items():
         responses[status] = {"description": description}
+    if "requestBody" in operation:
+        for status, description in BODY_ERRORS.items():
+            responses.setdefault(status, {"description": description})
     if "{" in path:
         responses.setdefault("404", {"description": NOT_FOUND})
     problem = {PROBLEM_JSON: {"schema": {"$ref": _REF.format(model="Problem")}}}
     for status, response in responses.items():
         if status[0] in "45":
             response["content"] = problem
+
+
+def _homogeneous_tuples(node: Any) -> None:
+    """Spell a tuple of one item schema (``prefixItems: [S, S]``, min = max = 2) as the same
+    constraint ``items: S``, which tools predating ``prefixItems`` (schemathesis' response
+    validation among them) read correctly."""
+    if isinstance(node, dict):
+        prefix = node.get("prefixItems")
+        if (
+            isinstance(prefix, list) and prefix and "items" not in node
+            and all(item == prefix[0] for item in prefix)
+            and node.get("minItems") == node.get("maxItems") == len(prefix)
+        ):
+            node["items"] = node.pop("prefixItems")[0]
+        for value in node.values():
+            _homogeneous_tuples(value)
+    elif isinstance(node, list):
+        for value in node:
+            _homogeneous_tuples(value)
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:
@@ -53,6 +81,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):  # never sent: errors are problems
         schemas.pop(unused, None)
     _add_schemas(schemas, (*BODY_MODELS, Problem))
+    _homogeneous_tuples(spec)
     for path, operations in spec["paths"].items():
         if path.startswith("/v1/"):
             for operation in operations.values():

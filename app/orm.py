@@ -6,6 +6,7 @@ creates exactly these tables on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -27,12 +28,17 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from contract.api import MAX_NAME_LENGTH
+from contract.api import ID_PATTERN, NAME_LENGTH
 
 
 def new_id() -> str:
     """A random 32-hex-digit identifier."""
     return uuid.uuid4().hex
+
+
+def is_id(text: str) -> bool:
+    """Whether ``text`` has the form of a :func:`new_id` (so it can be looked up at all)."""
+    return re.fullmatch(ID_PATTERN, text) is not None
 
 
 def utcnow() -> datetime:
@@ -89,7 +95,7 @@ class ApiKey(Base):
 
     __tablename__ = "api_keys"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(MAX_NAME_LENGTH))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -114,7 +120,7 @@ class Dataset(Base):
     __table_args__ = (UniqueConstraint("owner_id", "content_sha256"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
-    name: Mapped[str] = mapped_column(String(MAX_NAME_LENGTH))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     source: Mapped[str] = mapped_column(String(32))
     content_sha256: Mapped[str] = mapped_column(String(64))
     object_sha256: Mapped[str] = mapped_column(ForeignKey("stored_objects.sha256"))
@@ -149,7 +155,7 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     summary: Mapped[dict[str, Any] | None]
-    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    idempotency_key: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     request_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

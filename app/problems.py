@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger(__name__)
@@ -52,7 +54,8 @@ def bad_input(detail: str, **extra: Any) -> ProblemError:
 
 
 def problem_response(
-    status: int, title: str, detail: str, instance: str | None = None, **extra: Any
+    status: int, title: str, detail: str, instance: str | None = None,
+    headers: Mapping[str, str] | None = None, **extra: Any,
 ) -> JSONResponse:
     """A ``application/problem+json`` response."""
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
@@ -60,7 +63,7 @@ def problem_response(
     if instance:
         body["instance"] = instance
     body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -95,10 +98,33 @@ def install_problem_handlers(app: FastAPI) -> None:
         title = {404: "Not Found", 405: "Method Not Allowed", 401: "Unauthorized"}.get(
             exc.status_code, "HTTP error"
         )
-        return problem_response(exc.status_code, title, str(exc.detail), request.url.path)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(app, request))
+        return problem_response(
+            exc.status_code, title, str(exc.detail), request.url.path, headers=headers
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         detail = "an unexpected error occurred; it was logged (nothing was changed by it)"
-        return problem_response(500, "Internal Server Error", detail, request.url.path)
+        # the server closes the connection after an unhandled error: say so, so that a
+        # keep-alive client opens a new one instead of meeting a reset
+        return problem_response(
+            500, "Internal Server Error", detail, request.url.path, headers={"Connection": "close"}
+        )
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """The methods some route answers at the request's path (the ``Allow`` of a 405)."""
+    return [
+        method for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in app.router.routes
+        )
+    ]

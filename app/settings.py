@@ -66,6 +66,15 @@ class Settings(BaseSettings):
         "internet into the shared data directory.",
     )
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0, description="Upload size limit.")
+    max_decompressed_bytes: int = Field(
+        default=256 * 1024 * 1024, gt=0,
+        description="Largest decompressed size of the arrays of an uploaded npz (declared shape "
+        "x itemsize, checked before decompressing).",
+    )
+    max_json_bytes: int = Field(
+        default=16 * 1024 * 1024, gt=0,
+        description="Largest JSON request body (send many certify inputs as an npz upload).",
+    )
     max_job_attempts: int = Field(
         default=3, ge=1,
         description="Claims of one unit of a job's work (a chunk, the vote) before the job fails.",

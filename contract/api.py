@@ -12,7 +12,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 
+import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,6 +26,7 @@ from pydantic import (
 )
 
 from rab.architectures import Architecture
+from rab.data.preprocess import RAW, Preprocessing, affine, pixels
 from rab.ensemble.certify import Bound
 from rab.evaluation.attack import AttackKind, PoisonMode
 from rab.evaluation.datasets import BuiltinName, SpambaseVariant
@@ -31,7 +34,9 @@ from rab.seeds import MAX_SEED
 
 T = TypeVar("T")
 MAX_INPUTS = 10_000  # inputs per certify request
-MAX_NAME_LENGTH = 200  # names of datasets and API keys (their columns)
+NAME_LENGTH = 200  # the name columns of keys and datasets (and Idempotency-Key), in characters
+MAX_INT = 2**31 - 1  # Integer columns (PostgreSQL int4), e.g. a certificate's sample index
+ID_PATTERN = "^[0-9a-f]{32}$"  # the ids the service makes (uuid4 hex)
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JOB_STATES: tuple[str, ...] = get_args(JobState)
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -41,6 +46,18 @@ PreprocessingKind = Literal["auto", "raw", "pixels", "affine"]
 Method = Literal["knn", "ensemble"]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 OptionValue = StrictBool | StrictInt | StrictFloat | list[StrictInt]
+
+
+def _storable(text: str) -> str:
+    """Text a database column can hold: PostgreSQL refuses NUL characters."""
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    return text
+
+
+#: a name stored in a NAME_LENGTH column
+Name = Annotated[str, Field(max_length=NAME_LENGTH), AfterValidator(_storable)]
+NAME = TypeAdapter(Name)
 
 
 # ---- requests ----------------------------------------------------------------------------
@@ -59,17 +76,29 @@ class PreprocessingSpec(BaseModel):
     scale: list[float] | float | None = None
 
     @model_validator(mode="after")
-    def _affine_needs_numbers(self) -> PreprocessingSpec:
-        if self.kind == "affine" and (self.offset is None or self.scale is None):
-            raise ValueError("affine preprocessing needs offset and scale")
+    def _valid_in_the_library(self) -> PreprocessingSpec:
+        self.build()  # rab.data's rules (positive finite scale / max_value, finite offset)
         return self
+
+    def build(self) -> Preprocessing | None:
+        """The ``rab.data`` preprocessing (None for auto: the loader picks); ``ValueError``
+        where ``rab.data`` refuses the numbers."""
+        if self.kind == "auto":
+            return None
+        if self.kind == "raw":
+            return RAW
+        if self.kind == "pixels":
+            return pixels(self.max_value)
+        if self.offset is None or self.scale is None:
+            raise ValueError("affine preprocessing needs offset and scale")
+        return affine(np.asarray(self.offset), np.asarray(self.scale))
 
 
 class DatasetOptions(BaseModel):
     """Options of a dataset upload (form field ``options``, JSON) or built-in request."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
+    name: Name | None = None
     classes: list[int] | None = Field(
         default=None,
         min_length=2,
@@ -211,13 +240,14 @@ class EnsembleParams(BaseModel):
 
 class _JobBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    dataset_id: str = Field(max_length=32)
+    dataset_id: str = Field(pattern=ID_PATTERN)
     attack: AttackIn | None = None
 
 
 def _job_example(method: str, params: dict[str, Any], **extra: Any) -> ConfigDict:
     """The model config of a job request, with one example body."""
-    body = {"dataset_id": "3f2a...", "method": method, "params": params, **extra}
+    body = {"dataset_id": "3f2a9c0d5e6b4a718293a4b5c6d7e8f9", "method": method,
+            "params": params, **extra}
     return ConfigDict(extra="forbid", json_schema_extra={"examples": [body]})
 
 

@@ -14,8 +14,9 @@ import contract.api as wire
 from app.datasets import dataset_from_builtin, dataset_from_file, register, to_out
 from app.deps import DB, AppSettings, Owner, Store, owned
 from app.orm import Dataset as DatasetRow
+from app.orm import is_id
 from app.problems import bad_input
-from app.uploads import read_bounded_body, read_upload
+from app.uploads import read_upload
 from contract.api import BuiltinDatasetIn, DatasetOptions, Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -73,9 +74,8 @@ async def create_dataset(
 ) -> wire.Dataset:
     """Upload an npz/CSV file (multipart, field ``file``) or name a built-in set (JSON)."""
     if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            body = await read_bounded_body(request, settings.max_upload_bytes)
-            spec = BuiltinDatasetIn.model_validate_json(body)
+        try:  # the body is bounded by app.uploads.BoundedBodies
+            spec = BuiltinDatasetIn.model_validate_json(await request.body())
         except ValidationError as exc:
             raise bad_input(f"invalid built-in dataset request: {exc}") from None
         dataset = await run_in_threadpool(dataset_from_builtin, spec, settings)
@@ -89,6 +89,7 @@ async def create_dataset(
             dataset = await run_in_threadpool(
                 dataset_from_file,
                 upload.file.path, upload.fields.get("format"), upload.filename, options,
+                settings.max_decompressed_bytes,
             )
             source = {"kind": "upload", "file": upload.filename,
                       "upload_sha256": upload.file.sha256, "upload_bytes": upload.file.size}
@@ -110,7 +111,7 @@ def list_datasets(
     """The key's datasets, oldest first."""
     query = select(DatasetRow).where(DatasetRow.owner_id == owner)
     if after is not None:
-        anchor = db.get(DatasetRow, after)
+        anchor = db.get(DatasetRow, after) if is_id(after) else None
         if anchor is None or anchor.owner_id != owner:
             raise bad_input(f"unknown cursor {after!r}")
         query = query.where(

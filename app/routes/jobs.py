@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import Path as PathParam
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -23,7 +24,7 @@ from app.orm import Certificate, Job, utcnow
 from app.orm import Dataset as DatasetRow
 from app.problems import ProblemError, bad_input, not_found
 from app.units import message, plan, send
-from contract.api import EnsembleJobIn, JobIn, KnnJobIn, Page, Subset
+from contract.api import MAX_INT, EnsembleJobIn, JobIn, KnnJobIn, Page, Subset
 from contract.jobs import request_of, stored_fields
 from rab.data import DataFacts
 from rab.evaluation import EvaluationRequest
@@ -209,7 +210,9 @@ def list_certificates(
     min_radius: Annotated[float | None, Query(ge=0)] = None,
     correct: bool | None = None,
     abstain: bool | None = None,
-    after: Annotated[int | None, Query(ge=-1, description="next_cursor of a previous page")] = None,
+    after: Annotated[
+        int | None, Query(ge=-1, le=MAX_INT, description="next_cursor of a previous page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Page[wire.Certificate]:
     """Per-sample certificates in index order, filtered; keyset pagination on the index."""
@@ -234,7 +237,8 @@ def list_certificates(
 
 @router.get("/{job_id}/certificates/{index}", response_model=wire.Certificate)
 def get_certificate(
-    job_id: str, index: int, owner: Owner, db: DB, subset: Subset = "clean"
+    job_id: str, index: Annotated[int, PathParam(ge=0, le=MAX_INT)], owner: Owner, db: DB,
+    subset: Subset = "clean",
 ) -> wire.Certificate:
     """One certified prediction with its radius."""
     owned(db, Job, owner, job_id)

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import json
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,10 @@ from app.orm import Dataset as DatasetRow
 from app.problems import ProblemError, bad_input
 from app.routes.jobs import certificate_out, commit_with_units, job_out
 from app.settings import Settings
-from app.uploads import read_bounded_body, read_upload
+from app.uploads import read_upload
 from contract.api import MAX_INPUTS, TERMINAL_STATES, CertifyIn
 from models_store import ObjectStore
+from rab.data.npz import NpzArchive
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -76,29 +76,33 @@ _CERTIFY_DOC = {
 }
 
 
-def _npz_inputs(path: Path) -> np.ndarray:
-    """The inputs array of an uploaded npz (``X``, or its only array); pickles refused."""
+def _npz_inputs(path: Path, max_bytes: int) -> np.ndarray:
+    """The inputs array of an uploaded npz (``X``, or its only array): numeric, at most
+    ``max_bytes`` decompressed (checked before decompressing), never unpickled."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with NpzArchive(path, max_bytes=max_bytes) as archive:
             names = archive.files
             if "X" not in names and len(names) != 1:
                 raise bad_input(f"the npz must hold an array named X (or one array), has {names}")
-            return np.asarray(archive["X" if "X" in names else names[0]])
-    except (ValueError, OSError, zipfile.BadZipFile, AttributeError) as exc:
+            (X,) = archive.read("X" if "X" in names else names[0])
+            return X
+    except ValueError as exc:
         raise bad_input(f"not a readable npz of numeric arrays: {exc}") from None
 
 
-async def _request_inputs(request: Request, store: ObjectStore, limit: int) -> Any:
+async def _request_inputs(request: Request, store: ObjectStore, settings: Settings) -> Any:
     """The raw inputs of a JSON body (``{"inputs": [...]}``) or of an uploaded npz."""
     if request.headers.get("content-type", "").startswith("multipart/"):
-        upload = await read_upload(request, store, limit)
+        upload = await read_upload(request, store, settings.max_upload_bytes)
         try:
             if upload.file is None:
                 raise bad_input("the form has no 'file' part")
-            return await run_in_threadpool(_npz_inputs, upload.file.path)
+            return await run_in_threadpool(
+                _npz_inputs, upload.file.path, settings.max_decompressed_bytes
+            )
         finally:
             upload.discard()
-    body = await read_bounded_body(request, limit)
+    body = await request.body()  # bounded in size and nesting by app.uploads.BoundedBodies
     try:  # Python's parser, so that a NaN literal is reported as NaN, not as bad JSON
         return CertifyIn.model_validate(json.loads(body)).inputs
     except (ValueError, ValidationError) as exc:
@@ -106,26 +110,36 @@ async def _request_inputs(request: Request, store: ObjectStore, limit: int) -> A
 
 
 def _inputs(raw: Any, input_shape: tuple[int, ...]) -> np.ndarray:
-    """The inputs as float32 (m, *input_shape); 422 naming the problem otherwise."""
+    """The inputs as float32 (m, *input_shape); 422 naming the problem otherwise.
+
+    Only real numbers are inputs (no booleans, strings or complex numbers), and each must be
+    finite as a float32, the precision the models compute in (1e39 is not)."""
     try:
-        X = np.asarray(raw, dtype=np.float64)
-    except (ValueError, TypeError) as exc:
+        A = np.asarray(raw)
+    except (ValueError, TypeError, OverflowError) as exc:
         raise bad_input(f"inputs must be a rectangular array of numbers: {exc}") from None
-    if X.ndim < 2 or len(X) == 0:
-        raise bad_input(f"inputs must have shape (m >= 1, *{input_shape}), got {X.shape}")
-    if len(X) > MAX_INPUTS:
-        raise bad_input(f"at most {MAX_INPUTS} inputs per request, got {len(X)}")
-    per_sample = tuple(X.shape[1:])
+    if A.dtype.kind not in "iuf":
+        raise bad_input(
+            f"inputs must be a rectangular array of real numbers, got {A.dtype} values"
+            + (" (numbers too large, ragged rows or non-numbers)" if A.dtype.kind == "O" else "")
+        )
+    if A.ndim < 2 or len(A) == 0:
+        raise bad_input(f"inputs must have shape (m >= 1, *{input_shape}), got {A.shape}")
+    if len(A) > MAX_INPUTS:
+        raise bad_input(f"at most {MAX_INPUTS} inputs per request, got {len(A)}")
+    per_sample = tuple(A.shape[1:])
     if per_sample == (int(np.prod(input_shape)),):
-        X = X.reshape((X.shape[0], *input_shape))
+        A = A.reshape((A.shape[0], *input_shape))
     elif per_sample != input_shape:
         raise bad_input(
             f"inputs have per-sample shape {per_sample}; the model expects {input_shape} "
             f"(or flattened {int(np.prod(input_shape))})"
         )
+    with np.errstate(over="ignore", invalid="ignore"):
+        X = A.astype(np.float32)
     if not np.isfinite(X).all():
-        raise bad_input("inputs contain NaN or infinite values")
-    return X.astype(np.float32)
+        raise bad_input("inputs contain NaN or infinite values, or values beyond float32 range")
+    return X
 
 
 def _input_shape(db: Session, owner: str, model_id: str) -> tuple[Model, tuple[int, ...]]:
@@ -193,7 +207,7 @@ async def certify(
     holds no connection while waiting, so many concurrent requests neither block the server
     nor exhaust the connection pool."""
     model, input_shape = await run_in_threadpool(_input_shape, db, owner, model_id)
-    raw = await _request_inputs(request, store, settings.max_upload_bytes)
+    raw = await _request_inputs(request, store, settings)
     X = await run_in_threadpool(_inputs, raw, input_shape)
     job = await run_in_threadpool(_submit, request, db, store, settings, owner, model, X)
     deadline = time.monotonic() + settings.certify_wait_s

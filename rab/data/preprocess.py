@@ -21,6 +21,7 @@ record :meth:`Preprocessing.describe` in ``Dataset.meta["preprocessing"]``.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -62,8 +63,8 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if self.kind not in ("pixels", "raw", "affine"):
             raise ValueError(f"unknown preprocessing kind {self.kind!r}")
-        if self.kind == "pixels" and not self.max_value > 0:
-            raise ValueError(f"pixel max_value must be positive, got {self.max_value}")
+        if self.kind == "pixels" and not (math.isfinite(self.max_value) and self.max_value > 0):
+            raise ValueError(f"pixel max_value must be positive and finite, got {self.max_value}")
         if self.kind == "affine":
             if self.offset is None or self.scale is None:
                 raise ValueError("affine preprocessing needs both offset and scale")

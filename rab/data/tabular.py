@@ -26,6 +26,8 @@ __all__ = ["SPAMBASE_CLASSES", "load_csv", "load_sklearn", "load_spambase"]
 SPAMBASE_CLASSES: tuple[str, ...] = ("not spam", "spam")
 SpambaseVariant = Literal["uci", "authors", "drop_total"]
 SPAMBASE_VARIANTS: tuple[str, ...] = get_args(SpambaseVariant)
+#: the longest CSV cell accepted (characters); numbers need far fewer
+MAX_CELL_CHARS = 1024
 
 
 def _is_number(cell: str) -> bool:
@@ -36,49 +38,86 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _parse_numbers(rows: list[list[str]], path: Path, first_line: int) -> np.ndarray:
+def _describe(cell: str) -> str:
+    return "an empty value" if not cell.strip() else f"non-numeric value {cell[:40]!r}"
+
+
+def _is_header(row: list[str]) -> bool:
+    """The header rule: a first row is a header when every cell is a non-empty name (not a
+    number); a row mixing numbers with text or empty cells is data (and then refused)."""
+    return all(cell.strip() and not _is_number(cell) for cell in row)
+
+
+def _parse_numbers(rows: list[list[str]], lines: list[int], path: Path, header: bool) -> np.ndarray:
     try:
         return np.array(rows, dtype=np.float64)
     except ValueError:
-        for r, row in enumerate(rows):
+        for row, line in zip(rows, lines, strict=True):
             for c, cell in enumerate(row):
                 if not _is_number(cell):
-                    what = "an empty value" if not cell.strip() else f"non-numeric value {cell!r}"
+                    hint = (
+                        f"; if line {line} is a header, pass header=true"
+                        if line == lines[0] and not header else ""
+                    )
                     raise ValueError(
-                        f"{path}: {what} at line {first_line + r}, column {c}"
+                        f"{path}: {_describe(cell)} at line {line}, column {c}{hint}"
                     ) from None
         raise
+
+
+def _read_rows(path: Path, delimiter: str) -> tuple[list[list[str]], list[int]]:
+    """The non-blank rows of a UTF-8 CSV (a byte-order mark is skipped) and their line numbers.
+
+    A cell longer than :data:`MAX_CELL_CHARS`, text that is not UTF-8 or a malformed quote
+    raises ``ValueError`` naming the line."""
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        try:
+            for row in reader:
+                if any(len(cell) > MAX_CELL_CHARS for cell in row):
+                    raise ValueError(
+                        f"{path}: line {reader.line_num} has a cell longer than "
+                        f"{MAX_CELL_CHARS} characters"
+                    )
+                if row:
+                    rows.append(row)
+                    lines.append(reader.line_num)
+        except csv.Error as exc:  # e.g. a cell past the csv module's own field size limit
+            raise ValueError(f"{path}: line {reader.line_num}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path} is not UTF-8 text: {exc}") from None
+    return rows, lines
 
 
 def read_csv_table(
     path: str | Path, *, header: bool | None = None, delimiter: str = ","
 ) -> tuple[np.ndarray, list[str] | None]:
-    """All cells of a numeric CSV as ``float64`` (rows, columns), plus the header if any.
+    """All cells of a numeric UTF-8 CSV as ``float64`` (rows, columns), plus the header if any.
 
-    ``header=None`` detects a header: the first row is one when any of its cells is not a
-    number. Raises ``ValueError`` naming the line and column of a ragged row, an empty cell or a
-    non-numeric value.
+    ``header=None`` detects a header: the first row is one only when every cell is a non-empty,
+    non-numeric name; a first row mixing numbers with text, empty cells or NUL bytes is data, so
+    it is refused naming its bad cell rather than dropped. Raises ``ValueError`` naming the line
+    and column of a ragged row, an empty cell, a non-numeric value or an over-long cell.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CSV file not found: {path}")
-    with path.open(newline="") as f:
-        rows = [row for row in csv.reader(f, delimiter=delimiter) if row]
+    rows, lines = _read_rows(path, delimiter)
     if not rows:
         raise ValueError(f"{path} is empty")
     if header is None:
-        header = not all(_is_number(cell) for cell in rows[0])
+        header = _is_header(rows[0])
     names = [cell.strip() for cell in rows[0]] if header else None
-    body = rows[1:] if header else rows
+    body, body_lines = (rows[1:], lines[1:]) if header else (rows, lines)
     if not body:
         raise ValueError(f"{path} has no data rows")
     width = len(rows[0])
-    for r, row in enumerate(body):
+    for row, line in zip(body, body_lines, strict=True):
         if len(row) != width:
-            raise ValueError(
-                f"{path}: line {r + 1 + int(header)} has {len(row)} columns, expected {width}"
-            )
-    return _parse_numbers(body, path, first_line=1 + int(header)), names
+            raise ValueError(f"{path}: line {line} has {len(row)} columns, expected {width}")
+    return _parse_numbers(body, body_lines, path, header), names
 
 
 def _split_and_build(

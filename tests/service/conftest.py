@@ -185,6 +185,8 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[]
 VISIBILITY_TIMEOUT_S = 45  # unacked tasks of a killed worker come back after this; every
 # task in these tests must finish well within it (a longer one is delivered twice)
 UPLOAD_LIMIT = 3 * 1024 * 1024  # spambase.data (698 kB) fits, a 4 MB upload does not
+JSON_LIMIT = 2 * 1024 * 1024  # JSON bodies
+DECOMPRESSED_LIMIT = 16 * 1024 * 1024  # arrays of an uploaded npz, decompressed
 
 
 @contextmanager
@@ -205,6 +207,8 @@ def launch_service(
         "RAB_BROKER_URL": redis_url,
         "RAB_BROKER_KEY_PREFIX": f"rabtest-{uuid.uuid4().hex[:8]}:",
         "RAB_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
+        "RAB_MAX_JSON_BYTES": str(JSON_LIMIT),
+        "RAB_MAX_DECOMPRESSED_BYTES": str(DECOMPRESSED_LIMIT),
         "RAB_CERTIFY_WAIT_S": "30",
         "RAB_TRAIN_BATCH": "2",  # ensemble members in pairs: the stacked (vmap) trainer
         "RAB_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),

@@ -1,6 +1,6 @@
 """Error documents: an unexpected exception inside a route is answered, over real HTTP, as a
-500 problem+json (logged with its traceback, which the body does not show) and the server goes
-on serving."""
+500 problem+json (logged with its traceback, which the body does not show) that announces the
+closing of its connection, and the server goes on serving."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def test_unexpected_errors_are_500_problems(
         body = response.json()
         assert body["status"] == 500 and body["instance"] == "/boom" and body["detail"]
         assert "secret internals" not in response.text
+        assert response.headers["connection"] == "close"  # the server closes it: said so
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
     finally:
         server.should_exit = True
