@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -28,8 +29,15 @@ def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv holding only the wheel; the dependencies come from this environment."""
     root = tmp_path_factory.mktemp("wheel")
+    source = root / "src"  # the checkout's files (a build in place would leave build/ behind)
+    listed = _run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                  cwd=REPO_ROOT).splitlines()
+    for name in listed:
+        if (REPO_ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, source / name)
     _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir",
-          str(root), str(REPO_ROOT)], cwd=root)
+          str(root), str(source)], cwd=root)
     (wheel,) = root.glob("rab_certify-*.whl")
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], cwd=root)

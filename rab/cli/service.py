@@ -8,10 +8,13 @@ Settings come from ``RAB_*`` environment variables (see ``app/settings.py``). Wi
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,6 +23,7 @@ import typer
 if TYPE_CHECKING:
     from app.settings import Settings
 
+log = logging.getLogger("rab.serve")
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 store_app = typer.Typer(help="Maintain the artefact store.", no_args_is_help=True)
 
@@ -47,6 +51,48 @@ def worker_command(queues: str, concurrency: int, loglevel: str = "info") -> lis
     ]
 
 
+class Supervised:
+    """A child process kept running: when it exits unexpectedly (killed, crashed) it is
+    started again after a backoff that doubles from 1 s up to 30 s (reset once it has run a
+    minute), each restart logged. Its work is not lost: the units it held are re-queued by
+    the API's reaper once their leases expire."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command, self._stopping = command, threading.Event()
+        self.process = self._start()
+        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+        self._thread.start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.command, env=os.environ.copy(), start_new_session=True)
+
+    def _watch(self) -> None:
+        delay = 1.0
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            code = self.process.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started > 60:
+                delay = 1.0
+            log.warning("local worker (pid %d) exited with %s; restarting in %.0f s",
+                        self.process.pid, code, delay)
+            if self._stopping.wait(delay):
+                return
+            self.process = self._start()
+            delay = min(2 * delay, 30.0)
+
+    def stop(self) -> None:
+        """Stop the child (TERM, a warm shutdown; KILL after 30 s) and stop restarting it."""
+        self._stopping.set()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+
 def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -69,20 +115,12 @@ def serve(
     # uvicorn re-raises SIGTERM after its graceful shutdown; exit through ``finally`` instead
     # so that the local worker is stopped too.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    child = (
-        subprocess.Popen(worker_command("cpu,gpu", concurrency), env=os.environ.copy())
-        if worker
-        else None
-    )
+    child = Supervised(worker_command("cpu,gpu", concurrency)) if worker else None
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
     finally:
         if child is not None:
-            child.terminate()
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            child.stop()
 
 
 def worker(

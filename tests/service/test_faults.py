@@ -1,0 +1,251 @@
+"""Jobs always finish: a database restarted mid-job, a broker restarted without persistence,
+a whole worker SIGKILLed with the DEFAULT (6 h) visibility timeout, three worker losses in
+three chunks of one job, the embedded mode's local worker killed; on Redis and on RabbitMQ.
+
+Every disturbed job completes within RECOVERY_S with exactly N members and certificates
+identical to an undisturbed run of the same request (same seeds) on the same deployment. The
+servers these tests stop are private instances (``tests/service/private.py``), never the
+machine's shared ones."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import (
+    REPO_ROOT,
+    Service,
+    create_key,
+    free_port,
+    launch_service,
+    service_cli,
+    stop,
+    wait_healthy,
+)
+from .flow import all_certificates
+from .private import private_postgres, private_redis, rabbitmq_vhost
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+RECOVERY_S = 120  # the bound: a job finishes within this of its disturbance
+LEASES = {
+    "RAB_LEASE_S": "3", "RAB_REAP_INTERVAL_S": "1", "RAB_RESEND_AFTER_S": "6",
+    "RAB_VISIBILITY_TIMEOUT_S": "21600",  # the default: a dead worker's message stays away
+    "RAB_BROKER_TRANSPORT_OPTIONS": "{}", "RAB_TRAIN_BATCH": "1",
+}
+KNN = {"sigma": 1.0, "k": 5, "spread": 0.1, "num_test": 300}
+KNN_ATTACK = {"kind": "one_pixel", "norm": 0.1, "rate": 0.02, "target": 0, "seed": 4}
+ENSEMBLE = {"sigma": 0.5, "num_models": 6, "models_per_task": 2, "arch": "mlp", "epochs": 8,
+            "batch_size": 16, "alpha": 0.05, "num_test": 12, "seed": 9}
+
+
+class Deployment:
+    """A service on a private PostgreSQL and a private broker, with one API key."""
+
+    def __init__(self, service: Service, postgres: Any, redis: Any) -> None:
+        self.service, self.postgres, self.redis = service, postgres, redis
+        self.key = create_key(service.env, "faults")
+        self.datasets: dict[str, str] = {}
+
+    def client(self) -> httpx.Client:
+        return self.service.client(self.key)
+
+    def dataset(self, builtin: str, **options: Any) -> str:
+        if builtin not in self.datasets:
+            with self.client() as client:
+                answer = client.post("/v1/datasets", json={"builtin": builtin, **options})
+                assert answer.status_code in (200, 201), answer.text
+                self.datasets[builtin] = answer.json()["id"]
+        return self.datasets[builtin]
+
+
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[Deployment]:
+    root = tmp_path_factory.mktemp(f"faults-{request.param}")
+    with private_postgres() as postgres:
+        if request.param == "redis":
+            with private_redis() as redis, launch_service(
+                root, postgres.url, redis.url, LEASES
+            ) as service:
+                yield Deployment(service, postgres, redis)
+        else:
+            with rabbitmq_vhost() as amqp, launch_service(
+                root, postgres.url, amqp, {**LEASES, "RAB_BROKER_KEY_PREFIX": ""}
+            ) as service:
+                yield Deployment(service, postgres, None)
+
+
+def _job(client: httpx.Client, job_id: str) -> dict[str, Any] | None:
+    """The job, or None while the service answers 503 (its database is away)."""
+    try:
+        answer = client.get(f"/v1/jobs/{job_id}")
+    except httpx.HTTPError:
+        return None
+    if answer.status_code == 503:
+        return None
+    assert answer.status_code == 200, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def _until(client: httpx.Client, job_id: str, done: Callable[[dict[str, Any]], bool],
+           timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = _job(client, job_id)
+        if job is not None and done(job):
+            return job
+        if job is not None and job["state"] in ("failed", "cancelled"):
+            pytest.fail(f"job {job_id} {job['state']}: {job['error']}")
+        time.sleep(0.2)
+    pytest.fail(f"job {job_id} not there after {timeout} s: {_job(client, job_id)}")
+
+
+def _submit(deployment: Deployment, method: str) -> str:
+    body: dict[str, Any]
+    if method == "knn":
+        body = {"dataset_id": deployment.dataset("spambase"), "method": "knn", "params": KNN,
+                "attack": KNN_ATTACK}
+    else:
+        body = {"dataset_id": deployment.dataset("digits", classes=[0, 1]),
+                "method": "ensemble", "params": ENSEMBLE}
+    with deployment.client() as client:
+        answer = client.post("/v1/jobs", json=body)
+        assert answer.status_code == 202, answer.text
+        return str(answer.json()["id"])
+
+
+def _results(deployment: Deployment, job_id: str) -> dict[str, Any]:
+    """Certificates of every subset and the members' hashes of a succeeded job."""
+    with deployment.client() as client:
+        job = _until(client, job_id, lambda j: j["state"] == "succeeded", RECOVERY_S)
+        model = client.get(job["links"]["model"]).json()
+        subsets = ("clean", "backdoor") if job["attack"] else ("clean",)
+        return {
+            "certificates": {s: all_certificates(client, job_id, s) for s in subsets},
+            "members": [m["state_sha256"] for m in model["members"]],
+        }
+
+
+_REFERENCES: dict[tuple[int, str], dict[str, Any]] = {}
+
+
+def _reference(deployment: Deployment, method: str) -> dict[str, Any]:
+    """The undisturbed run of the same request on this deployment."""
+    key = (id(deployment), method)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = _results(deployment, _submit(deployment, method))
+    return _REFERENCES[key]
+
+
+def _disturbed(deployment: Deployment, method: str, when: Callable[[dict[str, Any]], bool],
+               fault: Callable[[], None]) -> None:
+    """Run the request, cause ``fault`` once the job satisfies ``when``, and check that it
+    completes within RECOVERY_S with the undisturbed run's members and certificates."""
+    reference = _reference(deployment, method)
+    job_id = _submit(deployment, method)
+    with deployment.client() as client:
+        _until(client, job_id, when, RECOVERY_S)
+    fault()
+    started = time.monotonic()
+    got = _results(deployment, job_id)
+    assert time.monotonic() - started < RECOVERY_S
+    if method == "ensemble":
+        assert len(got["members"]) == ENSEMBLE["num_models"]
+    assert got == reference
+
+
+def _running_with(done: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda job: job["state"] == "running" and job["progress"]["done"] >= done
+
+
+def _restart_postgres(deployment: Deployment) -> None:
+    deployment.postgres.stop()
+    time.sleep(3)
+    deployment.postgres.start()
+
+
+@pytest.mark.parametrize("deployment", ["redis"], indirect=True)
+@pytest.mark.parametrize("repeat", [1, 2])
+def test_postgres_restarted_mid_knn(deployment: Deployment, repeat: int) -> None:
+    _disturbed(deployment, "knn", _running_with(16), lambda: _restart_postgres(deployment))
+
+
+@pytest.mark.parametrize("deployment", ["redis"], indirect=True)
+@pytest.mark.parametrize("repeat", [1, 2])
+def test_postgres_restarted_mid_ensemble(deployment: Deployment, repeat: int) -> None:
+    _disturbed(deployment, "ensemble", _running_with(1), lambda: _restart_postgres(deployment))
+
+
+@pytest.mark.parametrize("deployment", ["redis"], indirect=True)
+@pytest.mark.parametrize("repeat", [1, 2])
+def test_redis_restarted_without_persistence(deployment: Deployment, repeat: int) -> None:
+    def restart() -> None:
+        deployment.redis.stop()
+        deployment.redis.start()
+
+    _disturbed(deployment, "ensemble", _running_with(1), restart)
+
+
+def _replace_worker(deployment: Deployment) -> None:
+    deployment.service.kill_worker()
+    deployment.service.start_worker()
+
+
+@pytest.mark.parametrize("repeat", [1, 2])
+def test_worker_killed_with_the_default_visibility_timeout(
+    deployment: Deployment, repeat: int
+) -> None:
+    _disturbed(deployment, "ensemble", _running_with(1), lambda: _replace_worker(deployment))
+
+
+def test_three_worker_losses_in_three_chunks(deployment: Deployment) -> None:
+    """Each of the three chunks loses its worker once, after its first member is stored
+    (members are trained one at a time here): the job still completes."""
+    reference = _reference(deployment, "ensemble")
+    job_id = _submit(deployment, "ensemble")
+    with deployment.client() as client:
+        for chunk in range(3):
+            _until(client, job_id, _running_with(2 * chunk + 1), RECOVERY_S)
+            _replace_worker(deployment)
+    got = _results(deployment, job_id)
+    assert got == reference
+
+
+def test_embedded_local_worker_killed(tmp_path: Path) -> None:
+    """``rab serve`` restarts its killed local worker, and the job it held completes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAB_")}
+    env.update(LEASES, RAB_DATA_DIR=str(tmp_path / "data"))
+    key = create_key(env, "embedded-faults")
+    port = free_port()
+    log = tmp_path / "serve.log"
+    serve = subprocess.Popen(service_cli("serve", "--port", str(port)), env=env, cwd=REPO_ROOT,
+                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, serve, log)
+        with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=60) as client:
+            dataset = client.post("/v1/datasets", json={"builtin": "digits", "classes": [0, 1]})
+            body = {"dataset_id": dataset.json()["id"], "method": "ensemble",
+                    "params": {**ENSEMBLE, "num_models": 4}}
+            job_id = client.post("/v1/jobs", json=body).json()["id"]
+            _until(client, job_id, _running_with(1), RECOVERY_S)
+            children = subprocess.run(["pgrep", "-P", str(serve.pid)], capture_output=True,
+                                      text=True).stdout.split()
+            assert children, "serve runs no local worker"
+            for pid in children:
+                os.killpg(int(pid), signal.SIGKILL)
+            job = _until(client, job_id, lambda j: j["state"] == "succeeded", RECOVERY_S)
+            members = client.get(job["links"]["model"]).json()["members"]
+            assert [m["index"] for m in members] == [0, 1, 2, 3]
+    finally:
+        stop(serve)
+    assert "restarting in" in log.read_text()
