@@ -28,7 +28,7 @@ from app.migrate import upgrade
 from app.orm import NAME_LENGTH, ApiKey, Base
 from app.settings import Settings
 from app.uploads import MAX_JSON_DEPTH, json_nesting
-from models_store import ObjectStore
+from models_store import LocalStore
 from rab.data import from_arrays
 from rab.data.tabular import MAX_CELL_CHARS
 
@@ -369,7 +369,7 @@ def test_a_dataset_row_the_database_refuses_leaves_no_object(
     its column (which the API refuses earlier, with 422) fails the insert and stores nothing."""
     arrays = blobs(seed=13)
     dataset = from_arrays(*arrays.values(), name="n" * (NAME_LENGTH + 1))
-    store = ObjectStore(tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
     with fresh_pg_database(postgres_url) as url:
         settings = Settings(database_url=url, data_dir=tmp_path)
         upgrade(settings)
