@@ -35,11 +35,15 @@ class Problem(BaseModel):
 class ProblemError(Exception):
     """An error answered with a problem document: ``status``, ``title`` and a ``detail``."""
 
-    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, title: str, detail: str,
+        headers: Mapping[str, str] | None = None, **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title
         self.detail = detail
+        self.headers = dict(headers or {})
         self.extra = extra
 
 
@@ -72,7 +76,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
-        return problem_response(exc.status, exc.title, exc.detail, request.url.path, **exc.extra)
+        return problem_response(exc.status, exc.title, exc.detail, request.url.path,
+                                headers=exc.headers, **exc.extra)
 
     @app.exception_handler(OperationalError)
     async def _database_away(request: Request, exc: OperationalError) -> JSONResponse:

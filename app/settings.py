@@ -79,6 +79,15 @@ class Settings(BaseSettings):
         default=3, ge=1,
         description="Claims of one unit of a job's work (a chunk, the vote) before the job fails.",
     )
+    quota_jobs: int = Field(
+        default=32, ge=1, description="Unfinished jobs (queued or running) per API key."
+    )
+    quota_models: int = Field(
+        default=20_000, ge=1, description="Ensemble members in training per API key."
+    )
+    quota_bytes: int = Field(
+        default=20 * 1024**3, ge=1, description="Bytes of stored datasets per API key."
+    )
     lease_s: float = Field(
         default=30.0, gt=0,
         description="A unit of work's lease: its worker renews it every third of this; once it "

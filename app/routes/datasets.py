@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, tuple_
 
 import contract.api as wire
+from app import quotas
 from app.datasets import dataset_from_builtin, dataset_from_file, register, to_out
 from app.deps import DB, AppSettings, Owner, Store, owned
 from app.orm import Dataset as DatasetRow
@@ -95,6 +96,8 @@ async def create_dataset(
                       "upload_sha256": upload.file.sha256, "upload_bytes": upload.file.size}
         finally:
             upload.discard()
+    size = sum(getattr(dataset, name).nbytes for name in ("X_train", "y_train", "X_test", "y_test"))
+    await run_in_threadpool(quotas.check_storage, db, owner, settings, size)
     row, created = await run_in_threadpool(register, db, store, owner, dataset, source)
     await run_in_threadpool(db.flush)
     response.status_code = 201 if created else 200

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import contract.api as wire
-from app import units
+from app import quotas, units
 from app.deps import DB, AppSettings, Owner, owned
 from app.orm import Certificate, Job, utcnow
 from app.orm import Dataset as DatasetRow
@@ -124,6 +124,9 @@ def create_job(
     if dataset is None or dataset.owner_id != owner:
         raise bad_input(f"no dataset with id {spec.dataset_id!r}")
     evaluation = _checked_request(spec, dataset)
+    quotas.check_job(
+        db, owner, settings, spec.params.num_models if isinstance(spec, EnsembleJobIn) else 0
+    )
     params, attack = stored_fields(evaluation, spec.params.model_dump())
     total = spec.params.num_models if isinstance(spec, EnsembleJobIn) else 0
     job = Job(

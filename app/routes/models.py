@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import contract.api as wire
+from app import quotas
 from app.artefacts import npz_bytes, put_object
 from app.deps import DB, AppSettings, Owner, Store, owned
 from app.orm import Certificate, Job, Model, ModelMember
@@ -158,6 +159,7 @@ def _submit(
     X: np.ndarray,
 ) -> Job:
     """Store the inputs, commit a certify job and enqueue it (the job row comes first)."""
+    quotas.check_job(db, owner, settings, 0)
     inputs_sha = put_object(db, store, npz_bytes({"X": X}), "inputs")
     job = Job(
         owner_id=owner, kind="certify", dataset_id=model.dataset_id, model_id=model.id,

@@ -1,0 +1,53 @@
+"""Per-key quotas: unfinished jobs, ensemble members in flight, stored dataset bytes.
+
+A request past a quota is refused with 429 and ``Retry-After`` before anything is stored or
+queued (jobs finish and free their share; stored data frees it when deleted)."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.orm import Dataset, Job, StoredObject
+from app.problems import ProblemError
+from app.settings import Settings
+from contract.api import TERMINAL_STATES
+
+RETRY_AFTER_S = 30
+
+
+def _refuse(detail: str) -> ProblemError:
+    return ProblemError(429, "Too Many Requests", detail,
+                        headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def check_job(db: Session, owner: str, settings: Settings, models: int) -> None:
+    """429 if one more job (training ``models`` ensemble members) would pass the key's limit
+    of unfinished jobs or of members in flight."""
+    unfinished = Job.owner_id == owner, Job.state.not_in(TERMINAL_STATES)
+    count = db.scalar(select(func.count()).select_from(Job).where(*unfinished)) or 0
+    if count + 1 > settings.quota_jobs:
+        raise _refuse(f"this key has {count} unfinished jobs, the limit is "
+                      f"{settings.quota_jobs} (RAB_QUOTA_JOBS); wait for some to finish")
+    if models:
+        in_flight = db.scalar(
+            select(func.coalesce(func.sum(Job.progress_total - Job.progress_done), 0))
+            .where(*unfinished, Job.method == "ensemble", Job.kind == "evaluate")
+        ) or 0
+        if in_flight + models > settings.quota_models:
+            raise _refuse(
+                f"this key has {in_flight} ensemble members in training; {models} more pass "
+                f"the limit of {settings.quota_models} (RAB_QUOTA_MODELS)"
+            )
+
+
+def check_storage(db: Session, owner: str, settings: Settings, new_bytes: int) -> None:
+    """429 if storing ``new_bytes`` more of datasets would pass the key's storage limit."""
+    used = db.scalar(
+        select(func.coalesce(func.sum(StoredObject.size), 0))
+        .join(Dataset, Dataset.object_sha256 == StoredObject.sha256)
+        .where(Dataset.owner_id == owner)
+    ) or 0
+    if used + new_bytes > settings.quota_bytes:
+        raise _refuse(f"this key stores {used} bytes of datasets; {new_bytes} more pass the "
+                      f"limit of {settings.quota_bytes} (RAB_QUOTA_BYTES)")
