@@ -15,7 +15,7 @@ from app.migrate import upgrade
 from app.observability import install_metrics
 from app.openapi import install_openapi
 from app.problems import install_problem_handlers
-from app.routes import datasets, health, jobs, models
+from app.routes import datasets, health, jobs, models, queues
 from app.settings import Settings, get_settings
 from app.units import reap
 from app.uploads import BoundedBodies
@@ -72,6 +72,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_openapi(app)
     install_metrics(app)
-    for router in (health.router, datasets.router, jobs.router, models.router):
+    for router in (health.router, datasets.router, jobs.router, models.router, queues.router):
         app.include_router(router)
     return app

@@ -1,5 +1,7 @@
 """Prometheus metrics: HTTP request counts and latencies of this API process, and job/dataset
-counts read from the database at scrape time (so they agree across processes and restarts)."""
+counts and per-queue gauges (consumers, pending and running units, oldest wait, expired
+leases) read from the database at scrape time (so they agree across processes and
+restarts)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from sqlalchemy import func, select
 
 from app.db import Database
 from app.orm import Dataset, Job
+from app.queues import queue_states
 from contract.api import JOB_STATES
 
 
@@ -38,10 +41,24 @@ class _DatabaseCollector(Collector):
             by_state = select(Job.state, func.count()).group_by(Job.state)
             counts = {state: n for state, n in session.execute(by_state).all()}
             datasets = session.scalar(select(func.count()).select_from(Dataset)) or 0
+            queues = queue_states(session)
         for state in JOB_STATES:
             jobs.add_metric([state], counts.get(state, 0))
         yield jobs
         yield GaugeMetricFamily("rab_datasets", "Stored datasets (all keys).", value=datasets)
+        gauges = {
+            "rab_queue_consumers": ("Live workers consuming the queue.", "consumers"),
+            "rab_queue_pending_units": ("Units of work waiting on the queue.", "pending"),
+            "rab_queue_running_units": ("Units of work running from the queue.", "running"),
+            "rab_queue_expired_leases": ("Running units whose lease expired.", "expired_leases"),
+            "rab_queue_oldest_pending_seconds": ("Wait of the oldest pending unit.",
+                                                 "oldest_pending_s"),
+        }
+        for name, (doc, field) in gauges.items():
+            family = GaugeMetricFamily(name, doc, labels=["queue"])
+            for queue in queues:
+                family.add_metric([queue.queue], getattr(queue, field) or 0.0)
+            yield family
 
 
 def install_metrics(app: FastAPI) -> None:

@@ -190,6 +190,17 @@ class WorkUnit(Base):
 Index("ix_work_units_state", WorkUnit.state)
 
 
+class WorkerPresence(Base):
+    """A live worker process: the queues it consumes, renewed every few seconds
+    (``workers.presence``); a row not renewed for a while is a worker that is gone."""
+
+    __tablename__ = "worker_presence"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    queues: Mapped[list[Any]]
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Model(Base):
     """A certified model: an ensemble of members or a K-NN configuration with its training set."""
 

@@ -470,3 +470,17 @@ class CertifyResult(_Out):
 
     job_id: str
     certificates: tuple[Certificate, ...]
+
+
+class QueueStatus(_Out):
+    """One queue (``GET /v1/queues``): live workers consuming it, units of work waiting and
+    running on it, how long the oldest has waited, and leases that expired (work the reaper is
+    about to re-queue). Work waiting on a queue with no consumer waits for a worker to start."""
+
+    queue: str
+    consumers: int
+    pending: int
+    running: int
+    oldest_pending_s: float | None
+    expired_leases: int
+

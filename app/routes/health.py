@@ -1,4 +1,5 @@
-"""/healthz (the process answers) and /readyz (database, broker, migrations at head)."""
+"""/healthz (the process answers) and /readyz (database, broker, migrations at head, and a
+worker for every queue where work waits)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.migrate import current_revision, head_revision
+from app.queues import queue_states, unserved
 
 router = APIRouter(tags=["operations"])
 
@@ -31,6 +33,14 @@ def readyz(request: Request) -> JSONResponse:
     except Exception as exc:
         checks["database"] = f"error: {exc}"
         checks["migrations"] = "unknown"
+    try:
+        with state.db.session() as session:
+            waiting = unserved(queue_states(session))
+        checks["workers"] = "ok" if not waiting else (
+            "no worker consumes queue " + ", ".join(waiting) + ", where work waits"
+        )
+    except Exception as exc:
+        checks["workers"] = f"error: {exc}"
     try:
         with state.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=3)

@@ -23,6 +23,7 @@ from app.deps import DB, AppSettings, Owner, owned
 from app.orm import Certificate, Job, utcnow
 from app.orm import Dataset as DatasetRow
 from app.problems import ProblemError, bad_input, not_found
+from app.queues import starved_queues
 from app.units import message, plan, send
 from contract.api import MAX_INT, EnsembleJobIn, JobIn, KnnJobIn, Page, Subset
 from contract.jobs import request_of, stored_fields
@@ -152,8 +153,15 @@ def create_job(
 
 @router.get("/{job_id}", response_model=wire.Job)
 def get_job(job_id: str, owner: Owner, db: DB) -> wire.Job:
-    """State, progress, timings and error of a job."""
-    return job_out(owned(db, Job, owner, job_id))
+    """State, progress, timings and error of a job; a job whose work waits on a queue that
+    no worker consumes says so in its phase."""
+    job = owned(db, Job, owner, job_id)
+    out = job_out(job)
+    starved = starved_queues(db, job.id) if job.state in ("queued", "running") else []
+    if starved:
+        phase = f"waiting: no worker consumes queue {', '.join(starved)}"
+        out = out.model_copy(update={"progress": out.progress.model_copy(update={"phase": phase})})
+    return out
 
 
 @router.delete(

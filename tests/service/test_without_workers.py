@@ -1,9 +1,11 @@
-"""Per-key quotas over real HTTP: a request past one is refused with 429, Retry-After and a
-problem naming the limit, and queues or stores nothing (a service without workers keeps its
-jobs queued, so they count)."""
+"""A service started without workers: per-key quotas over real HTTP (a request past one is
+refused with 429, Retry-After and a problem naming the limit, and queues or stores nothing;
+queued jobs count), and readiness / queues / job phases that say when no worker consumes a
+queue where work waits."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,3 +57,34 @@ def test_quotas_refuse_with_429_and_store_nothing(limited: Service) -> None:
     with limited.client(create_key(limited.env, "other")) as other:  # quotas are per key
         dataset = other.post("/v1/datasets", json={"builtin": "digits", "classes": [0, 1]})
         assert dataset.status_code == 201
+
+
+def test_readiness_and_queues_tell_when_no_worker_consumes(limited: Service) -> None:
+    """Work waiting on a queue nobody consumes: /readyz says so (503), GET /v1/queues counts
+    it, the job's phase names the queue; once a worker starts, all three clear."""
+    with limited.client(create_key(limited.env, "queues")) as client:
+        digits = client.post("/v1/datasets", json={"builtin": "digits", "classes": [0, 1]})
+        job = client.post("/v1/jobs", json={"dataset_id": digits.json()["id"], "method": "knn",
+                                            "params": {"sigma": 0.5, "num_test": 5}}).json()
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert "no worker consumes queue cpu" in ready.json()["checks"]["workers"]
+        queues = {q["queue"]: q for q in client.get("/v1/queues").json()}
+        assert queues["cpu"]["consumers"] == 0 and queues["cpu"]["pending"] >= 1
+        phase = client.get(f"/v1/jobs/{job['id']}").json()["progress"]["phase"]
+        assert phase == "waiting: no worker consumes queue cpu"
+        limited.start_worker()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if client.get(f"/v1/jobs/{job['id']}").json()["state"] == "succeeded":
+                break
+            time.sleep(0.5)
+        assert client.get(f"/v1/jobs/{job['id']}").json()["state"] == "succeeded"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and client.get("/readyz").status_code != 200:
+            time.sleep(0.5)
+        assert client.get("/readyz").status_code == 200
+        queues = {q["queue"]: q for q in client.get("/v1/queues").json()}
+        assert queues["cpu"]["consumers"] == 1 and queues["gpu"]["consumers"] == 1
+        metrics = client.get("/metrics").text
+        assert 'rab_queue_consumers{queue="cpu"} 1.0' in metrics
