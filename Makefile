@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench lint constraints clean
+.PHONY: demo test test-faults bench lint constraints clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(INSTALLED)
 ## Run the test suite (real PostgreSQL/Redis tests skip unless RAB_REQUIRE_SERVICES=1).
 test: $(INSTALLED)
 	$(PY) -m pytest -q
+
+## Run the fault-injection suite (private PostgreSQL / Redis, RabbitMQ, killed workers).
+test-faults: $(INSTALLED)
+	$(PY) -m pytest -q -m faults
 
 ## Run the benchmarks; JSON results land in bench/results/.
 bench: $(INSTALLED)

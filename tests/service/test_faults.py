@@ -33,7 +33,7 @@ from .conftest import (
 from .flow import all_certificates
 from .private import private_postgres, private_redis, rabbitmq_vhost
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.faults]
 
 RECOVERY_S = 120  # the bound: a job finishes within this of its disturbance
 LEASES = {
