@@ -173,13 +173,11 @@ def _restart_postgres(deployment: Deployment) -> None:
     deployment.postgres.start()
 
 
-@pytest.mark.parametrize("deployment", ["redis"], indirect=True)
 @pytest.mark.parametrize("repeat", [1, 2])
 def test_postgres_restarted_mid_knn(deployment: Deployment, repeat: int) -> None:
     _disturbed(deployment, "knn", _running_with(16), lambda: _restart_postgres(deployment))
 
 
-@pytest.mark.parametrize("deployment", ["redis"], indirect=True)
 @pytest.mark.parametrize("repeat", [1, 2])
 def test_postgres_restarted_mid_ensemble(deployment: Deployment, repeat: int) -> None:
     _disturbed(deployment, "ensemble", _running_with(1), lambda: _restart_postgres(deployment))
