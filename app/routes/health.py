@@ -19,9 +19,13 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "Not ready: a check failed (the body names it)."}},
+)
 def readyz(request: Request) -> JSONResponse:
-    """Readiness: 200 when the database answers at the head revision and the broker connects."""
+    """Readiness: 200 when the database answers at the head revision, the broker connects and
+    every queue where work waits has a live worker."""
     state = request.app.state
     checks: dict[str, str] = {}
     try:
