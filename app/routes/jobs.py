@@ -193,7 +193,7 @@ def retry_job(request: Request, job_id: str, owner: Owner, db: DB) -> wire.Job:
     """Resume a failed job: its unfinished units run again with a fresh attempt budget,
     without redoing what is stored (an ensemble keeps its trained members)."""
     job = owned(db, Job, owner, job_id)
-    locked = db.get(Job, job_id, with_for_update=True)
+    locked = db.get(Job, job_id, with_for_update=True, populate_existing=True)
     if locked is None or locked.state != "failed":
         raise ProblemError(409, "Conflict", f"job {job_id} is {job.state}, not failed")
     messages = units.retry(db, locked)

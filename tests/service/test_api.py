@@ -403,3 +403,23 @@ def test_builtin_mnist01_subset(client_a: httpx.Client, shared_data: Any) -> Non
     assert body["input_shape"] == [1, 28, 28] and body["feature_range"] == [0.0, 1.0]
     assert (body["train_size"], body["test_size"]) == (50, 10)
     assert body["provenance"]["source"]["kind"] == "builtin"
+
+
+def test_a_failed_job_can_be_retried(client_a: httpx.Client, dataset_a: dict[str, Any]) -> None:
+    """A job that fails in its worker (sigma so small that the Poisson mixture of the smoothed
+    K-NN is too large to tabulate: the API cannot know it from the dataset) is resumed by
+    POST /retry with a fresh attempt budget, and fails again for the same reason; a job that
+    did not fail cannot be retried."""
+    body = {"dataset_id": dataset_a["id"], "method": "knn",
+            "params": {"sigma": 1e-8, "k": 3, "num_test": 2}}
+    job = wait_for_job(client_a, client_a.post("/v1/jobs", json=body).json()["id"])
+    assert job["state"] == "failed" and "Poisson mixture" in job["error"], job
+    retried = client_a.post(f"/v1/jobs/{job['id']}/retry")
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["state"] == "queued" and retried.json()["error"] is None
+    again = wait_for_job(client_a, job["id"])
+    assert again["state"] == "failed" and again["attempts"] == job["attempts"] + 1
+    assert is_problem(client_a.post(f"/v1/jobs/{'0' * 32}/retry"), 404)
+    good = client_a.post("/v1/jobs", json=_knn(dataset_a["id"])).json()
+    assert wait_for_job(client_a, good["id"])["state"] == "succeeded"
+    assert is_problem(client_a.post(f"/v1/jobs/{good['id']}/retry"), 409)
