@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     quota_bytes: int = Field(
         default=20 * 1024**3, ge=1, description="Bytes of stored datasets per API key."
     )
+    model_cache_bytes: int = Field(
+        default=2 * 1024**3, ge=0,
+        description="Bytes of models a worker keeps loaded (hot) for certify requests.",
+    )
     lease_s: float = Field(
         default=30.0, gt=0,
         description="A unit of work's lease: its worker renews it every third of this; once it "

@@ -4,7 +4,7 @@ in the forked child process, never in the parent before the fork."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from rab.evaluation.pipeline import evaluation_metrics
 from rab.metrics import DEFAULT_RADII
 from workers import lifecycle
 from workers.celery_app import celery_app
+from workers.serving import HotModel, ModelCache, member_bytes
 
 log = logging.getLogger(__name__)
 
@@ -194,15 +195,12 @@ def _train_chunk(claim: lifecycle.Claim) -> None:
     send(celery_app, lifecycle.finish_chunk(db, claim))
 
 
-def _certify_with_members(
-    job_id: str, method: EnsembleMethod, facts: DataFacts, tests: tuple[TestSet, ...]
-) -> dict[str, Certified]:
-    """The library's certificates (``rab.evaluation.certify_members``) from the N members
-    trained by ``job_id``, loaded one by one from the store (hashes verified)."""
+def _load_members(job_id: str, config: Any) -> list[Any]:
+    """The N members trained by ``job_id``, loaded from the store (hashes verified) with
+    their test-time noise u_k."""
     from rab.ensemble.predict import load_member
 
     db, store = _db(), _store()
-    config = method.config(facts.input_shape, facts.num_classes)
     with db.session() as session:
         members = session.scalars(
             select(ModelMember).where(ModelMember.job_id == job_id)
@@ -210,15 +208,44 @@ def _certify_with_members(
         ).all()
     if [m.member_index for m in members] != list(range(config.num_models)):
         raise RuntimeError(f"ensemble of job {job_id} is incomplete: {len(members)} members")
-    loaded = (
+    return [
         load_member(
             MemberArtifact(m.member_index, store.get_bytes(m.state_sha256), m.state_sha256,
                            m.noise_seed, {}),
             config,
         )
         for m in members
-    )
+    ]
+
+
+def _certify_with_members(
+    job_id: str, method: EnsembleMethod, facts: DataFacts, tests: tuple[TestSet, ...],
+    members: Sequence[Any] | None = None,
+) -> dict[str, Certified]:
+    """The library's certificates (``rab.evaluation.certify_members``) from the N members
+    trained by ``job_id`` (``members`` when they are loaded already)."""
+    config = method.config(facts.input_shape, facts.num_classes)
+    loaded = _load_members(job_id, config) if members is None else members
     return certify_members(loaded, tests, method, config)
+
+
+def _hot(model: Model, method: Any, row: DatasetRow) -> HotModel:
+    """The model, hot from the cache or loaded into it (``workers.serving``)."""
+
+    def load() -> HotModel:
+        if isinstance(method, EnsembleMethod):
+            facts = _facts(row)
+            members = _load_members(model.job_id, method.config(facts.input_shape,
+                                                                facts.num_classes))
+            return HotModel(tuple(members), None, sum(member_bytes(m) for m in members))
+        train = load_dataset(_store(), model.train_object_sha256, row,
+                             expected_sha256=model.train_sha256)
+        return HotModel(None, train, int(train.X_train.nbytes + train.y_train.nbytes))
+
+    if "models" not in _resources:
+        _resources["models"] = ModelCache(_settings().model_cache_bytes)
+    cache: ModelCache = _resources["models"]
+    return cache.get(model.id, load)
 
 
 def _facts(row: DatasetRow) -> DataFacts:
@@ -249,8 +276,8 @@ def _aggregate(claim: lifecycle.Claim) -> None:
 
 
 def _certify_inputs(claim: lifecycle.Claim) -> None:
-    """A certify job: new inputs against a stored model (an ensemble needs only its members;
-    a K-NN its training set)."""
+    """A certify job: new inputs against a stored model, hot in this worker's cache (an
+    ensemble needs only its members, a K-NN its training set)."""
     db, store = _db(), _store()
     with db.session() as session:
         model = session.get(Model, claim.model_id)
@@ -259,13 +286,14 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
     row = _dataset_row(model.dataset_id)
     inputs = (TestSet("inputs", load_arrays(store, claim.inputs_sha256)["X"], None),)
     method = _request(claim).method
+    hot = _hot(model, method, row)
     if isinstance(method, EnsembleMethod):
         lifecycle.report(db, claim.job_id, 0, len(inputs[0]), "voting")
-        certified = _certify_with_members(model.job_id, method, _facts(row), inputs)
+        certified = _certify_with_members(model.job_id, method, _facts(row), inputs,
+                                          hot.members)
     else:
-        train = load_dataset(store, model.train_object_sha256, row,
-                             expected_sha256=model.train_sha256)
-        certified = certify_test_sets(train, inputs, method, progress=_progress(claim.job_id))
+        certified = certify_test_sets(hot.train, inputs, method,
+                                      progress=_progress(claim.job_id))
     lifecycle.succeed(db, claim, _rows(inputs, certified), {})
 
 

@@ -31,6 +31,7 @@ from models_store import ObjectStore
 from rab.data.npz import NpzArchive
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+FIRST_POLL_S, LAST_POLL_S = 0.005, 0.2  # how a certify request watches its job row
 
 
 
@@ -213,12 +214,13 @@ async def certify(
     X = await run_in_threadpool(_inputs, raw, input_shape)
     job = await run_in_threadpool(_submit, request, db, store, settings, owner, model, X)
     deadline = time.monotonic() + settings.certify_wait_s
-    state = job.state
+    state, pause = job.state, FIRST_POLL_S
     while time.monotonic() < deadline:
+        await asyncio.sleep(pause)  # a hot model answers in milliseconds: look soon, then
+        pause = min(pause * 1.5, LAST_POLL_S)  # less and less often
         state = await run_in_threadpool(_current_state, db, job)
         if state in TERMINAL_STATES:
             break
-        await asyncio.sleep(0.2)
     if state == "failed":
         raise ProblemError(422, "Certification failed", job.error or "unknown error")
     if state != "succeeded":

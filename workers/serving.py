@@ -1,0 +1,69 @@
+"""Hot models for certification requests: an LRU cache bounded in bytes, keyed by model id.
+
+A certify request against a model that is hot skips the store, the hash checks and the
+rebuild of every member with its seeded initialisation and test-time noise u_k: those were
+done once, when the model was loaded (its bytes verified against their SHA-256 then). An
+ensemble is kept as its loaded members (eval mode, u_k drawn), a K-NN model as its verified
+training set. The bound (``RAB_MODEL_CACHE_BYTES``) counts the members' weights and noise and
+the training arrays; the least recently used models go first, and a model larger than the
+whole bound is served without being kept. Cold or evicted, a request gets the same
+certificates, only later.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["HotModel", "ModelCache"]
+
+
+@dataclass(frozen=True)
+class HotModel:
+    """A loaded model: ``members`` (ensemble, ``rab.ensemble.Member``) or ``train`` (K-NN,
+    ``rab.data.Dataset``), with its size in bytes."""
+
+    members: tuple[Any, ...] | None
+    train: Any
+    nbytes: int
+
+
+class ModelCache:
+    """Loaded models by id, least recently used evicted first, at most ``max_bytes``."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._models: OrderedDict[str, HotModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(m.nbytes for m in self._models.values())
+
+    def get(self, model_id: str, load: Callable[[], HotModel]) -> HotModel:
+        """The hot model ``model_id``, loaded by ``load()`` on a miss."""
+        with self._lock:
+            hot = self._models.get(model_id)
+            if hot is not None:
+                self._models.move_to_end(model_id)
+                self.hits += 1
+                return hot
+            self.misses += 1
+        hot = load()
+        with self._lock:
+            if hot.nbytes <= self.max_bytes:
+                self._models[model_id] = hot
+                self._models.move_to_end(model_id)
+                while self.nbytes > self.max_bytes:
+                    self._models.popitem(last=False)
+        return hot
+
+
+def member_bytes(member: Any) -> int:
+    """Bytes a loaded ensemble member holds: its parameters and buffers and its noise u_k."""
+    tensors = [*member.model.parameters(), *member.model.buffers(), member.noise]
+    return int(sum(t.numel() * t.element_size() for t in tensors))
