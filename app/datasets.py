@@ -127,7 +127,8 @@ def register(
 
     ``source`` says where it came from (``{"kind": "upload", "upload_sha256": ...}`` or
     ``{"kind": "builtin", "name": ...}``). The canonical bytes are stored once per content
-    hash, whoever uploads them.
+    hash, whoever uploads them, and a key's new dataset costs the same work whether or not
+    another key has the content.
     """
     digest = dataset.sha256
     mine = select(DatasetRow).where(
@@ -136,9 +137,10 @@ def register(
     existing = session.scalar(mine)
     if existing is not None:
         return existing, False
-    object_sha = session.scalar(
-        select(DatasetRow.object_sha256).where(DatasetRow.content_sha256 == digest).limit(1)
-    ) or save_dataset(session, store, dataset)
+    # Stored again even when another key has the same content (a no-op publish of identical
+    # bytes): skipping the serialisation and write would make a second key's upload faster,
+    # telling it by timing that someone else already has this data.
+    object_sha = save_dataset(session, store, dataset)
     summary = dataset.summary()
     row = DatasetRow(
         owner_id=owner_id,

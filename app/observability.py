@@ -1,5 +1,6 @@
 """Prometheus metrics: HTTP request counts and latencies of this API process, and job/dataset
-counts read from the database at scrape time (so they agree across processes and restarts)."""
+counts read from the database at scrape time (so they agree across processes and restarts).
+``GET /metrics`` needs an operator key (``X-API-Key``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from app.db import Database
+from app.deps import Operator
 from app.orm import Dataset, Job
 from contract.api import JOB_STATES
 
@@ -67,7 +69,11 @@ def install_metrics(app: FastAPI) -> None:
         requests.labels(request.method, route, str(response.status_code)).inc()
         return response
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
-    def metrics() -> Response:
-        """Prometheus text exposition."""
+    @app.get(
+        "/metrics", tags=["operations"], response_class=Response,
+        responses={401: {"description": "No valid key."},
+                   403: {"description": "Not an operator key."}},
+    )
+    def metrics(_operator: Operator) -> Response:
+        """Prometheus text exposition (operator keys only: it counts every key's work)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

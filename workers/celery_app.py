@@ -8,8 +8,9 @@ source of truth.
 
 from __future__ import annotations
 
-from celery.signals import worker_init
+from celery.signals import setup_logging, worker_init
 
+from app.logs import configure_logging
 from app.settings import get_settings
 from contract.messaging import make_celery
 
@@ -19,3 +20,9 @@ celery_app = make_celery(*get_settings().celery_broker(), include=["workers.task
 @worker_init.connect
 def _prepare_worker(**_: object) -> None:
     get_settings().ensure_broker_folders()
+
+
+@setup_logging.connect
+def _json_logs(**_: object) -> None:
+    """Celery leaves logging to this handler: JSON lines (``app.logs``), as the API's."""
+    configure_logging()

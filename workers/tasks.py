@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import structlog
 from celery import Task
 from celery.signals import worker_process_init
 from sqlalchemy import select
@@ -280,6 +281,8 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
 
 def _run(job_id: str, redelivered: bool, work: Callable[[lifecycle.Claim], None]) -> None:
     """Claim the job and run it; an exception fails the job (no blind retries)."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(job_id=job_id)  # on every log line of the task
     db = _db()
     claim = lifecycle.claim(db, job_id, redelivered=redelivered)
     if claim is None:

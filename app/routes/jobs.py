@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import tempfile
 import threading
 from pathlib import Path
@@ -17,16 +18,20 @@ from sqlalchemy.orm import Session
 
 import contract.api as wire
 from app.deps import DB, AppSettings, Owner, owned
+from app.logs import bind_request_context
 from app.orm import Certificate, Job, utcnow
 from app.orm import Dataset as DatasetRow
+from app.paging import Cursor, Limit, RowId, keyset_page
 from app.problems import ProblemError, bad_input, not_found
-from contract.api import EnsembleJobIn, JobIn, KnnJobIn, Page, Subset
+from contract.api import EnsembleJobIn, JobIn, JobKind, JobState, KnnJobIn, Method, Page, Subset
 from contract.jobs import request_of, stored_fields
 from contract.messaging import ENSEMBLE_CHUNK_TASK, KNN_TASK, queue_for
 from rab.data import DataFacts
 from rab.evaluation import EvaluationRequest
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+log = logging.getLogger(__name__)
+BROKER_UNAVAILABLE = "the job could not be enqueued: the message broker is unavailable"
 _PLOT_LOCK = threading.Lock()
 NOT_FINISHED: dict[int | str, dict[str, Any]] = {
     409: {"description": "The job has not succeeded (yet)."}
@@ -71,15 +76,17 @@ def _checked_request(spec: KnnJobIn | EnsembleJobIn, dataset: DatasetRow) -> Eva
 def enqueue(
     request: Request, db: Session, job: Job, messages: list[tuple[str, list[Any], str]]
 ) -> None:
-    """Send ``(task, args, queue)`` messages for a committed job; a broker failure fails it."""
+    """Send ``(task, args, queue)`` messages for a committed job; a broker failure fails it
+    (the broker's address and error go to the log only, never to the job or the client)."""
+    bind_request_context(job_id=job.id)
     try:
         for task, args, queue in messages:
             request.app.state.celery.send_task(task, args=args, queue=queue)
-    except Exception as exc:
-        job.state, job.error, job.finished_at = "failed", f"broker unavailable: {exc}", utcnow()
+    except Exception:
+        log.exception("job %s: could not enqueue", job.id)
+        job.state, job.error, job.finished_at = "failed", BROKER_UNAVAILABLE, utcnow()
         db.commit()
-        detail = f"could not enqueue the job: {exc}"
-        raise ProblemError(503, "Service Unavailable", detail) from None
+        raise ProblemError(503, "Service Unavailable", BROKER_UNAVAILABLE) from None
 
 
 def _messages(job: Job) -> list[tuple[str, list[Any], str]]:
@@ -160,6 +167,22 @@ def create_job(
 def get_job(job_id: str, owner: Owner, db: DB) -> wire.Job:
     """State, progress, timings and error of a job."""
     return job_out(owned(db, Job, owner, job_id))
+
+
+@router.get("", response_model=Page[wire.Job])
+def list_jobs(
+    owner: Owner, db: DB, state: JobState | None = None, method: Method | None = None,
+    kind: JobKind | None = None, dataset_id: RowId = None, after: Cursor = None,
+    limit: Limit = 50,
+) -> Page[wire.Job]:
+    """The key's jobs, newest first, optionally filtered by state, method, kind and dataset."""
+    query = select(Job).where(Job.owner_id == owner)
+    for column, value in ((Job.state, state), (Job.method, method), (Job.kind, kind),
+                          (Job.dataset_id, dataset_id)):
+        if value is not None:
+            query = query.where(column == value)
+    rows, cursor = keyset_page(db, Job, owner, query, after, limit, newest_first=True)
+    return Page[wire.Job](items=[job_out(r) for r in rows], next_cursor=cursor)
 
 
 @router.delete(
