@@ -94,8 +94,8 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 class RequestLogMiddleware:
     """Gives each HTTP request an id (``X-Request-ID`` on the response, ``request_id`` on its
-    log lines) and logs one line per request: method, path, status, duration, key and the ids
-    in the path."""
+    log lines) and logs one line per request as its answer starts: method, path, status,
+    duration until then, key and the ids in the path."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -126,12 +126,11 @@ class RequestLogMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
-                log_request()  # before the last byte: a client that has the answer has the line
+                log_request()  # before any byte: a client that has the answer has the line
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if not logged:  # no complete answer: an unhandled error (answered outside) or a
-                log_request()  # client gone
+            if not logged:  # no answer started: an unhandled error (answered further out)
+                log_request()

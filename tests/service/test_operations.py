@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +24,16 @@ from typer.testing import CliRunner, Result
 from rab.cli.remote import FAILED, register
 from rab.client import Client
 
-from .conftest import REPO_ROOT, Service, create_key, service_cli, wait_for_job
+from .conftest import (
+    REPO_ROOT,
+    Service,
+    create_key,
+    free_port,
+    fresh_pg_database,
+    launch_service,
+    service_cli,
+    wait_for_job,
+)
 from .helpers import blobs, is_problem, npz_bytes, upload
 
 pytestmark = pytest.mark.services
@@ -258,3 +270,51 @@ def test_request_ids_and_json_logs(service: Service, tenants: tuple[Tenant, Tena
     worker = (service.logs / "worker.log").read_text().splitlines()
     about = [json.loads(line) for line in worker if line.startswith("{") and job_id in line]
     assert about and all(line.get("job_id") == job_id for line in about), about[:3]
+
+
+def test_an_unreachable_broker_is_named_to_operators_only(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A broker that cannot be reached: the job fails with a generic error and the public
+    readiness says only "not ready"; the broker's address is in the operator's details and
+    the API log, nowhere else."""
+    port = free_port()
+    with fresh_pg_database(postgres_url) as url, launch_service(
+        tmp_path, url, f"redis://127.0.0.1:{port}/0", worker=False
+    ) as svc, svc.client(create_key(svc.env, _name())) as client:
+        dataset = upload(client, npz_bytes(**blobs(seed=3, n_train=30, n_test=4)), "x.npz")
+        refused = client.post("/v1/jobs", json=_knn(dataset.json()["id"]))
+        assert refused.status_code == 503 and refused.json()["status"] == 503
+        jobs = client.get("/v1/jobs").json()["items"]
+        assert [j["state"] for j in jobs] == ["failed"] and jobs[0]["error"]
+        public = httpx.get(f"{svc.base_url}/readyz")
+        assert public.status_code == 503 and public.json() == {"ready": False}
+        with svc.client(create_key(svc.env, _name(), operator=True)) as operator:
+            details = operator.get("/readyz/details")
+        assert details.status_code == 503 and details.json()["checks"]["database"] == "ok"
+        for answer in (refused.text, json.dumps(jobs), public.text):
+            assert str(port) not in answer, answer
+        assert str(port) in details.json()["checks"]["broker"]
+        assert str(port) in (svc.logs / "api.log").read_text()
+
+
+def test_uploading_another_keys_content_costs_a_fresh_upload(service: Service) -> None:
+    """No existence oracle: the median time of uploading content another key already has is
+    not below that of fresh content (before the fix it was 0.5-0.7 of it: the object was
+    not written again; after, 0.97-1.4). Pairs are interleaved so that load drifts cancel out."""
+    def content(seed: int) -> bytes:  # 2.7 MB, under the fixture's upload limit
+        return npz_bytes(**blobs(seed=seed, n_train=16000, n_test=4000, dim=32))
+
+    times: dict[str, list[float]] = {"theirs": [], "fresh": []}
+    with service.client(create_key(service.env, _name())) as owner, \
+            service.client(create_key(service.env, _name())) as prober:
+        for i in range(15):
+            theirs, fresh = content(7000 + i), content(8000 + i)
+            assert upload(owner, theirs, "x.npz").status_code == 201
+            pairs = [("theirs", theirs), ("fresh", fresh)]
+            for kind, data in pairs if i % 2 else pairs[::-1]:
+                start = time.perf_counter()
+                assert upload(prober, data, "x.npz").status_code == 201
+                times[kind].append(time.perf_counter() - start)
+    ratio = statistics.median(times["theirs"]) / statistics.median(times["fresh"])
+    assert ratio > 0.85, {k: [round(1000 * t) for t in v] for k, v in times.items()}
