@@ -8,6 +8,8 @@ source of truth.
 
 from __future__ import annotations
 
+import logging
+
 from celery.signals import setup_logging, worker_init
 
 from app.logs import configure_logging
@@ -23,6 +25,7 @@ def _prepare_worker(**_: object) -> None:
 
 
 @setup_logging.connect
-def _json_logs(**_: object) -> None:
-    """Celery leaves logging to this handler: JSON lines (``app.logs``), as the API's."""
-    configure_logging()
+def _json_logs(loglevel: int | None = None, **_: object) -> None:
+    """Celery leaves logging to this handler: JSON lines (``app.logs``), as the API's, at the
+    worker's ``--loglevel``."""
+    configure_logging(loglevel or logging.INFO)
