@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import statistics
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,16 +21,14 @@ import typer
 from typer.testing import CliRunner, Result
 
 from rab.cli.remote import FAILED, register
+from rab.cli.service import register as register_service
 from rab.client import Client
 
 from .conftest import (
-    REPO_ROOT,
     Service,
-    create_key,
     free_port,
     fresh_pg_database,
     launch_service,
-    service_cli,
     wait_for_job,
 )
 from .helpers import blobs, is_problem, npz_bytes, upload
@@ -44,17 +41,24 @@ def _name() -> str:
     return f"ops-{uuid.uuid4().hex[:8]}"
 
 
-def _keys_cli(service: Service, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        service_cli("keys", *args), env=service.env, cwd=REPO_ROOT, capture_output=True,
-        text=True, timeout=120,
-    )
+def _keys_cli(service: Service, *args: str) -> Result:
+    """``rab keys ...`` in this process (typer's runner) on the service's database."""
+    app = typer.Typer()
+    register_service(app)
+    return CliRunner().invoke(app, ["keys", *args], env=service.env)
+
+
+def _new_key(service: Service, name: str, *flags: str) -> str:
+    """The secret of a new key made by ``rab keys create``."""
+    created = _keys_cli(service, "create", "--name", name, *flags)
+    assert created.exit_code == 0, created.output
+    return created.stdout.strip().splitlines()[-1]
 
 
 def _key_id(service: Service, name: str) -> str:
     """The id of the key named ``name``, read from ``rab keys list``."""
     listed = _keys_cli(service, "list")
-    assert listed.returncode == 0, listed.stderr
+    assert listed.exit_code == 0, listed.output
     rows = [line.split() for line in listed.stdout.splitlines()]
     (row,) = [r for r in rows if len(r) > 1 and r[1] == name]
     return row[0]
@@ -92,7 +96,7 @@ class Tenant:
 
     def __init__(self, service: Service, seeds: tuple[int, ...], jobs_per_dataset: int) -> None:
         self.name = _name()
-        self.key = create_key(service.env, self.name)
+        self.key = _new_key(service, self.name)
         self.key_id = _key_id(service, self.name)
         self.client = service.client(self.key)
         self.datasets = [
@@ -201,25 +205,25 @@ def test_rab_jobs_and_cancel(service: Service, tenants: tuple[Tenant, Tenant]) -
 
 def test_keys_list_and_revoke(service: Service) -> None:
     name = _name()
-    secret = create_key(service.env, name)
+    secret = _new_key(service, name)
     key_id = _key_id(service, name)
     listed = _keys_cli(service, "list").stdout
     assert secret not in listed and "rab_" not in listed  # ids and names, never secrets
     with service.client(secret) as client:
         assert client.get("/v1/jobs").status_code == 200
         revoked = _keys_cli(service, "revoke", key_id)
-        assert revoked.returncode == 0, revoked.stderr
+        assert revoked.exit_code == 0, revoked.output
         # the very next request, on the same connection, is refused
         assert is_problem(client.get("/v1/jobs"), 401)
     again = _keys_cli(service, "revoke", key_id)
-    assert again.returncode == 1 and "no unrevoked key" in again.stderr
+    assert again.exit_code == 1 and "no unrevoked key" in again.stderr
     (row,) = [line for line in _keys_cli(service, "list").stdout.splitlines() if key_id in line]
     assert row.split()[-1] != "-"  # the revocation time
 
 
 @pytest.fixture(scope="module")
 def operator_key(service: Service) -> str:
-    return create_key(service.env, _name(), operator=True)
+    return _new_key(service, _name(), "--operator")
 
 
 def test_metrics_and_readiness_details_need_an_operator_key(
@@ -281,7 +285,7 @@ def test_an_unreachable_broker_is_named_to_operators_only(
     port = free_port()
     with fresh_pg_database(postgres_url) as url, launch_service(
         tmp_path, url, f"redis://127.0.0.1:{port}/0", worker=False
-    ) as svc, svc.client(create_key(svc.env, _name())) as client:
+    ) as svc, svc.client(_new_key(svc, _name())) as client:
         dataset = upload(client, npz_bytes(**blobs(seed=3, n_train=30, n_test=4)), "x.npz")
         refused = client.post("/v1/jobs", json=_knn(dataset.json()["id"]))
         assert refused.status_code == 503 and refused.json()["status"] == 503
@@ -289,7 +293,7 @@ def test_an_unreachable_broker_is_named_to_operators_only(
         assert [j["state"] for j in jobs] == ["failed"] and jobs[0]["error"]
         public = httpx.get(f"{svc.base_url}/readyz")
         assert public.status_code == 503 and public.json() == {"ready": False}
-        with svc.client(create_key(svc.env, _name(), operator=True)) as operator:
+        with svc.client(_new_key(svc, _name(), "--operator")) as operator:
             details = operator.get("/readyz/details")
         assert details.status_code == 503 and details.json()["checks"]["database"] == "ok"
         for answer in (refused.text, json.dumps(jobs), public.text):
@@ -306,8 +310,8 @@ def test_uploading_another_keys_content_costs_a_fresh_upload(service: Service) -
         return npz_bytes(**blobs(seed=seed, n_train=16000, n_test=4000, dim=32))
 
     times: dict[str, list[float]] = {"theirs": [], "fresh": []}
-    with service.client(create_key(service.env, _name())) as owner, \
-            service.client(create_key(service.env, _name())) as prober:
+    with service.client(_new_key(service, _name())) as owner, \
+            service.client(_new_key(service, _name())) as prober:
         for i in range(15):
             theirs, fresh = content(7000 + i), content(8000 + i)
             assert upload(owner, theirs, "x.npz").status_code == 201
