@@ -122,8 +122,9 @@ def register(
 
     ``source`` says where it came from (``{"kind": "upload", "upload_sha256": ...}`` or
     ``{"kind": "builtin", "name": ...}``). The canonical bytes are stored once per content
-    hash, whoever uploads them, and only after the rows referring to them were inserted: a
-    row that the database refuses leaves no object behind.
+    hash, whoever uploads them, only after the rows referring to them were inserted (a row
+    that the database refuses leaves no object behind), and a key's new dataset costs the
+    same work whether or not another key has the content.
     """
     digest = dataset.sha256
     mine = select(DatasetRow).where(
@@ -132,13 +133,11 @@ def register(
     existing = session.scalar(mine)
     if existing is not None:
         return existing, False
-    object_sha = session.scalar(
-        select(DatasetRow.object_sha256).where(DatasetRow.content_sha256 == digest).limit(1)
-    )
-    canonical = None
-    if object_sha is None:  # new content: its object is written once the rows are in
-        canonical = dataset_bytes(dataset)
-        object_sha = record_object(session, canonical, "dataset")
+    # Serialised, recorded and written again even when another key has the same content (a
+    # no-op publish of identical bytes): skipping that work would make a second key's upload
+    # faster, telling it by timing that someone else already has this data.
+    canonical = dataset_bytes(dataset)
+    object_sha = record_object(session, canonical, "dataset")
     summary = dataset.summary()
     row = DatasetRow(
         owner_id=owner_id,
@@ -168,8 +167,7 @@ def register(
         row, created = existing, False
     else:
         created = True
-    if canonical is not None:
-        store.put_bytes(canonical)
+    store.put_bytes(canonical)
     return row, created
 
 

@@ -1,5 +1,6 @@
-"""FastAPI dependencies: the calling key, a database session, the store and the settings; and
-the one rule of resource ownership (another key's resources are not found)."""
+"""FastAPI dependencies: the calling key (an operator key where one is needed), a database
+session, the store and the settings; and the one rule of resource ownership (another key's
+resources are not found)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,25 @@ from sqlalchemy.orm import Session
 
 from app.auth import API_KEY_HEADER, authenticate
 from app.orm import Dataset, Job, Model, is_id
-from app.problems import not_found
+from app.problems import ProblemError, not_found
 from app.settings import Settings
 from models_store import ObjectStore
 
 
 def owner_id(request: Request, secret: Annotated[str | None, Security(API_KEY_HEADER)]) -> str:
     """The id of the authenticated API key (401 otherwise)."""
-    return authenticate(request, secret)
+    return authenticate(request, secret).key_id
+
+
+def operator_id(
+    request: Request, secret: Annotated[str | None, Security(API_KEY_HEADER)]
+) -> str:
+    """The id of the authenticated key if it is an operator key (401 without a valid key,
+    403 with an ordinary one)."""
+    caller = authenticate(request, secret)
+    if not caller.operator:
+        raise ProblemError(403, "Forbidden", "this needs an operator key")
+    return caller.key_id
 
 
 def db_session(request: Request) -> Iterator[Session]:
@@ -39,6 +51,7 @@ def settings(request: Request) -> Settings:
 
 
 Owner = Annotated[str, Depends(owner_id)]
+Operator = Annotated[str, Depends(operator_id)]
 DB = Annotated[Session, Depends(db_session, scope="function")]
 Store = Annotated[ObjectStore, Depends(store)]
 AppSettings = Annotated[Settings, Depends(settings)]

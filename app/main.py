@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from app.db import Database
+from app.logs import RequestLogMiddleware, configure_logging
 from app.migrate import upgrade
 from app.observability import install_metrics
 from app.openapi import install_openapi
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Start-up upgrades the database to the newest migration before serving.
     """
     settings = settings or get_settings()
+    configure_logging()  # a factory uvicorn calls after setting up its own logging
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_openapi(app)
     install_metrics(app)
+    app.add_middleware(RequestLogMiddleware)  # outermost: its request id covers everything
     for router in (health.router, datasets.router, jobs.router, models.router, queues.router):
         app.include_router(router)
     return app

@@ -1,7 +1,7 @@
 """Prometheus metrics: HTTP request counts and latencies of this API process, and job/dataset
 counts and per-queue gauges (consumers, pending and running units, oldest wait, expired
 leases) read from the database at scrape time (so they agree across processes and
-restarts)."""
+restarts). ``GET /metrics`` needs an operator key (``X-API-Key``)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from app.db import Database
+from app.deps import Operator
 from app.orm import Dataset, Job
 from app.queues import queue_states
 from contract.api import JOB_STATES
@@ -84,7 +85,11 @@ def install_metrics(app: FastAPI) -> None:
         requests.labels(request.method, route, str(response.status_code)).inc()
         return response
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
-    def metrics() -> Response:
-        """Prometheus text exposition."""
+    @app.get(
+        "/metrics", tags=["operations"], response_class=Response,
+        responses={401: {"description": "No valid key."},
+                   403: {"description": "Not an operator key."}},
+    )
+    def metrics(_operator: Operator) -> Response:
+        """Prometheus text exposition (operator keys only: it counts every key's work)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

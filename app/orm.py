@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -91,7 +92,9 @@ class Base(DeclarativeBase):
 
 
 class ApiKey(Base):
-    """An API key, stored as the SHA-256 of the secret (the secret is shown once)."""
+    """An API key, stored as the SHA-256 of the secret (the secret is shown once); an
+    ``operator`` key may also read the service's metrics and detailed readiness; a revoked key
+    (``revoked_at`` set) authenticates nothing."""
 
     __tablename__ = "api_keys"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -99,6 +102,7 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    operator: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class StoredObject(Base):

@@ -44,6 +44,7 @@ TestSubset = Literal["clean", "backdoor"]
 Subset = Literal["clean", "backdoor", "inputs"]
 PreprocessingKind = Literal["auto", "raw", "pixels", "affine"]
 Method = Literal["knn", "ensemble"]
+JobKind = Literal["evaluate", "certify"]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 OptionValue = StrictBool | StrictInt | StrictFloat | list[StrictInt]
 
@@ -448,8 +449,8 @@ class Member(_Out):
     training: dict[str, Any] | None = None
 
 
-class ModelInfo(_Out):
-    """Provenance of a certified model (``GET /v1/models/{id}``)."""
+class ModelSummary(_Out):
+    """A certified model as listed (``GET /v1/models``): its provenance without the members."""
 
     id: str
     job_id: str
@@ -461,8 +462,13 @@ class ModelInfo(_Out):
     attack: dict[str, Any] | None
     seeds: Seeds
     code_version: str
-    members: tuple[Member, ...]
     created_at: datetime
+
+
+class ModelInfo(ModelSummary):
+    """Provenance of a certified model (``GET /v1/models/{id}``), with every member."""
+
+    members: tuple[Member, ...]
 
 
 class CertifyResult(_Out):

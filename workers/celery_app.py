@@ -9,13 +9,15 @@ source of truth. The worker's main process announces which queues it consumes
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
 
-from celery.signals import worker_init, worker_ready, worker_shutdown
+from celery.signals import setup_logging, worker_init, worker_ready, worker_shutdown
 
 from app.db import Database
+from app.logs import configure_logging
 from app.settings import get_settings
 from contract.messaging import QUEUES, make_celery
 from workers.presence import Presence
@@ -27,6 +29,13 @@ _presence: dict[str, Presence] = {}
 @worker_init.connect
 def _prepare_worker(**_: object) -> None:
     get_settings().ensure_broker_folders()
+
+
+@setup_logging.connect
+def _json_logs(loglevel: int | None = None, **_: object) -> None:
+    """Celery leaves logging to this handler: JSON lines (``app.logs``), as the API's, at the
+    worker's ``--loglevel``."""
+    configure_logging(loglevel or logging.INFO)
 
 
 @worker_ready.connect

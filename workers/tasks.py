@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import structlog
 from celery.signals import worker_process_init
 from sqlalchemy import select
 
@@ -305,6 +306,8 @@ def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None]) -> Non
     that patience the lease expires and the API's reaper re-queues the unit. Any other error
     fails the job with its message (no blind retries)."""
     db, lease_s = _db(), _settings().lease_s
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(job_id=job_id, unit=unit)  # on every log line
     try:
         claim = lifecycle.patiently(lifecycle.claim, db, job_id, unit, lease_s)
     except lifecycle.TRANSIENT_DB_ERRORS:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 
 import contract.api as wire
 from app import quotas
 from app.datasets import dataset_from_builtin, dataset_from_file, register, to_out
 from app.deps import DB, AppSettings, Owner, Store, owned
 from app.orm import Dataset as DatasetRow
-from app.orm import is_id
+from app.paging import Cursor, Limit, keyset_page
 from app.problems import bad_input
 from app.uploads import read_upload
 from contract.api import BuiltinDatasetIn, DatasetOptions, Page
@@ -107,26 +107,12 @@ async def create_dataset(
 
 @router.get("", response_model=Page[wire.Dataset])
 def list_datasets(
-    owner: Owner, db: DB,
-    after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    owner: Owner, db: DB, after: Cursor = None, limit: Limit = 50
 ) -> Page[wire.Dataset]:
     """The key's datasets, oldest first."""
     query = select(DatasetRow).where(DatasetRow.owner_id == owner)
-    if after is not None:
-        anchor = db.get(DatasetRow, after) if is_id(after) else None
-        if anchor is None or anchor.owner_id != owner:
-            raise bad_input(f"unknown cursor {after!r}")
-        query = query.where(
-            tuple_(DatasetRow.created_at, DatasetRow.id) > (anchor.created_at, anchor.id)
-        )
-    rows = db.scalars(query.order_by(DatasetRow.created_at, DatasetRow.id).limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page[wire.Dataset](
-        items=[to_out(r) for r in rows], next_cursor=rows[-1].id if more else None
-    )
-
+    rows, cursor = keyset_page(db, DatasetRow, owner, query, after, limit, newest_first=False)
+    return Page[wire.Dataset](items=[to_out(r) for r in rows], next_cursor=cursor)
 
 
 @router.get("/{dataset_id}", response_model=wire.Dataset)

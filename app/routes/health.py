@@ -1,16 +1,22 @@
-"""/healthz (the process answers) and /readyz (database, broker, migrations at head, and a
-worker for every queue where work waits)."""
+"""/healthz (the process answers), /readyz (public: ready or not, nothing more) and
+/readyz/details (operator keys: each check, with its error)."""
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from app.deps import Operator
 from app.migrate import current_revision, head_revision
 from app.queues import queue_states, unserved
 
 router = APIRouter(tags=["operations"])
+log = logging.getLogger(__name__)
+_NOT_READY: dict[int | str, dict[str, Any]] = {503: {"description": "Not ready."}}
 
 
 @router.get("/healthz")
@@ -19,13 +25,9 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get(
-    "/readyz",
-    responses={503: {"description": "Not ready: a check failed (the body names it)."}},
-)
-def readyz(request: Request) -> JSONResponse:
-    """Readiness: 200 when the database answers at the head revision, the broker connects and
-    every queue where work waits has a live worker."""
+def _checks(request: Request) -> dict[str, str]:
+    """Database, migrations at head, a live worker for every queue where work waits, and the
+    broker: "ok" or what is wrong (errors logged)."""
     state = request.app.state
     checks: dict[str, str] = {}
     try:
@@ -51,5 +53,33 @@ def readyz(request: Request) -> JSONResponse:
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"error: {exc}"
+    failed = {name: v for name, v in checks.items() if v != "ok"}
+    if failed:
+        log.warning("not ready: %s", failed)
+    return checks
+
+
+def _answer(checks: dict[str, str], detailed: bool) -> JSONResponse:
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    body: dict[str, object] = {"ready": ready}
+    if detailed:
+        body["checks"] = checks
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/readyz", responses=_NOT_READY)
+def readyz(request: Request) -> JSONResponse:
+    """Readiness: 200 when the database answers at the head revision, every queue where work
+    waits has a live worker and the broker connects; the body says only
+    ``{"ready": true|false}`` (details: ``/readyz/details``)."""
+    return _answer(_checks(request), detailed=False)
+
+
+@router.get(
+    "/readyz/details",
+    responses={**_NOT_READY, 401: {"description": "No valid key."},
+               403: {"description": "Not an operator key."}},
+)
+def readyz_details(request: Request, _operator: Operator) -> JSONResponse:
+    """Readiness with each check and its error (operator keys only: errors name hosts)."""
+    return _answer(_checks(request), detailed=True)

@@ -20,12 +20,24 @@ from sqlalchemy.orm import Session
 import contract.api as wire
 from app import quotas, units
 from app.deps import DB, AppSettings, Owner, owned
+from app.logs import bind_request_context
 from app.orm import Certificate, Job, utcnow
 from app.orm import Dataset as DatasetRow
+from app.paging import Cursor, Limit, RowId, keyset_page
 from app.problems import ProblemError, bad_input, not_found
 from app.queues import starved_queues
 from app.units import message, plan, send
-from contract.api import MAX_INT, EnsembleJobIn, JobIn, KnnJobIn, Page, Subset
+from contract.api import (
+    MAX_INT,
+    EnsembleJobIn,
+    JobIn,
+    JobKind,
+    JobState,
+    KnnJobIn,
+    Method,
+    Page,
+    Subset,
+)
 from contract.jobs import request_of, stored_fields
 from rab.data import DataFacts
 from rab.evaluation import EvaluationRequest
@@ -82,6 +94,7 @@ def commit_with_units(request: Request, db: Session, job: Job) -> None:
     units = plan(job)
     db.add_all(units)
     db.commit()
+    bind_request_context(job_id=job.id)
     try:
         send(request.app.state.celery, [message(u) for u in units if u.state == "pending"])
     except Exception as exc:
@@ -162,6 +175,22 @@ def get_job(job_id: str, owner: Owner, db: DB) -> wire.Job:
         phase = f"waiting: no worker consumes queue {', '.join(starved)}"
         out = out.model_copy(update={"progress": out.progress.model_copy(update={"phase": phase})})
     return out
+
+
+@router.get("", response_model=Page[wire.Job])
+def list_jobs(
+    owner: Owner, db: DB, state: JobState | None = None, method: Method | None = None,
+    kind: JobKind | None = None, dataset_id: RowId = None, after: Cursor = None,
+    limit: Limit = 50,
+) -> Page[wire.Job]:
+    """The key's jobs, newest first, optionally filtered by state, method, kind and dataset."""
+    query = select(Job).where(Job.owner_id == owner)
+    for column, value in ((Job.state, state), (Job.method, method), (Job.kind, kind),
+                          (Job.dataset_id, dataset_id)):
+        if value is not None:
+            query = query.where(column == value)
+    rows, cursor = keyset_page(db, Job, owner, query, after, limit, newest_first=True)
+    return Page[wire.Job](items=[job_out(r) for r in rows], next_cursor=cursor)
 
 
 @router.delete(

@@ -22,17 +22,43 @@ from app.artefacts import npz_bytes, put_object
 from app.deps import DB, AppSettings, Owner, Store, owned
 from app.orm import Certificate, Job, Model, ModelMember
 from app.orm import Dataset as DatasetRow
+from app.paging import Cursor, Limit, RowId, keyset_page
 from app.problems import ProblemError, bad_input
 from app.routes.jobs import certificate_out, commit_with_units, job_out
 from app.settings import Settings
 from app.uploads import read_upload
-from contract.api import MAX_INPUTS, TERMINAL_STATES, CertifyIn
+from contract.api import MAX_INPUTS, TERMINAL_STATES, CertifyIn, Method, Page
 from models_store import ObjectStore
 from rab.data.npz import NpzArchive
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 FIRST_POLL_S, LAST_POLL_S = 0.005, 0.2  # how a certify request watches its job row
 
+
+
+def model_summary(model: Model) -> wire.ModelSummary:
+    """The API view of a model row, as listed."""
+    return wire.ModelSummary(
+        id=model.id, job_id=model.job_id, method=model.method, dataset_id=model.dataset_id,
+        dataset_sha256=model.dataset_sha256, train_sha256=model.train_sha256,
+        params=model.params, attack=model.attack, seeds=wire.Seeds.of(model.params, model.attack),
+        code_version=model.code_version, created_at=model.created_at,
+    )
+
+
+@router.get("", response_model=Page[wire.ModelSummary])
+def list_models(
+    owner: Owner, db: DB, method: Method | None = None, dataset_id: RowId = None,
+    after: Cursor = None, limit: Limit = 50,
+) -> Page[wire.ModelSummary]:
+    """The key's models, newest first, optionally of one method or dataset."""
+    query = select(Model).where(Model.owner_id == owner)
+    if method is not None:
+        query = query.where(Model.method == method)
+    if dataset_id is not None:
+        query = query.where(Model.dataset_id == dataset_id)
+    rows, cursor = keyset_page(db, Model, owner, query, after, limit, newest_first=True)
+    return Page[wire.ModelSummary](items=[model_summary(r) for r in rows], next_cursor=cursor)
 
 
 @router.get("/{model_id}", response_model=wire.ModelInfo)
@@ -44,10 +70,7 @@ def get_model(model_id: str, owner: Owner, db: DB) -> wire.ModelInfo:
         .order_by(ModelMember.member_index)
     ).all()
     return wire.ModelInfo(
-        id=model.id, job_id=model.job_id, method=model.method, dataset_id=model.dataset_id,
-        dataset_sha256=model.dataset_sha256, train_sha256=model.train_sha256,
-        params=model.params, attack=model.attack, seeds=wire.Seeds.of(model.params, model.attack),
-        code_version=model.code_version, created_at=model.created_at,
+        **dict(model_summary(model)),
         members=tuple(
             wire.Member(index=m.member_index, state_sha256=m.state_sha256,
                         noise_seed=m.noise_seed, training=m.training)

@@ -1,10 +1,11 @@
-"""Shared pieces of the local and remote commands: rich progress, error exits, the class
-parser, the results table."""
+"""Shared pieces of the local, remote and service commands: rich progress, error exits, the
+class parser, the results table and plain record tables (jobs, keys)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, NoReturn
 
 import typer
@@ -88,3 +89,23 @@ def results_table(
             table.add_row("", "vanilla", f"{v['accuracy']:.3f}",
                           "-" if vs is None else f"{vs:.3f}", *["-"] * len(radii))
     return table
+
+
+def timestamp(moment: datetime | None) -> str:
+    """A time as the commands print it (``-`` for none)."""
+    return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S}"
+
+
+def print_records(
+    out: Console, title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]
+) -> None:
+    """Print a table of one row per record (a job, a key) on ``out``, cells as given and never
+    shortened, however narrow the terminal (ids must be copied whole into the next command)."""
+    rows = list(rows)
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    for i, column in enumerate(columns):
+        widest = max((len(row[i]) for row in rows), default=0)
+        table.add_column(column, no_wrap=True, min_width=max(widest, len(column)))
+    for row in rows:
+        table.add_row(*row)
+    out.print(table, crop=False, markup=False, highlight=False)

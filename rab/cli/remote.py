@@ -1,4 +1,5 @@
-"""``rab submit``, ``rab status`` and ``rab results``: the certification service from the shell.
+"""``rab submit``, ``rab status``, ``rab results``, ``rab jobs`` and ``rab cancel``: the
+certification service from the shell.
 
 They talk to a running service (``--url`` / ``RAB_URL``) with an API key (``--api-key`` /
 ``RAB_API_KEY``) through :class:`rab.client.Client`. The job id and the tables go to stdout,
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, get_args
 
@@ -19,15 +21,17 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from contract.api import job_request
+from contract.api import JobKind, JobState, job_request
 from rab.cli._common import (
     BAD_INPUT,
     attack_label,
     console,
     fail,
     parse_classes,
+    print_records,
     progress_bar,
     results_table,
+    timestamp,
 )
 from rab.client import (
     Client,
@@ -42,8 +46,10 @@ from rab.client.api import Method
 from rab.evaluation.attack import ATTACK_KINDS, NORM_FREE_KINDS
 
 __all__ = [
+    "cancel",
     "connect",
     "error",
+    "jobs",
     "register",
     "results",
     "status",
@@ -264,12 +270,12 @@ def status(
         f"state:    {job.state}",
         f"progress: {p.done}/{p.total} {p.phase}",
         f"attempts: {job.attempts}",
-        f"created:  {job.created_at:%Y-%m-%d %H:%M:%S}",
+        f"created:  {timestamp(job.created_at)}",
     ]
     if job.started_at:
-        lines.append(f"started:  {job.started_at:%Y-%m-%d %H:%M:%S}")
+        lines.append(f"started:  {timestamp(job.started_at)}")
     if job.finished_at:
-        lines.append(f"finished: {job.finished_at:%Y-%m-%d %H:%M:%S}")
+        lines.append(f"finished: {timestamp(job.finished_at)}")
     if job.error:
         lines.append(f"error:    {job.error}")
     stdout.print("\n".join(lines), highlight=False, markup=False)
@@ -289,8 +295,43 @@ def results(
         write_results(client, client.get_job(job_id), json_path, plot)
 
 
+def jobs(
+    state: Annotated[JobState | None, typer.Option(help="Only jobs in this state.")] = None,
+    method: Annotated[Method | None, typer.Option(help="Only jobs of this method.")] = None,
+    kind: Annotated[JobKind | None, typer.Option(help="Only evaluate or certify jobs.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only jobs on this dataset id.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many jobs.")] = 20,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """The key's jobs, newest first: state, progress, method and creation time."""
+    with connect(url, api_key) as client:
+        found = list(islice(client.jobs(state=state, method=method, kind=kind,
+                                        dataset_id=dataset, page_size=min(limit, 1000)), limit))
+    print_records(
+        stdout, f"{len(found)} jobs (newest first)",
+        ("id", "state", "progress", "method", "kind", "created"),
+        ((j.id, j.state, f"{j.progress.done}/{j.progress.total} {j.progress.phase}", j.method,
+          j.kind, timestamp(j.created_at)) for j in found),
+    )
+
+
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="The job to cancel.")],
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Cancel a queued or running job (exit 1 if it has already finished)."""
+    with connect(url, api_key) as client:
+        job = client.cancel_job(job_id)
+    stdout.print(f"job {job.id} {job.state}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``submit``, ``status`` and ``results`` to the ``rab`` application."""
+    """Add ``submit``, ``status``, ``results``, ``jobs`` and ``cancel`` to the ``rab``
+    application."""
     app.command("submit")(submit)
     app.command("status")(status)
     app.command("results")(results)
+    app.command("jobs")(jobs)
+    app.command("cancel")(cancel)

@@ -1,5 +1,5 @@
-"""``rab serve``, ``rab worker``, ``rab keys create`` and ``rab store gc``: the certification
-service's commands.
+"""``rab serve``, ``rab worker``, ``rab keys create|list|revoke`` and ``rab store gc``: the
+certification service's commands.
 
 Settings come from ``RAB_*`` environment variables (see ``app/settings.py``). With none set,
 ``rab serve`` runs the embedded mode: SQLite, a local store and a local Celery transport under
@@ -15,12 +15,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from rab.cli._common import fail, print_records, timestamp
+
 if TYPE_CHECKING:
+    from app.db import Database
     from app.settings import Settings
 
 log = logging.getLogger("rab.serve")
@@ -117,7 +122,8 @@ def serve(
     signal.signal(signal.SIGTERM, _exit_on_signal)
     child = Supervised(worker_command("cpu,gpu", concurrency)) if worker else None
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        # uvicorn leaves logging to the app (JSON lines, app.logs)
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
     finally:
         if child is not None:
             child.stop()
@@ -136,25 +142,66 @@ def worker(
     os.execv(sys.executable, worker_command(queues, concurrency))
 
 
-@keys_app.command("create")
-def create_key(
-    name: Annotated[str, typer.Option(help="Who or what the key is for.")] = "default",
-    data_dir: DataDir = None,
-) -> None:
-    """Create an API key and print its secret (shown only this once)."""
-    from app.auth import create_key as make_key
+@contextmanager
+def _database(data_dir: Path | None) -> Iterator[tuple[Settings, Database]]:
+    """The settings and the database (migrated to the head first), disposed afterwards."""
     from app.db import Database
     from app.migrate import upgrade
 
     settings = _settings(data_dir)
     upgrade(settings)
     db = Database(settings)
-    with db.session() as session:
-        row, secret = make_key(session, name)
+    try:
+        yield settings, db
+    finally:
+        db.engine.dispose()
+
+
+@keys_app.command("create")
+def create_key(
+    name: Annotated[str, typer.Option(help="Who or what the key is for.")] = "default",
+    operator: Annotated[bool, typer.Option(
+        "--operator", help="The key may also read /metrics and /readyz/details.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Create an API key and print its secret (shown only this once)."""
+    from app.auth import create_key as make_key
+
+    with _database(data_dir) as (_, db), db.session() as session:
+        row, secret = make_key(session, name, operator=operator)
         key_id = row.id
-    db.engine.dispose()
     typer.echo(f"key id: {key_id}", err=True)
     typer.echo(secret)
+
+
+@keys_app.command("list")
+def list_keys(data_dir: DataDir = None) -> None:
+    """Every key (never its secret): id, name, operator or not, created, revoked."""
+    from rich.console import Console
+
+    from app.auth import list_keys as all_keys
+
+    with _database(data_dir) as (_, db), db.session() as session:
+        rows = [(k.id, k.name, "yes" if k.operator else "no", timestamp(k.created_at),
+                 timestamp(k.revoked_at)) for k in all_keys(session)]
+    print_records(
+        Console(), f"{len(rows)} API keys", ("id", "name", "operator", "created", "revoked"), rows
+    )
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    key_id: Annotated[str, typer.Argument(help="The key's id (from `rab keys list`).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke a key: the service refuses it (401) from its next request on."""
+    from app.auth import revoke_key as revoke
+
+    with _database(data_dir) as (_, db), db.session() as session:
+        revoked = revoke(session, key_id)
+    if not revoked:
+        fail(f"no unrevoked key with id {key_id!r}", 1)
+    typer.echo(f"revoked {key_id}", err=True)
 
 
 @store_app.command("gc")
@@ -177,18 +224,11 @@ def store_gc(
     from datetime import timedelta
 
     from app.artefacts import collect_garbage
-    from app.db import Database
-    from app.migrate import upgrade
 
-    settings = _settings(data_dir)
-    upgrade(settings)
-    db = Database(settings)
-    try:
+    with _database(data_dir) as (settings, db):
         found = collect_garbage(
             db, settings.open_store(), timedelta(hours=grace_hours), delete=delete
         )
-    finally:
-        db.engine.dispose()
     for sha256 in found:
         typer.echo(sha256)
     verb = "deleted" if delete else "unreferenced (dry run; --delete to delete)"
@@ -196,8 +236,8 @@ def store_gc(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``serve``, ``worker``, ``keys create`` and ``store gc`` to the root ``rab``
-    command."""
+    """Add ``serve``, ``worker``, ``keys create|list|revoke`` and ``store gc`` to the root
+    ``rab`` command."""
     app.command("serve")(serve)
     app.command("worker")(worker)
     app.add_typer(keys_app, name="keys")

@@ -24,9 +24,12 @@ from contract.api import (
     Dataset,
     EnsembleJobIn,
     Job,
+    JobKind,
+    JobState,
     KnnJobIn,
     Method,
     ModelInfo,
+    ModelSummary,
     Subset,
     Summary,
 )
@@ -201,6 +204,17 @@ class Client:
         response = self._request("POST", "/v1/jobs", json=body, headers=headers)
         return Job.model_validate(response.json())
 
+    def jobs(
+        self, *, state: JobState | None = None, method: Method | None = None,
+        kind: JobKind | None = None, dataset_id: str | None = None, page_size: int = 50,
+    ) -> Iterator[Job]:
+        """This key's jobs, newest first (every page, fetched as iterated), optionally only
+        those in one state, of one method or kind, or on one dataset."""
+        return self._pages("/v1/jobs", Job, {
+            "state": state, "method": method, "kind": kind, "dataset_id": dataset_id,
+            "limit": page_size,
+        })
+
     def get_job(self, job_id: str) -> Job:
         """State, progress, timings and error of a job."""
         return self._get(f"/v1/jobs/{job_id}", Job)
@@ -283,6 +297,16 @@ class Client:
         return self._request("GET", f"/v1/jobs/{job_id}/curve.png").content
 
     # -- models -----------------------------------------------------------------------------
+
+    def models(
+        self, *, method: Method | None = None, dataset_id: str | None = None,
+        page_size: int = 50,
+    ) -> Iterator[ModelSummary]:
+        """This key's models, newest first (every page, fetched as iterated), optionally only
+        those of one method or dataset; ``get_model`` has each one's members."""
+        return self._pages("/v1/models", ModelSummary, {
+            "method": method, "dataset_id": dataset_id, "limit": page_size,
+        })
 
     def get_model(self, model_id: str) -> ModelInfo:
         """Provenance of a model: dataset and training-set hashes, parameters, code version,

@@ -46,10 +46,10 @@ def service_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "rab.cli.service", *args]
 
 
-def create_key(env: dict[str, str], name: str) -> str:
-    """A new API key secret, made through the CLI."""
+def create_key(env: dict[str, str], name: str, *flags: str) -> str:
+    """A new API key secret, made through the CLI (``flags`` such as ``--operator``)."""
     out = subprocess.run(
-        service_cli("keys", "create", "--name", name), env=env, cwd=REPO_ROOT,
+        service_cli("keys", "create", "--name", name, *flags), env=env, cwd=REPO_ROOT,
         capture_output=True, text=True, timeout=120, check=True,
     )
     return out.stdout.strip().splitlines()[-1]

@@ -42,22 +42,6 @@ def nothing_stored(service: Service) -> Iterator[None]:
     assert _stored(service) == before
 
 
-def test_health_and_readiness(service: Service) -> None:
-    assert httpx.get(f"{service.base_url}/healthz").json() == {"status": "ok"}
-    ready = httpx.get(f"{service.base_url}/readyz")
-    assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"] == {"database": "ok", "migrations": "ok", "broker": "ok"}
-
-
-def test_prometheus_metrics(service: Service) -> None:
-    httpx.get(f"{service.base_url}/healthz")
-    text = httpx.get(f"{service.base_url}/metrics").text
-    assert 'rab_http_requests_total{method="GET",route="/healthz",status="200"}' in text
-    for state in ("queued", "running", "succeeded", "failed", "cancelled"):
-        assert f'rab_jobs{{state="{state}"}}' in text
-    assert "rab_datasets " in text
-
-
 def _refs(node: Any) -> Iterator[str]:
     """Every "$ref" target in a JSON document."""
     if isinstance(node, dict):

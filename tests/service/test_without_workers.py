@@ -62,11 +62,13 @@ def test_quotas_refuse_with_429_and_store_nothing(limited: Service) -> None:
 def test_readiness_and_queues_tell_when_no_worker_consumes(limited: Service) -> None:
     """Work waiting on a queue nobody consumes: /readyz says so (503), GET /v1/queues counts
     it, the job's phase names the queue; once a worker starts, all three clear."""
-    with limited.client(create_key(limited.env, "queues")) as client:
+    operator = limited.client(create_key(limited.env, "ops", "--operator"))
+    with limited.client(create_key(limited.env, "queues")) as client, operator:
         digits = client.post("/v1/datasets", json={"builtin": "digits", "classes": [0, 1]})
         job = client.post("/v1/jobs", json={"dataset_id": digits.json()["id"], "method": "knn",
                                             "params": {"sigma": 0.5, "num_test": 5}}).json()
-        ready = client.get("/readyz")
+        assert client.get("/readyz").json() == {"ready": False}
+        ready = operator.get("/readyz/details")
         assert ready.status_code == 503
         assert "no worker consumes queue cpu" in ready.json()["checks"]["workers"]
         queues = {q["queue"]: q for q in client.get("/v1/queues").json()}
@@ -86,5 +88,5 @@ def test_readiness_and_queues_tell_when_no_worker_consumes(limited: Service) -> 
         assert client.get("/readyz").status_code == 200
         queues = {q["queue"]: q for q in client.get("/v1/queues").json()}
         assert queues["cpu"]["consumers"] == 1 and queues["gpu"]["consumers"] == 1
-        metrics = client.get("/metrics").text
+        metrics = operator.get("/metrics").text
         assert 'rab_queue_consumers{queue="cpu"} 1.0' in metrics
