@@ -244,7 +244,7 @@ def test_metrics_and_readiness_details_need_an_operator_key(
         details = operator.get("/readyz/details")
         assert details.status_code == 200, details.text
         assert details.json() == {"ready": True, "checks": {
-            "database": "ok", "migrations": "ok", "broker": "ok"}}
+            "database": "ok", "migrations": "ok", "workers": "ok", "broker": "ok"}}
     assert httpx.get(f"{service.base_url}/healthz").json() == {"status": "ok"}
     public = httpx.get(f"{service.base_url}/readyz")
     assert public.status_code == 200 and public.json() == {"ready": True}
