@@ -4,30 +4,17 @@ or running per queue (``work_units``) and the live workers (``worker_presence``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.orm import Job, WorkerPresence, WorkUnit, utcnow
-from contract.api import TERMINAL_STATES
+from contract.api import TERMINAL_STATES, QueueStatus
 from contract.messaging import QUEUES
 
 PRESENCE_INTERVAL_S = 5.0
 PRESENCE_TIMEOUT_S = 3 * PRESENCE_INTERVAL_S
-
-
-@dataclass(frozen=True)
-class QueueState:
-    """One queue: live consumers, units waiting and running, the oldest wait, expired leases."""
-
-    queue: str
-    consumers: int
-    pending: int
-    running: int
-    oldest_pending_s: float | None
-    expired_leases: int
 
 
 def live_consumers(session: Session, now: datetime | None = None) -> dict[str, int]:
@@ -47,7 +34,7 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def queue_states(session: Session) -> list[QueueState]:
+def queue_states(session: Session) -> list[QueueStatus]:
     """The state of every queue of the deployment (and of any other that holds work)."""
     now = utcnow()
     consumers = live_consumers(session, now)
@@ -73,7 +60,7 @@ def queue_states(session: Session) -> list[QueueState]:
     states = []
     for queue in names:
         waiting_since = oldest.get(queue)
-        states.append(QueueState(
+        states.append(QueueStatus(
             queue=queue, consumers=consumers.get(queue, 0),
             pending=counts.get((queue, "pending"), 0), running=counts.get((queue, "running"), 0),
             oldest_pending_s=None if waiting_since is None
@@ -83,7 +70,7 @@ def queue_states(session: Session) -> list[QueueState]:
     return states
 
 
-def unserved(states: list[QueueState]) -> list[str]:
+def unserved(states: list[QueueStatus]) -> list[str]:
     """Queues with work waiting and no live worker to consume it."""
     return [q.queue for q in states if q.pending and not q.consumers]
 

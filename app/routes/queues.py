@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from fastapi import APIRouter
 
 import contract.api as wire
@@ -17,4 +15,4 @@ router = APIRouter(prefix="/v1/queues", tags=["operations"])
 def list_queues(_owner: Owner, db: DB) -> list[wire.QueueStatus]:
     """Every queue of the deployment: consumers, pending and running units, the oldest wait
     and expired leases (counts only: no host names, no other key's jobs)."""
-    return [wire.QueueStatus(**asdict(state)) for state in queue_states(db)]
+    return queue_states(db)
