@@ -316,3 +316,45 @@ def test_float_probability_one_still_gives_a_finite_radius() -> None:
     cert = certify_knn(X_train, y_train, X_test, sigma=0.5, k=3, edges=edges)
     assert cert.prediction[0] == 0
     assert np.isfinite(cert.radius[0]) and cert.radius[0] > 3.0
+
+
+# Three points near the origin, four at distance 3 to 4.4 (issue 14): at sigma 0.3 the near
+# points' level CDFs round to exactly 1 at the upper edges; the boundary (5th point) is far.
+SMALL_SIGMA_X = np.array(
+    [
+        [-0.0568383782715896, 0.07604786670120942],
+        [0.016639090887675213, 0.02930507695065772],
+        [-0.0895163854094852, -7.681546060233706e-05],
+        [-0.7365970691411916, 4.294600492051108],
+        [-3.2285575302390175, -0.4282469922471247],
+        [3.0385605062477774, -1.7369241833870936],
+        [-3.257325309034276, 0.7581257134046684],
+    ]
+)
+SMALL_SIGMA_Y = np.array([1, 0, 1, 1, 0, 0, 1])
+
+
+def test_level_cdfs_rounding_to_one_do_not_settle_the_boundary() -> None:
+    """Chernoff bounds with CDF bounds of exactly 1 must not stop the level range early: all
+    the mass is computed (it matches the independent forward DP) and the point certifies."""
+    X_test = np.zeros((1, 2))
+    args = dict(sigma=0.3, k=5, edges=default_edges(2, 0.3), num_classes=2)
+    got = exact_knn(SMALL_SIGMA_X, SMALL_SIGMA_Y, X_test, backend="numpy", **args)
+    expected = reference_knn_proba(SMALL_SIGMA_X, SMALL_SIGMA_Y, X_test, **args)
+    np.testing.assert_allclose(got.proba, expected, rtol=0, atol=1e-12)
+    assert got.proba.sum() == pytest.approx(1.0, abs=1e-12) and got.slack[0] < 1e-11
+    cert = certify_knn(SMALL_SIGMA_X, SMALL_SIGMA_Y, X_test, sigma=0.3, k=5)
+    assert cert.prediction[0] == 1 and cert.radius[0] == pytest.approx(1.318, abs=1e-3)
+
+
+def test_training_points_as_inputs_at_small_sigma_keep_their_mass(shared_data: Path) -> None:
+    """MNIST 0/1 at sigma 0.05 with training points as inputs (lambda = 0 for one point, whose
+    CDF is 1 in float64 from the first levels on): rows sum to 1 up to a small slack."""
+    X_train, y_train, _ = _mnist01(shared_data)
+    rows = X_train[:8]  # 6 of these lost 0.003 to all of their mass before the fix
+    sigma = 0.05
+    got = exact_knn(
+        X_train, y_train, rows, sigma=sigma, k=5, edges=default_edges(784, sigma), backend="numpy"
+    )
+    assert np.all(got.slack < 1e-6)
+    assert np.all(np.abs(1.0 - got.proba.sum(1)) <= got.slack)

@@ -84,6 +84,15 @@ def _lambda_bins(lam_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends
 
 
+def _log_bernoulli_mgf(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """log(1 - p + p e^t), the log moment generating function of a Bernoulli(p), for p in
+    [0, 1] and any t, as logaddexp(log(1 - p), log(p) + t): no cancellation when p is close to
+    1 and t very negative (``log1p(p * expm1(t))`` gives -inf for p = 1, t <= -37, as
+    ``expm1(t)`` rounds to -1)."""
+    with np.errstate(divide="ignore"):
+        return np.logaddexp(np.log1p(-p), np.log(p) + t)
+
+
 def boundary_levels(lam: np.ndarray, problem: KnnProblem, table: ChiSquareTable) -> tuple[int, int]:
     """Levels [l_lo, l_hi] outside which the K-th ranked point lies w.p. < 1e-16 per side.
 
@@ -107,8 +116,8 @@ def boundary_levels(lam: np.ndarray, problem: KnnProblem, table: ChiSquareTable)
         grid = np.broadcast_to(_T_GRID, (_T_GRID.size, upper.shape[1]))
         t_up = np.vstack([np.where(t_up > 0, t_up, 1.0), grid])[:, None, :]
         t_down = np.vstack([np.where(t_down > 0, t_down, 1.0), grid])[:, None, :]
-        log_up = (count * np.log1p(upper * np.expm1(t_up))).sum(1) - t_up[:, 0] * k
-        log_down = (count * np.log1p(lower * np.expm1(-t_down))).sum(1) + t_down[:, 0] * (k - 1)
+        log_up = (count * _log_bernoulli_mgf(upper, t_up)).sum(1) - t_up[:, 0] * k
+        log_down = (count * _log_bernoulli_mgf(lower, -t_down)).sum(1) + t_down[:, 0] * (k - 1)
     log_up, log_down = log_up.min(0), log_down.min(0)
     last = problem.num_levels - 1
     possible = np.flatnonzero(log_up > _LEVEL_PRUNE_LOG_TOL)
