@@ -19,14 +19,21 @@ Per test point:
 Nothing is renormalised.  The computed probabilities are those of a model that differs from the
 exact one by moving, per point, at most the reported mass (Poisson window tails and skipped
 points) to far levels; by coupling, every class probability moves by at most the sum of those
-masses.  The boundary mass outside the computed level range is 1 - sum(proba).  Float rounding
-is bounded too: each class probability is a multilinear function of the per-point level
-probabilities with coefficients that are probabilities, and every level probability (a
-difference of two CDF values) and every truncated-polynomial product carries an absolute
-rounding error of a few units of 2^-53, so the computed value is within
-``4 eps * n * (L + K + 1)`` of the exact one (:func:`rounding_bound`).  ``slack`` is the sum of all
-three, so the exact q(c | x) lies within proba[c] +- slack; ``certify_knn`` moves it against
-the prediction, so a float64 probability of exactly 1 never yields an infinite radius.
+masses.  The boundary mass outside the computed level range is 1 - sum(proba).  Float error
+is bounded in two parts.  (a) The level CDFs: ``rab.knn.levels.noncentral_chi2_cdf`` returns a
+bound e_j on the error of every CDF value of point j (Poisson weights, chi-square table, dot
+product).  The computed class probability is affine in each point's vector of CDF values: with
+the others fixed, q = sum_l P(S_j = l) Q_l with Q_l in [0, 1], and by summation by parts
+q = sum_l F_j(l) (Q_l - Q_{l+1}) + Q_last, coefficients in [-1, 1]; so the CDF errors move q
+by at most sum_j (number of CDF columns) e_j (first order; the second-order terms are below
+(sum_j e_j)^2).  (b) The dynamic programme: each class probability is multilinear in the
+per-point level probabilities with coefficients that are probabilities, and every level
+probability (a difference of two CDF values) and every truncated-polynomial product carries an
+absolute rounding error of a few units of 2^-53, so the computed value is within
+``4 eps * n * (L + K + 1)`` of the value at the computed CDFs (:func:`rounding_bound`).
+``slack`` is the sum of the neglected masses, the outside boundary mass and both float terms,
+so the exact q(c | x) lies within proba[c] +- slack; ``certify_knn`` moves it against the
+prediction, so a float64 probability of exactly 1 never yields an infinite radius.
 """
 
 from __future__ import annotations
@@ -130,7 +137,8 @@ def boundary_levels(lam: np.ndarray, problem: KnnProblem, table: ChiSquareTable)
 def _level_cdfs(
     lam: np.ndarray, first: int, width: int, problem: KnnProblem, table: ChiSquareTable
 ) -> tuple[np.ndarray, float]:
-    """(width + 1, n) CDFs at levels first - 1 .. first + width - 1 and the neglected mass."""
+    """(width + 1, n) CDFs at levels first - 1 .. first + width - 1 and the bound on the
+    neglected mass plus the CDFs' float error."""
     last = problem.num_levels - 1
     levels = np.arange(first - 1, first + width)
     cols = levels[(levels >= 0) & (levels < last)]
@@ -142,10 +150,11 @@ def _level_cdfs(
         surely_far = far <= _POINT_DROP_TOL
         neglected += float(far[surely_far].sum())
         near = np.flatnonzero(~surely_far)
-        cdf, tail = noncentral_chi2_cdf(lam[near], table, cols)
+        mix = noncentral_chi2_cdf(lam[near], table, cols)
         rows = np.flatnonzero((levels >= 0) & (levels < last))
-        out[np.ix_(rows, near)] = cdf.T
-        neglected += float(tail.sum())
+        out[np.ix_(rows, near)] = mix.cdf.T
+        # q is affine in each point's CDF values with coefficients in [-1, 1] (see module doc)
+        neglected += float(mix.tail.sum()) + cols.size * float(mix.error.sum())
     return out, neglected
 
 
@@ -156,7 +165,8 @@ def _reach(lam: np.ndarray, top: np.ndarray, problem: KnnProblem) -> np.ndarray:
 
 
 def rounding_bound(problem: KnnProblem) -> float:
-    """Bound on the float64 rounding error of every computed q(c | x).
+    """Bound on the float64 rounding error of the dynamic programme in every computed q(c | x),
+    given the computed level CDFs (their own error is bounded by ``noncentral_chi2_cdf``).
 
     Each class probability is multilinear in the per-point level probabilities, with
     coefficients that are probabilities; every level probability (a difference of CDF values)

@@ -121,39 +121,154 @@ class ChiSquareTable:
         return self.table[:stop]
 
 
-def poisson_weights(mu: np.ndarray, start: int, width: int) -> np.ndarray:
-    """W[j, t] = Pois(start + t; mu_j), shape (n, width), from the log-pmf (no underflow issue:
-    entries below the smallest double are far outside every window that uses them)."""
+_EPS = float(np.finfo(np.float64).eps)
+# Assumed absolute error of scipy's regularized lower incomplete gamma function (cephes igam)
+# on the chi-square table: measured below 0.3 eps against 40-digit mpmath values for shapes
+# 0.5 to 2e6 within 8 standard deviations (tests/test_knn_levels.py checks a sample).
+_GAMMAINC_ABS_ERROR = 4.0 * _EPS
+# Poisson indices below this use the direct log-pmf, above it Stirling's series (Loader 2000).
+_STIRLING_FROM = 16
+# Coefficients 1/3, 1/5, ..., 1/17 of 2 sum_j v^(2j+1) / (2j+1) in the bd0 series, |v| < 0.1.
+_BD0_SERIES = 1.0 / np.arange(3.0, 19.0, 2.0)
+
+
+def _stirling_error(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log(k!) - (k + 1/2) log k + k - log(2 pi) / 2 for k >= 16 by its asymptotic series
+    (terms through k^-9; the first omitted one, 691 / (360360 k^11) < 1.1e-16, and the
+    rounding are returned as an absolute error bound)."""
+    r = 1.0 / (k * k)
+    value = (1.0 / 12 - r * (1.0 / 360 - r * (1.0 / 1260 - r * (1.0 / 1680 - r / 1188)))) / k
+    error = 0.002 * r**5 / k + 4.0 * _EPS * value
+    return value, error
+
+
+def poisson_log_pmf(mu: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log Pois(k; mu) and a bound on its absolute float64 error (broadcasting mu and k).
+
+    ``k log mu - mu - log k!`` cancels: its terms are about k log k while the result is
+    O(log k), so its error grows with mu (1e-11 relative at mu = 5e4, 1e-5 at mu = 5e9).  For
+    k >= 16 Loader's saddle-point form is used instead,
+
+        log Pois(k; mu) = -stirlerr(k) - bd0(k, mu) - log(2 pi k) / 2,
+        bd0(k, mu) = k log(k / mu) + mu - k = mu h(k / mu),
+
+    with bd0 from its series in v = (k - mu) / (k + mu) when |v| < 0.1,
+    bd0 = (k - mu) v + 2k sum_{j >= 1} v^(2j+1) / (2j+1) (terms through v^17; the first term
+    dominates the rest 15-fold, so the result carries a relative error of at most 16 eps, plus
+    the omitted tail), and from ``k log(k / mu) + mu - k`` otherwise (absolute error at most
+    4 eps (k (1 + |log(k / mu)|) + mu + k)).  Every term of a Poisson window has bd0 below
+    about 42, so in-window log-weights are good to about 700 eps absolute at worst and far
+    better typically.  Below 16 the direct form is exact enough (its terms are small there).
+    mu = 0 is handled as mu = 1e-300 (pmf 1 at k = 0, 0 elsewhere).
+    """
+    mu = np.maximum(np.asarray(mu, dtype=np.float64), 1e-300)
+    k = np.asarray(k, dtype=np.float64)
+    mu, k = np.broadcast_arrays(mu, k)
+    log_mu = np.log(mu)
+    gam = special.gammaln(k + 1.0)
+    direct = k * log_mu - mu - gam
+    error = 4.0 * _EPS * (np.abs(k * log_mu) + mu + gam + 1.0)
+    big = k >= _STIRLING_FROM
+    if big.any():
+        kb, mb = k[big], mu[big]
+        stirl, stirl_err = _stirling_error(kb)
+        v = (kb - mb) / (kb + mb)
+        near = np.abs(v) < 0.1
+        s = v * v
+        series = np.zeros_like(v)
+        for c in _BD0_SERIES[::-1]:
+            series = series * s + c
+        bd0_series = (kb - mb) * v + 2.0 * kb * v * s * series
+        with np.errstate(divide="ignore", over="ignore"):
+            tail = 2.0 * kb * np.abs(v) ** 19 / (19.0 * (1.0 - s))  # used where |v| < 0.1
+            log_ratio = np.log(kb / mb)
+        bd0_direct = kb * log_ratio + mb - kb
+        bd0 = np.where(near, bd0_series, bd0_direct)
+        bd0_err = np.where(
+            near,
+            16.0 * _EPS * np.abs(bd0_series) + tail,
+            4.0 * _EPS * (kb * (1.0 + np.abs(log_ratio)) + mb + kb),
+        )
+        half_log = 0.5 * np.log(2.0 * np.pi * kb)
+        direct[big] = -stirl - bd0 - half_log
+        error[big] = stirl_err + bd0_err + 4.0 * _EPS * (half_log + np.abs(bd0) + 1.0)
+    return direct, error
+
+
+def poisson_weights(mu: np.ndarray, start: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """W[j, t] = Pois(start + t; mu_j), shape (n, width), and a bound on each entry's relative
+    error (``exp`` of the log-pmf of :func:`poisson_log_pmf`: expm1 of its error bound plus
+    two units of ``exp`` rounding).  Entries below the smallest double underflow to 0; they
+    lie far outside every window that uses them, and their true value is below 1e-300."""
     k = start + np.arange(width, dtype=np.float64)
-    log_mu = np.log(np.maximum(mu, 1e-300))  # mu = 0 gives pmf(0) = 1 and 0 elsewhere
-    log_pmf = np.multiply.outer(log_mu, k) - (special.gammaln(k + 1.0)[None, :] + mu[:, None])
-    return np.exp(log_pmf, out=log_pmf)
+    log_pmf, log_err = poisson_log_pmf(np.asarray(mu, dtype=np.float64)[:, None], k[None, :])
+    return np.exp(log_pmf), np.expm1(log_err) + 2.0 * _EPS
+
+
+@dataclass(frozen=True)
+class MixtureCdf:
+    """Truncated Poisson-mixture CDFs: the true CDF lies in [cdf - error, cdf + tail + error]."""
+
+    cdf: np.ndarray  # (n, columns)
+    tail: np.ndarray  # (n,) Poisson mass outside each point's window (Chernoff bound)
+    error: np.ndarray  # (n,) float64 error bound of every computed CDF value of the point
+
+
+def _mixture_error(
+    weights: np.ndarray, rel: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """Bound on |computed - exact| of sum_t w_t G_t for each row of ``weights`` (n, terms).
+
+    Three parts: the weights' relative errors r_t (:func:`poisson_weights`) give sum_t w_t r_t;
+    the table's absolute error ``_GAMMAINC_ABS_ERROR`` gives that times sum_t w_t; the dot
+    product, in whatever order BLAS sums it: an addition a + b rounds by at most
+    eps |a + b| and at most min(|a|, |b|) (the larger operand is itself a float).  At most
+    m - 1 additions join two partial sums that both hold terms of the point's own window
+    [lo, hi] (m terms), each off by at most eps S (S = sum_t w_t G_t <= sum_t w_t); every
+    other addition has an operand made of outside terms only, off by at most their sum
+    S_out.  So the dot product is off by at most (m - 1) eps S + (terms - 1) S_out, S_out being
+    tiny (the outside weights are within the window's Chernoff tail).  The result is scaled by
+    1 + 1e-6 for the rounding of the bound itself and of the computed weights against the
+    exact ones (r_t < 1e-6).
+    """
+    t = np.arange(weights.shape[1])
+    inside = (t[None, :] >= lo[:, None]) & (t[None, :] <= hi[:, None])
+    total = weights.sum(axis=1)
+    outside = np.where(inside, 0.0, weights).sum(axis=1)
+    own = (hi - lo).astype(np.float64)  # m - 1
+    dot = own * _EPS * total + (weights.shape[1] - 1) * outside
+    per_weight = np.einsum("jt,jt->j", weights, rel) + _GAMMAINC_ABS_ERROR * total
+    return (1.0 + 1e-6) * (per_weight + dot)
 
 
 def noncentral_chi2_cdf(
     lam: np.ndarray, table: ChiSquareTable, columns: np.ndarray | slice, *, block: int = 256
-) -> tuple[np.ndarray, np.ndarray]:
+) -> MixtureCdf:
     """F_{d, lam_j}(edges[c] / sigma^2) for every point j and edge column c (eq. 70).
 
-    Returns (cdf (n, len(columns)), tail (n,)): cdf is the truncated mixture, which is the exact
-    CDF of the squared distance with the Poisson mass outside a window moved to +infinity;
-    ``tail`` bounds that mass (so the true CDF lies in [cdf, cdf + tail]).  Points are sorted by
+    ``cdf`` is the truncated mixture, the exact CDF of the squared distance with the Poisson
+    mass outside a window moved to +infinity; ``tail`` bounds that mass.  Points are sorted by
     window and processed in blocks, one dense matrix product per block over the union of the
     block's windows (which only adds terms of the series).
+
+    ``error`` bounds the float64 error of each computed value of a point (:func:`_mixture_error`).
     """
     lam = np.asarray(lam, dtype=np.float64)
     window = poisson_windows(lam)
     out = np.empty((lam.size, table.scaled_edges[columns].size))
+    error = np.zeros(lam.size)
     if lam.size == 0:
-        return out, window.tail
+        return MixtureCdf(out, window.tail, error)
     grid = table.rows(int(window.hi.max()) + 1)
     order = np.argsort(window.lo, kind="stable")
     mu = 0.5 * lam
     for s in range(0, lam.size, block):
         idx = order[s : s + block]
         start, stop = int(window.lo[idx].min()), int(window.hi[idx].max()) + 1
-        out[idx] = poisson_weights(mu[idx], start, stop - start) @ grid[start:stop, columns]
-    return out, window.tail
+        weights, rel = poisson_weights(mu[idx], start, stop - start)
+        out[idx] = weights @ grid[start:stop, columns]
+        error[idx] = _mixture_error(weights, rel, window.lo[idx] - start, window.hi[idx] - start)
+    return MixtureCdf(out, window.tail, error)
 
 
 def cdf_bounds(
@@ -161,17 +276,18 @@ def cdf_bounds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds (n, L - 1) on F_{d, lam_j} at every edge.
 
-    The Poisson mixture where its window needs at most ``max_terms`` table rows (exact up to
-    the window tail), the closed-form Chernoff bounds elsewhere.
+    The Poisson mixture where its window needs at most ``max_terms`` table rows (widened by its
+    window tail and float error bound), the closed-form Chernoff bounds elsewhere.
     """
     lam = np.asarray(lam, dtype=np.float64)
     lower, upper = ncx2_cdf_bounds(table.scaled_edges[None, :], table.dim, lam[:, None])
     window = poisson_windows(lam)
     mixture = np.flatnonzero(window.hi < max_terms)
     if mixture.size:
-        cdf, tail = noncentral_chi2_cdf(lam[mixture], table, slice(None))
-        lower[mixture] = np.clip(cdf, 0.0, 1.0)
-        upper[mixture] = np.minimum(cdf + tail[:, None], 1.0)
+        mix = noncentral_chi2_cdf(lam[mixture], table, slice(None))
+        err = mix.error[:, None]
+        lower[mixture] = np.clip(mix.cdf - err, 0.0, 1.0)
+        upper[mixture] = np.clip(mix.cdf + mix.tail[:, None] + err, 0.0, 1.0)
     return lower, upper
 
 
