@@ -389,3 +389,23 @@ def test_slack_bounds_the_error_at_large_noncentrality() -> None:
                 exact[c] += term
     err = np.abs(got.proba[0] - np.array([float(v) for v in exact]))
     assert np.all(err <= got.slack[0]), (err, got.slack)
+
+
+def test_authors_edge_rule_for_spread_below_one() -> None:
+    """The authors' code: 200 edges, the lowest the 1e-4 quantile of sigma^2 chi2(d * spread)
+    (Spambase, 56 features: 0.13, not the 24.9 of chi2(d)); identical to the default rule for
+    spread 1 apart from the edge count."""
+    authors = default_edges(56, 1.0, 200, 0.1, rule="authors")
+    assert authors.shape == (200,)
+    assert authors[0] == pytest.approx(stats.chi2.ppf(1e-4, 5.6)) and authors[0] < 0.14
+    assert authors[-1] == pytest.approx(stats.ncx2.isf(1e-4, 56, 5.6))
+    assert default_edges(56, 1.0, 200, 0.1)[0] == pytest.approx(24.86, abs=0.01)
+    images = default_edges(784, 0.5, 200, 1.0, rule="authors")
+    assert images[0] == default_edges(784, 0.5)[0] and images[-1] == default_edges(784, 0.5)[-1]
+    X, y = SMALL_SIGMA_X, SMALL_SIGMA_Y
+    cert = certify_knn(X, y, np.zeros((1, 2)), sigma=0.3, k=5, spread=0.1, edge_rule="authors")
+    edges = default_edges(2, 0.3, 200, 0.1, rule="authors")
+    q = exact_knn(X, y, np.zeros((1, 2)), sigma=0.3, k=5, edges=edges)
+    np.testing.assert_allclose(cert.p_a, q.proba.max() - q.slack, rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="rule must be one of"):
+        default_edges(56, 1.0, rule="paper")  # type: ignore[arg-type]

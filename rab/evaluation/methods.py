@@ -23,6 +23,7 @@ from rab.bounds import CertificateBatch
 from rab.data import Dataset
 from rab.evaluation.summary import chunks, concat
 from rab.evaluation.testsets import TestSet
+from rab.knn.levels import EDGE_RULES, EdgeRule
 
 __all__ = [
     "METHODS",
@@ -59,13 +60,15 @@ def _count(value: int, name: str, minimum: int = 1) -> int:
 @dataclass(frozen=True)
 class KnnMethod:
     """Exact smoothed K-NN: K neighbours, noise sigma, L levels, the authors' edge ``spread``
-    (1.0 for images, 0.1 for Spambase; ``rab.knn.default_edges``)."""
+    (1.0 for images, 0.1 for Spambase) and ``edge_rule`` ("authors" to reproduce their
+    edges exactly; ``rab.knn.default_edges``)."""
 
     sigma: float
     k: int = 5
     num_levels: int = 200
     spread: float = 1.0
     backend: str = "numpy"
+    edge_rule: EdgeRule = "quantiles"
     name: Literal["knn"] = "knn"
 
     def __post_init__(self) -> None:
@@ -75,6 +78,8 @@ class KnnMethod:
         _count(self.num_levels, "num_levels", 2)
         if self.backend not in ("numpy", "torch", "auto"):
             raise ValueError(f"backend must be numpy, torch or auto, got {self.backend!r}")
+        if self.edge_rule not in EDGE_RULES:
+            raise ValueError(f"edge_rule must be one of {EDGE_RULES}, got {self.edge_rule!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,7 +205,7 @@ def _certify_knn(
                 certify_knn(
                     train.X_train, train.y_train, test.X[part], sigma=method.sigma, k=method.k,
                     num_classes=train.num_classes, num_levels=method.num_levels,
-                    spread=method.spread, backend=method.backend,
+                    spread=method.spread, backend=method.backend, edge_rule=method.edge_rule,
                 )
             )
             done += part.stop - part.start

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import special, stats
@@ -33,24 +34,48 @@ _WINDOW_LOG_TOL = 18.0 * math.log(10.0)
 _MAX_TABLE_BYTES = 1 << 29
 
 
-def default_edges(dim: int, sigma: float, num_levels: int = 200, spread: float = 1.0) -> np.ndarray:
-    """The authors' data-independent level edges (squared distances in feature units).
+EdgeRule = Literal["quantiles", "authors"]
+EDGE_RULES: tuple[EdgeRule, ...] = ("quantiles", "authors")
 
-    ``num_levels - 1`` equally spaced edges between the 1e-4 quantile of sigma^2 chi2(d) (a
-    noisy copy of the test point itself) and the 1 - 1e-4 quantile of sigma^2 ncx2(d, d *
-    spread / sigma^2) (a point at squared distance d * spread).  The authors use spread = 1 for
-    images and 0.1 for Spambase.  The edges depend on d, sigma and the configuration only,
-    never on training features, so the K-NN stays one fixed function of the noisy data.
+
+def default_edges(
+    dim: int,
+    sigma: float,
+    num_levels: int = 200,
+    spread: float = 1.0,
+    rule: EdgeRule = "quantiles",
+) -> np.ndarray:
+    """Data-independent level edges (squared distances in feature units), equally spaced.
+
+    The upper edge is the 1 - 1e-4 quantile of sigma^2 ncx2(d, d * spread / sigma^2) (a point
+    at squared distance d * spread; the authors use spread = 1 for images and 0.1 for
+    Spambase).  Two rules, identical for spread = 1 except for the number of edges:
+
+    - ``"quantiles"`` (default): ``num_levels - 1`` edges, so exactly ``num_levels`` levels,
+      the lowest at the 1e-4 quantile of sigma^2 chi2(d), the squared distance of a noisy copy
+      of the test point itself: no noisy training point lies below it with probability above
+      1e-4, so no level is spent on distances that cannot occur.
+    - ``"authors"``: the authors' code exactly, ``num_levels`` edges (200, so L = 201 levels)
+      with the lowest at the 1e-4 quantile of sigma^2 chi2(d * spread).  For spread != 1 that
+      is below any reachable distance (Spambase, the authors' 56 features, sigma = 1: 0.13 instead
+      of 24.9), so
+      the first levels stay empty and the rest are coarser.  Use it to reproduce their tables.
+
+    The edges depend on d, sigma and the configuration only, never on training features, so
+    the K-NN stays one fixed function of the noisy data.
     """
     if not isinstance(dim, int | np.integer) or dim < 1:
         raise ValueError(f"dim must be a positive integer, got {dim!r}")
     if not isinstance(num_levels, int | np.integer) or num_levels < 2:
         raise ValueError(f"num_levels must be an integer >= 2, got {num_levels!r}")
+    if rule not in EDGE_RULES:
+        raise ValueError(f"rule must be one of {EDGE_RULES}, got {rule!r}")
     s = check_positive_scalar(sigma, "sigma")
     spread = check_positive_scalar(spread, "spread")
-    lo = s**2 * stats.chi2.ppf(1e-4, dim)
+    authors = rule == "authors"
+    lo = s**2 * stats.chi2.ppf(1e-4, dim * spread if authors else dim)
     hi = s**2 * stats.ncx2.isf(1e-4, dim, dim * spread / s**2)
-    return np.linspace(lo, hi, int(num_levels) - 1)
+    return np.linspace(lo, hi, int(num_levels) if authors else int(num_levels) - 1)
 
 
 def check_edges(edges: np.ndarray) -> np.ndarray:
