@@ -205,7 +205,7 @@ def _check_against_monte_carlo(
 ) -> None:
     exact = exact_knn(X_train, y_train, X_test, sigma=sigma, k=5, edges=edges, backend="numpy")
     np.testing.assert_allclose(exact.proba.sum(1), 1.0, rtol=0, atol=1e-9)
-    assert np.all(exact.slack < 1e-8)  # mostly the worst-case dot-product rounding of the CDFs
+    assert np.all(exact.slack < 3e-8)  # mostly the worst-case rounding bounds of the CDFs
     pick = np.argsort(np.abs(exact.proba[:, 0] - 0.5))[:2]  # least certain points
     draws = 1500
     est = monte_carlo_knn_proba(

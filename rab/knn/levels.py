@@ -151,19 +151,30 @@ _EPS = float(np.finfo(np.float64).eps)
 # on the chi-square table: measured below 0.3 eps against 40-digit mpmath values for shapes
 # 0.5 to 2e6 within 8 standard deviations (tests/test_knn_levels.py checks a sample).
 _GAMMAINC_ABS_ERROR = 4.0 * _EPS
-# Poisson indices below this use the direct log-pmf, above it Stirling's series (Loader 2000).
-_STIRLING_FROM = 16
+# Stirling's error term log(k!) - (k + 1/2) log k + k - log(2 pi) / 2 for k = 1..15 (40-digit
+# mpmath values rounded to float64); from 16 on its asymptotic series (Loader 2000).
+_STIRLING_TABLE = np.array([
+    0.0,  # unused (k = 0 has its own formula)
+    0.08106146679532726, 0.0413406959554093, 0.02767792568499834, 0.020790672103765093,
+    0.016644691189821193, 0.013876128823070748, 0.01189670994589177, 0.010411265261972096,
+    0.009255462182712733, 0.00833056343336287, 0.007573675487951841, 0.00694284010720953,
+    0.006408994188004207, 0.0059513701127588475, 0.005554733551962801,
+])  # fmt: skip
 # Coefficients 1/3, 1/5, ..., 1/17 of 2 sum_j v^(2j+1) / (2j+1) in the bd0 series, |v| < 0.1.
 _BD0_SERIES = 1.0 / np.arange(3.0, 19.0, 2.0)
 
 
 def _stirling_error(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """log(k!) - (k + 1/2) log k + k - log(2 pi) / 2 for k >= 16 by its asymptotic series
-    (terms through k^-9; the first omitted one, 691 / (360360 k^11) < 1.1e-16, and the
-    rounding are returned as an absolute error bound)."""
-    r = 1.0 / (k * k)
-    value = (1.0 / 12 - r * (1.0 / 360 - r * (1.0 / 1260 - r * (1.0 / 1680 - r / 1188)))) / k
-    error = 0.002 * r**5 / k + 4.0 * _EPS * value
+    """log(k!) - (k + 1/2) log k + k - log(2 pi) / 2 for k >= 1 and an absolute error bound:
+    the table below 16, else the asymptotic series through k^-9 (the first omitted term,
+    691 / (360360 k^11), is below 1.1e-16), plus rounding."""
+    small = k < _STIRLING_TABLE.size
+    kb = np.maximum(k, float(_STIRLING_TABLE.size))
+    r = 1.0 / (kb * kb)
+    series = (1.0 / 12 - r * (1.0 / 360 - r * (1.0 / 1260 - r * (1.0 / 1680 - r / 1188)))) / kb
+    table = _STIRLING_TABLE[np.where(small, k, 0).astype(np.int64)]
+    value = np.where(small, table, series)
+    error = np.where(small, 0.0, 0.002 * r**5 / kb) + 4.0 * _EPS * value
     return value, error
 
 
@@ -171,8 +182,8 @@ def poisson_log_pmf(mu: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """log Pois(k; mu) and a bound on its absolute float64 error (broadcasting mu and k).
 
     ``k log mu - mu - log k!`` cancels: its terms are about k log k while the result is
-    O(log k), so its error grows with mu (1e-11 relative at mu = 5e4, 1e-5 at mu = 5e9).  For
-    k >= 16 Loader's saddle-point form is used instead,
+    O(log k), so its error grows with mu (1e-10 relative at mu = 5e4, 2e-5 at mu = 5e9).
+    Loader's saddle-point form is used instead, for k >= 1,
 
         log Pois(k; mu) = -stirlerr(k) - bd0(k, mu) - log(2 pi k) / 2,
         bd0(k, mu) = k log(k / mu) + mu - k = mu h(k / mu),
@@ -181,53 +192,98 @@ def poisson_log_pmf(mu: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarr
     bd0 = (k - mu) v + 2k sum_{j >= 1} v^(2j+1) / (2j+1) (terms through v^17; the first term
     dominates the rest 15-fold, so the result carries a relative error of at most 16 eps, plus
     the omitted tail), and from ``k log(k / mu) + mu - k`` otherwise (absolute error at most
-    4 eps (k (1 + |log(k / mu)|) + mu + k)).  Every term of a Poisson window has bd0 below
-    about 42, so in-window log-weights are good to about 700 eps absolute at worst and far
-    better typically.  Below 16 the direct form is exact enough (its terms are small there).
-    mu = 0 is handled as mu = 1e-300 (pmf 1 at k = 0, 0 elsewhere).
+    4 eps (k (1 + |log(k / mu)|) + mu + k)); log Pois(0; mu) = -mu.  At the mode (where
+    :func:`poisson_weights` anchors) bd0 < 1 and the error is a few eps.  mu = 0 is handled as
+    mu = 1e-300 (pmf 1 at k = 0, 0 elsewhere).
     """
-    mu = np.maximum(np.asarray(mu, dtype=np.float64), 1e-300)
-    k = np.asarray(k, dtype=np.float64)
-    mu, k = np.broadcast_arrays(mu, k)
-    log_mu = np.log(mu)
-    gam = special.gammaln(k + 1.0)
-    direct = k * log_mu - mu - gam
-    error = 4.0 * _EPS * (np.abs(k * log_mu) + mu + gam + 1.0)
-    big = k >= _STIRLING_FROM
-    if big.any():
-        kb, mb = k[big], mu[big]
-        stirl, stirl_err = _stirling_error(kb)
-        v = (kb - mb) / (kb + mb)
-        near = np.abs(v) < 0.1
-        s = v * v
-        series = np.zeros_like(v)
-        for c in _BD0_SERIES[::-1]:
-            series = series * s + c
-        bd0_series = (kb - mb) * v + 2.0 * kb * v * s * series
-        with np.errstate(divide="ignore", over="ignore"):
-            tail = 2.0 * kb * np.abs(v) ** 19 / (19.0 * (1.0 - s))  # used where |v| < 0.1
-            log_ratio = np.log(kb / mb)
-        bd0_direct = kb * log_ratio + mb - kb
-        bd0 = np.where(near, bd0_series, bd0_direct)
-        bd0_err = np.where(
-            near,
-            16.0 * _EPS * np.abs(bd0_series) + tail,
-            4.0 * _EPS * (kb * (1.0 + np.abs(log_ratio)) + mb + kb),
-        )
-        half_log = 0.5 * np.log(2.0 * np.pi * kb)
-        direct[big] = -stirl - bd0 - half_log
-        error[big] = stirl_err + bd0_err + 4.0 * _EPS * (half_log + np.abs(bd0) + 1.0)
-    return direct, error
+    mu_b, k_b = np.broadcast_arrays(
+        np.maximum(np.asarray(mu, dtype=np.float64), 1e-300), np.asarray(k, dtype=np.float64)
+    )
+    shape = mu_b.shape
+    mu_f, k_f = mu_b.ravel(), np.maximum(k_b.ravel(), 1.0)  # k = 0 is overwritten below
+    stirl, stirl_err = _stirling_error(k_f)
+    v = (k_f - mu_f) / (k_f + mu_f)
+    near = np.abs(v) < 0.1
+    s = v * v
+    series = np.zeros_like(v)
+    for c in _BD0_SERIES[::-1]:
+        series = series * s + c
+    bd0_series = (k_f - mu_f) * v + 2.0 * k_f * v * s * series
+    with np.errstate(divide="ignore", over="ignore"):
+        tail = 2.0 * k_f * np.abs(v) ** 19 / (19.0 * (1.0 - s))  # used where |v| < 0.1
+        log_ratio = np.log(k_f / mu_f)
+    bd0 = np.where(near, bd0_series, k_f * log_ratio + mu_f - k_f)
+    bd0_err = np.where(
+        near,
+        16.0 * _EPS * np.abs(bd0_series) + tail,
+        4.0 * _EPS * (k_f * (1.0 + np.abs(log_ratio)) + mu_f + k_f),
+    )
+    half_log = 0.5 * np.log(2.0 * np.pi * k_f)
+    log_pmf = -stirl - bd0 - half_log
+    error = stirl_err + bd0_err + 4.0 * _EPS * (half_log + np.abs(bd0) + 1.0)
+    zero = k_b.ravel() == 0
+    log_pmf[zero], error[zero] = -mu_f[zero], 0.0
+    return log_pmf.reshape(shape), error.reshape(shape)
 
 
-def poisson_weights(mu: np.ndarray, start: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """W[j, t] = Pois(start + t; mu_j), shape (n, width), and a bound on each entry's relative
-    error (``exp`` of the log-pmf of :func:`poisson_log_pmf`: expm1 of its error bound plus
-    two units of ``exp`` rounding).  Entries below the smallest double underflow to 0; they
-    lie far outside every window that uses them, and their true value is below 1e-300."""
-    k = start + np.arange(width, dtype=np.float64)
-    log_pmf, log_err = poisson_log_pmf(np.asarray(mu, dtype=np.float64)[:, None], k[None, :])
-    return np.exp(log_pmf), np.expm1(log_err) + 2.0 * _EPS
+def poisson_weights(
+    mu: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    start: int,
+    width: int,
+    mode_log_pmf: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """W[j, t] = Pois(start + t; mu_j) inside row j's window [lo_j, hi_j], exactly 0 outside;
+    shape (n, width), every window inside [start, start + width).  Also returns, per row, a
+    bound on sum_t |W[j, t] - exact|.
+
+    One cumulative product per row, C_k = prod_{lo < i <= k} mu / i (each factor one division,
+    each step one multiplication), scaled by Pois(m) / C_m at the mode m = floor(mu) (inside
+    the window), whose value comes from :func:`poisson_log_pmf` with relative error a.  So the
+    entry at k has relative error at most a + (2 (k - lo) + 2 (m - lo) + 2) eps
+    (:func:`poisson_weight_rel_error`; first order: the higher-order terms are below 1e-6 of
+    it, as the windows are below 1e7 terms wide for mu < 1e10).  Summed with the exact
+    weights (total <= 1), sum_t w_t (k - lo) <= E|K - m| + (m - lo) <= sqrt(mu + 1) + (m - lo)
+    (E|K - m| <= sqrt(E (K - m)^2) = sqrt(mu + (mu - m)^2)), so the row error is at most
+    (1 + 1e-6) (a + (2 sqrt(mu + 1) + 4 (m - lo) + 2) eps).  In-window entries stay far above
+    the smallest normal double (the window ends are near 1e-20 of the mode), so the products
+    keep their relative precision.  ``mode_log_pmf``: ``poisson_log_pmf(mu, floor(mu))`` if
+    already computed.
+    """
+    mu = np.asarray(mu, dtype=np.float64)
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    if np.any(lo < start) or np.any(hi >= start + width):
+        raise ValueError("every Poisson window must lie inside the computed columns")
+    mode = np.floor(mu)
+    log_pmf, log_err = poisson_log_pmf(mu, mode) if mode_log_pmf is None else mode_log_pmf
+    t = np.arange(width)
+    first, last = (lo - start)[:, None], (hi - start)[:, None]
+    with np.errstate(divide="ignore"):
+        weights = mu[:, None] / (start + t.astype(np.float64))[None, :]
+    np.copyto(weights, 1.0, where=t <= first)
+    np.copyto(weights, 0.0, where=t > last)
+    np.cumprod(weights, axis=1, out=weights)
+    np.copyto(weights, 0.0, where=t < first)
+    at_mode = weights[np.arange(mu.size), (mode - start).astype(np.int64)]
+    weights *= (np.exp(log_pmf) / at_mode)[:, None]
+    return weights, _weight_error(log_err, mu, lo, np.sqrt(mu + 1.0))
+
+
+def _weight_error(
+    log_err: np.ndarray, mu: np.ndarray, lo: np.ndarray, steps: np.ndarray
+) -> np.ndarray:
+    """(1 + 1e-6) (a + (2 steps + 4 (m - lo) + 2) eps) with a = expm1(log_err) + 2 eps, the
+    mode's relative error, and steps a bound on |k - m| (:func:`poisson_weights`)."""
+    anchor_rel = np.expm1(log_err) + 2.0 * _EPS
+    return (1.0 + 1e-6) * (anchor_rel + (2.0 * steps + 4.0 * (np.floor(mu) - lo) + 2.0) * _EPS)
+
+
+def poisson_weight_rel_error(mu: np.ndarray, lo: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The relative error bound of :func:`poisson_weights`' entry at k (broadcasting)."""
+    mu = np.asarray(mu, dtype=np.float64)
+    mode = np.floor(mu)
+    return _weight_error(poisson_log_pmf(mu, mode)[1], mu, np.asarray(lo), np.abs(k - mode))
 
 
 @dataclass(frozen=True)
@@ -239,33 +295,6 @@ class MixtureCdf:
     error: np.ndarray  # (n,) float64 error bound of every computed CDF value of the point
 
 
-def _mixture_error(
-    weights: np.ndarray, rel: np.ndarray, lo: np.ndarray, hi: np.ndarray
-) -> np.ndarray:
-    """Bound on |computed - exact| of sum_t w_t G_t for each row of ``weights`` (n, terms).
-
-    Three parts: the weights' relative errors r_t (:func:`poisson_weights`) give sum_t w_t r_t;
-    the table's absolute error ``_GAMMAINC_ABS_ERROR`` gives that times sum_t w_t; the dot
-    product, in whatever order BLAS sums it: an addition a + b rounds by at most
-    eps |a + b| and at most min(|a|, |b|) (the larger operand is itself a float).  At most
-    m - 1 additions join two partial sums that both hold terms of the point's own window
-    [lo, hi] (m terms), each off by at most eps S (S = sum_t w_t G_t <= sum_t w_t); every
-    other addition has an operand made of outside terms only, off by at most their sum
-    S_out.  So the dot product is off by at most (m - 1) eps S + (terms - 1) S_out, S_out being
-    tiny (the outside weights are within the window's Chernoff tail).  The result is scaled by
-    1 + 1e-6 for the rounding of the bound itself and of the computed weights against the
-    exact ones (r_t < 1e-6).
-    """
-    t = np.arange(weights.shape[1])
-    inside = (t[None, :] >= lo[:, None]) & (t[None, :] <= hi[:, None])
-    total = weights.sum(axis=1)
-    outside = np.where(inside, 0.0, weights).sum(axis=1)
-    own = (hi - lo).astype(np.float64)  # m - 1
-    dot = own * _EPS * total + (weights.shape[1] - 1) * outside
-    per_weight = np.einsum("jt,jt->j", weights, rel) + _GAMMAINC_ABS_ERROR * total
-    return (1.0 + 1e-6) * (per_weight + dot)
-
-
 def noncentral_chi2_cdf(
     lam: np.ndarray, table: ChiSquareTable, columns: np.ndarray | slice, *, block: int = 256
 ) -> MixtureCdf:
@@ -274,25 +303,39 @@ def noncentral_chi2_cdf(
     ``cdf`` is the truncated mixture, the exact CDF of the squared distance with the Poisson
     mass outside a window moved to +infinity; ``tail`` bounds that mass.  Points are sorted by
     window and processed in blocks, one dense matrix product per block over the union of the
-    block's windows (which only adds terms of the series).
+    block's windows (each point's weights are 0 outside its own window).
 
-    ``error`` bounds the float64 error of each computed value of a point (:func:`_mixture_error`).
+    ``error`` bounds the float64 error of each computed value sum_t w_t G_t of a point: the
+    weights' error (:func:`poisson_weights`), the table's absolute error
+    ``_GAMMAINC_ABS_ERROR`` times sum_t w_t <= 1, and the dot product, in whatever order BLAS
+    sums it: the weights outside the point's window are exactly 0, and adding 0 is exact, so
+    at most m - 1 additions round (m terms in the window), each by at most eps times a partial
+    sum <= 1 (times 1 + 1e-6 for the rounding of the bound itself).
     """
     lam = np.asarray(lam, dtype=np.float64)
     window = poisson_windows(lam)
     out = np.empty((lam.size, table.scaled_edges[columns].size))
-    error = np.zeros(lam.size)
     if lam.size == 0:
-        return MixtureCdf(out, window.tail, error)
+        return MixtureCdf(out, window.tail, np.zeros(0))
     grid = table.rows(int(window.hi.max()) + 1)
     order = np.argsort(window.lo, kind="stable")
     mu = 0.5 * lam
+    log_pmf, log_err = poisson_log_pmf(mu, np.floor(mu))
+    weight_error = np.empty(lam.size)
     for s in range(0, lam.size, block):
         idx = order[s : s + block]
         start, stop = int(window.lo[idx].min()), int(window.hi[idx].max()) + 1
-        weights, rel = poisson_weights(mu[idx], start, stop - start)
+        weights, weight_error[idx] = poisson_weights(
+            mu[idx],
+            window.lo[idx],
+            window.hi[idx],
+            start,
+            stop - start,
+            (log_pmf[idx], log_err[idx]),
+        )
         out[idx] = weights @ grid[start:stop, columns]
-        error[idx] = _mixture_error(weights, rel, window.lo[idx] - start, window.hi[idx] - start)
+    dot = (window.hi - window.lo).astype(np.float64) * _EPS
+    error = (1.0 + 1e-6) * (weight_error + _GAMMAINC_ABS_ERROR + dot)
     return MixtureCdf(out, window.tail, error)
 
 
