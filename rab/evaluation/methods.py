@@ -82,7 +82,12 @@ class KnnMethod:
             raise ValueError(f"edge_rule must be one of {EDGE_RULES}, got {self.edge_rule!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields; ``edge_rule`` only when not the default, so that the settings (and
+        result keys) of existing K-NN cells stay as they were."""
+        out = asdict(self)
+        if self.edge_rule == "quantiles":
+            del out["edge_rule"]
+        return out
 
 
 @dataclass(frozen=True)

@@ -259,7 +259,7 @@ def poisson_weights(
     log_pmf, log_err = poisson_log_pmf(mu, mode) if mode_log_pmf is None else mode_log_pmf
     t = np.arange(width)
     first, last = (lo - start)[:, None], (hi - start)[:, None]
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # k = 0 (and mu = 0): set to 1 below
         weights = mu[:, None] / (start + t.astype(np.float64))[None, :]
     np.copyto(weights, 1.0, where=t <= first)
     np.copyto(weights, 0.0, where=t > last)
