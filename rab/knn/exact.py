@@ -32,7 +32,10 @@ probability (a difference of two CDF values) and every truncated-polynomial prod
 absolute rounding error of a few units of 2^-53, so the computed value is within
 ``4 eps * n * (L + K + 1)`` of the value at the computed CDFs (:func:`rounding_bound`).
 ``slack`` is the sum of the neglected masses, the outside boundary mass and both float terms,
-so the exact q(c | x) lies within proba[c] +- slack; ``certify_knn`` moves it against the
+so the exact q(c | x) lies within proba[c] +- slack.  Term (a) counts the points and levels a
+batch actually computes, so the slack of a test point (and its radius, in the last digits:
+relative differences up to 1e-6 where pB is near the float floor) depends slightly on which
+test points are solved with it; every value is a valid bound. ``certify_knn`` moves it against the
 prediction, so a float64 probability of exactly 1 never yields an infinite radius.
 """
 
