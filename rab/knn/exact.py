@@ -25,8 +25,9 @@ bound e_j on the error of every CDF value of point j (Poisson weights, chi-squar
 product).  The computed class probability is affine in each point's vector of CDF values: with
 the others fixed, q = sum_l P(S_j = l) Q_l with Q_l in [0, 1], and by summation by parts
 q = sum_l F_j(l) (Q_l - Q_{l+1}) + Q_last, coefficients in [-1, 1]; so the CDF errors move q
-by at most sum_j (number of CDF columns) e_j (first order; the second-order terms are below
-(sum_j e_j)^2).  (b) The dynamic programme: each class probability is multilinear in the
+by at most E = sum_j (number of CDF columns) e_j to first order; the higher-order terms, of
+order E^2 (below 1e-15 for E < 3e-8), stay far below the rounding term (b), at least
+4 eps n (L + K + 1).  (b) The dynamic programme: each class probability is multilinear in the
 per-point level probabilities with coefficients that are probabilities, and every level
 probability (a difference of two CDF values) and every truncated-polynomial product carries an
 absolute rounding error of a few units of 2^-53, so the computed value is within
@@ -35,8 +36,8 @@ absolute rounding error of a few units of 2^-53, so the computed value is within
 so the exact q(c | x) lies within proba[c] +- slack.  Term (a) counts the points and levels a
 batch actually computes, so the slack of a test point (and its radius, in the last digits:
 relative differences up to 1e-6 where pB is near the float floor) depends slightly on which
-test points are solved with it; every value is a valid bound. ``certify_knn`` moves it against the
-prediction, so a float64 probability of exactly 1 never yields an infinite radius.
+test points are solved with it; every value is a valid bound.  ``certify_knn`` moves it
+against the prediction, so a float64 probability of exactly 1 never yields an infinite radius.
 """
 
 from __future__ import annotations
