@@ -207,10 +207,9 @@ def test_chunked_certificates_equal_one_call(digits):
     chunked = certify_test_sets(digits, [test], method)["clean"].certificates
     whole = certify_knn(digits.X_train, digits.y_train, digits.X_test, sigma=0.5, k=3,
                         num_classes=2, backend="numpy")
-    # the slack's float-error terms depend on which test points are solved together
     for name in ("prediction", "top_class", "p_a", "p_b", "radius"):
-        np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-5,
-                                   atol=1e-9)
+        np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-9,
+                                   atol=1e-12)
     halves = concat([whole, whole])
     assert len(halves) == 2 * len(whole) and halves.sigma == whole.sigma
     with pytest.raises(ValueError, match="at least one"):
@@ -231,7 +230,7 @@ def test_evaluate_knn_against_direct_computation(cancer):
         direct = certify_knn(ev.train.X_train, ev.train.y_train, test.X, sigma=sigma, k=k,
                              num_classes=2, backend="numpy")
         got = result.certified[test.subset].certificates
-        np.testing.assert_allclose(got.radius, direct.radius, rtol=1e-5, atol=1e-9)  # batching
+        np.testing.assert_allclose(got.radius, direct.radius, rtol=1e-9, atol=1e-12)
         np.testing.assert_array_equal(got.prediction, direct.prediction)
         for r in result.radii:
             expected = np.mean((direct.prediction == test.labels) & (direct.radius > r))
@@ -366,7 +365,6 @@ def test_knn_edge_rule_reaches_the_edges_and_keeps_old_keys(cancer):
     got = evaluate(cancer, method, None, radii=[0.0]).certified["clean"].certificates
     direct = certify_knn(cancer.X_train, cancer.y_train, cancer.X_test, sigma=100.0, k=5,
                          spread=0.1, edge_rule="authors", backend="numpy")
-    # chunks solved together differ, and so do the float-error terms of the slack
-    np.testing.assert_allclose(got.p_a, direct.p_a, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got.p_a, direct.p_a, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="edge_rule"):
         KnnMethod(sigma=1.0, edge_rule="paper")  # type: ignore[arg-type]

@@ -409,3 +409,20 @@ def test_authors_edge_rule_for_spread_below_one() -> None:
     np.testing.assert_allclose(cert.p_a, q.proba.max() - q.slack, rtol=0, atol=1e-15)
     with pytest.raises(ValueError, match="rule must be one of"):
         default_edges(56, 1.0, rule="paper")  # type: ignore[arg-type]
+
+
+def test_rows_solved_together_equal_rows_solved_alone() -> None:
+    """Batches join test points with different level ranges and kept points; each row must get
+    the probabilities and slack it gets alone (the slack's CDF-error term counts its own)."""
+    rng = np.random.default_rng(21)
+    X_train = np.vstack([rng.normal(size=(150, 6)), rng.normal(size=(150, 6)) + 2.5])
+    y_train = np.repeat([0, 1], 150)
+    X_test = np.vstack([X_train[:2], rng.normal(size=(4, 6)) * 2.0, X_train[200:201] + 0.1])
+    args = dict(sigma=0.4, k=5, edges=default_edges(6, 0.4), backend="numpy")
+    together = exact_knn(X_train, y_train, X_test, **args)
+    assert len({tuple(r) for r in together.levels}) > 1  # the rows do differ
+    for t in range(len(X_test)):
+        alone = exact_knn(X_train, y_train, X_test[t : t + 1], **args)
+        np.testing.assert_allclose(together.proba[t], alone.proba[0], rtol=0, atol=1e-15)
+        assert together.slack[t] == pytest.approx(alone.slack[0], rel=0, abs=1e-15)
+        assert together.kept[t] == alone.kept[0]

@@ -12,7 +12,8 @@ Per test point:
    change of total variation at most their bound.  Points with index < K are always kept, as
    the last level can bring them into the top K (a point in the last level is in the top K
    only if its index is below K, since every point of lower index ranks before it);
-4. test points with similar level ranges and kept points are solved together (batches);
+4. test points with similar level ranges and kept points are solved together (batches), each
+   exactly as if alone (:func:`_solve_batch`), so no result depends on the batch;
 5. level CDFs of the remaining points by the Poisson mixture (``rab.knn.levels``);
 6. the prefix/suffix count dynamic programme (``rab.knn.tally``).
 
@@ -33,11 +34,8 @@ probability (a difference of two CDF values) and every truncated-polynomial prod
 absolute rounding error of a few units of 2^-53, so the computed value is within
 ``4 eps * n * (L + K + 1)`` of the value at the computed CDFs (:func:`rounding_bound`).
 ``slack`` is the sum of the neglected masses, the outside boundary mass and both float terms,
-so the exact q(c | x) lies within proba[c] +- slack.  Term (a) counts the points and levels a
-batch actually computes, so the slack of a test point (and its radius, in the last digits:
-relative differences up to 1e-6 where pB is near the float floor) depends slightly on which
-test points are solved with it; every value is a valid bound.  ``certify_knn`` moves it
-against the prediction, so a float64 probability of exactly 1 never yields an infinite radius.
+so the exact q(c | x) lies within proba[c] +- slack; ``certify_knn`` moves it against the
+prediction, so a float64 probability of exactly 1 never yields an infinite radius.
 """
 
 from __future__ import annotations
@@ -209,24 +207,40 @@ def _plan_batches(levels: np.ndarray, lam: np.ndarray, problem: KnnProblem) -> I
 
 def _solve_batch(
     lam: np.ndarray, levels: np.ndarray, problem: KnnProblem, table: ChiSquareTable, ops: ArrayOps
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(proba, neglected mass, levels computed, points kept) for test rows solved together."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(proba, neglected mass, levels computed, points kept) for test rows solved together.
+
+    One dynamic programme over the union of the rows' kept points and the widest level range,
+    but every row is computed as if alone: its own points (the others get CDF 0, so they never
+    rank before the boundary and their factors are exactly 1) and its own levels (the CDFs are
+    held constant outside them, so no boundary lies there).  So a row's probabilities, slack
+    and certificate do not depend on which test points are solved with it (up to the rounding
+    of the DP's summation order).
+    """
     last = problem.num_levels - 1
-    width = int((levels[:, 1] - levels[:, 0]).max()) + 1
+    own_width = levels[:, 1] - levels[:, 0] + 1
+    width = int(own_width.max())
     first = np.minimum(levels[:, 0], last + 1 - width)
-    reach = _reach(lam, np.minimum(first + width - 1, last - 1), problem)
-    index = np.arange(lam.shape[1])
-    keep = ~((reach <= _POINT_DROP_TOL) & (index >= problem.k)[None, :]).all(axis=0)
-    cdf = np.empty((lam.shape[0], width + 1, int(keep.sum())))
-    neglected = reach[:, ~keep].sum(axis=1)
+    reach = _reach(lam, np.minimum(levels[:, 1], last - 1), problem)
+    own = (reach > _POINT_DROP_TOL) | (np.arange(lam.shape[1]) < problem.k)[None, :]
+    keep = own.any(axis=0)
+    position = np.cumsum(keep) - 1
+    cdf = np.zeros((lam.shape[0], width + 1, int(keep.sum())))
+    neglected = np.where(own, 0.0, reach).sum(axis=1)
     for b in range(lam.shape[0]):
-        cdf[b], tails = _level_cdfs(lam[b, keep], int(first[b]), width, problem, table)
+        mine, tails = _level_cdfs(
+            lam[b, own[b]], int(levels[b, 0]), int(own_width[b]), problem, table
+        )
+        below = int(levels[b, 0] - first[b])
+        above = width - int(own_width[b]) - below
+        cdf[b][:, position[own[b]]] = np.concatenate(
+            [np.repeat(mine[:1], below, axis=0), mine, np.repeat(mine[-1:], above, axis=0)]
+        )
         neglected[b] += tails
     q = boundary_class_probabilities(
         ops.asarray(cdf), problem.y_train[keep], problem.k, problem.num_classes, ops
     )
-    computed = np.column_stack([first, first + width - 1])
-    return np.clip(ops.to_numpy(q), 0.0, 1.0), neglected, computed, int(keep.sum())
+    return np.clip(ops.to_numpy(q), 0.0, 1.0), neglected, levels.copy(), own.sum(axis=1)
 
 
 def _solve(problem: KnnProblem, ops: ArrayOps) -> ExactKnnResult:
