@@ -30,6 +30,7 @@ from rab.data.preprocess import RAW, Preprocessing, affine, pixels
 from rab.ensemble.certify import Bound
 from rab.evaluation.attack import AttackKind, PoisonMode
 from rab.evaluation.datasets import BuiltinName, SpambaseVariant
+from rab.knn.levels import EdgeRule
 from rab.seeds import MAX_SEED
 
 T = TypeVar("T")
@@ -204,6 +205,11 @@ class KnnParams(BaseModel):
     num_levels: int = Field(default=200, ge=2, le=10_000, description="Distance levels L.")
     spread: float = Field(
         default=1.0, gt=0, le=1e6, description="Edge spread s (1.0 images, 0.1 spam)."
+    )
+    edge_rule: EdgeRule = Field(
+        default="quantiles",
+        description="Level edges: quantiles (default: from a noisy copy of the input to a point "
+        "at squared distance d * spread) or authors (their rule, to reproduce their tables).",
     )
     num_test: int | None = Field(default=None, ge=1, description="Certify only the first num_test.")
 

@@ -18,6 +18,7 @@ from rab.data.tabular import SPAMBASE_VARIANTS
 from rab.ensemble.certify import BOUNDS
 from rab.evaluation import BUILTIN_DATASETS, VISION_DATASETS, AttackSpec, EnsembleMethod, KnnMethod
 from rab.evaluation.attack import ATTACK_KINDS, POISON_MODES
+from rab.knn.levels import EDGE_RULES
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def _enum(schemas: dict[str, Any], model: str, field: str) -> set[Any]:
         ("EnsembleParams", "bound", BOUNDS),
         ("BuiltinDatasetIn", "builtin", (*BUILTIN_DATASETS, *VISION_DATASETS)),
         ("BuiltinDatasetIn", "variant", SPAMBASE_VARIANTS),
+        ("KnnParams", "edge_rule", EDGE_RULES),
     ],
 )
 def test_api_enumerations_are_the_library_constants(

@@ -308,3 +308,63 @@ def test_authors_spambase_split(shared_data):
     assert np.all(data.y_test == 1)  # the file lists spam first
     with pytest.raises(ValueError, match="Spambase loader only"):
         DatasetSpec("digits", split="authors")
+
+
+# ---- reproduction settings (issue 14) -------------------------------------------------------
+
+def test_shuffled_training_rows_are_seeded_and_recorded():
+    plain = load_dataset(DatasetSpec("digits", classes=(0, 1), train_size=120, test_size=40))
+    spec = DatasetSpec("digits", classes=(0, 1), train_size=120, test_size=40, shuffle_seed=5)
+    shuffled, again = load_dataset(spec), load_dataset(spec)
+    order = np.random.default_rng(5).permutation(120)
+    np.testing.assert_array_equal(shuffled.X_train, plain.X_train[order])
+    np.testing.assert_array_equal(shuffled.y_train, plain.y_train[order])
+    np.testing.assert_array_equal(shuffled.X_test, plain.X_test)
+    np.testing.assert_array_equal(again.X_train, shuffled.X_train)
+    record = shuffled.meta["train_order"]
+    assert record["shuffle_seed"] == 5 and record["num_rows"] == 120
+    assert record["permutation_sha256"] == __import__("hashlib").sha256(
+        order.astype("<i8").tobytes()).hexdigest()
+    assert spec.to_dict()["shuffle_seed"] == 5
+    assert "shuffle_seed" not in DatasetSpec("digits").to_dict()  # old cell keys unchanged
+    result = evaluate(shuffled, KnnMethod(sigma=1.0, k=3), None, radii=[0.0])
+    assert result.to_dict(certificates=False)["train_order"] == dict(record)
+    with pytest.raises(ValueError, match="shuffle_seed"):
+        DatasetSpec("digits", shuffle_seed=-1)
+
+
+def test_knn_tie_break_depends_on_row_order():
+    """Two training points at the same place, different classes, K = 1: the lower index wins
+    every level tie, so swapping the rows flips the smoothed prediction (eq. 65)."""
+    X = np.zeros((2, 2))
+    x = np.array([[0.1, 0.0]])
+    first = certify_knn(X, np.array([0, 1]), x, sigma=1.0, k=1, num_levels=20)
+    swapped = certify_knn(X, np.array([1, 0]), x, sigma=1.0, k=1, num_levels=20)
+    assert first.top_class[0] == 0 and swapped.top_class[0] == 1
+
+
+def test_vanilla_success_rate_with_both_denominators(cancer):
+    attack = AttackSpec("one_pixel", norm=50.0, rate=0.1, target=1, seed=2,
+                        options={"position": (3,)})
+    result = evaluate(cancer, KnnMethod(sigma=100.0, k=5), attack, radii=[0.0])
+    ev = prepare(cancer, attack)
+    backdoor = ev.test("backdoor")
+    plain = _brute_knn(ev.train.X_train, ev.train.y_train, backdoor.X, 5, 2)
+    hits = np.sum(plain == backdoor.attack_labels)
+    entry = result.vanilla["backdoor"]
+    assert entry["attack_success_rate"] == pytest.approx(hits / len(backdoor))
+    assert entry["attack_success_rate_all_test"] == pytest.approx(hits / len(ev.test("clean")))
+    assert len(backdoor) < len(ev.test("clean"))
+
+
+def test_knn_edge_rule_reaches_the_edges_and_keeps_old_keys(cancer):
+    assert "edge_rule" not in KnnMethod(sigma=1.0).to_dict()
+    method = method_from_dict({"name": "knn", "sigma": 100.0, "edge_rule": "authors",
+                               "spread": 0.1})
+    assert method.to_dict()["edge_rule"] == "authors"
+    got = evaluate(cancer, method, None, radii=[0.0]).certified["clean"].certificates
+    direct = certify_knn(cancer.X_train, cancer.y_train, cancer.X_test, sigma=100.0, k=5,
+                         spread=0.1, edge_rule="authors", backend="numpy")
+    np.testing.assert_allclose(got.p_a, direct.p_a, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="edge_rule"):
+        KnnMethod(sigma=1.0, edge_rule="paper")  # type: ignore[arg-type]

@@ -196,3 +196,26 @@ def test_experiment_cli_errors(app, tmp_path):
 def test_parse_config_needs_a_dataset():
     with pytest.raises(ValueError, match="datasets"):
         parse_config({"name": "x", "sigmas": [1.0], "method": {"name": "knn"}})
+
+
+def test_report_labels_both_success_rates_and_the_effective_norm(config_file, tmp_path):
+    config = load_config(config_file)  # digits blending, clipped to [0, 1] by default
+    record = run_experiment(config, tmp_path)
+    table = markdown_table(config, record.results)
+    assert "success rate, vanilla (÷ backdoored inputs)" in table
+    assert "success rate, vanilla (÷ all test)" in table
+    result = next(iter(record.results.values()))["result"]
+    vanilla = result["vanilla"]["backdoor"]
+    assert vanilla["attack_success_rate_all_test"] <= vanilla["attack_success_rate"]
+    effective = result["poisoning"]["effective_norm_range"][1]
+    assert effective < 1.0 and f"1 (eff. ≤ {effective:.3g})" in table
+
+
+def test_table5_grids_use_the_reproduction_settings():
+    for name in ("table5-spambase", "table5-spambase-authors-split", "table5-mnist",
+                 "table5-cifar-subset"):
+        for cell in named_config(name).cells:
+            assert cell.dataset.shuffle_seed == 0, name
+            assert cell.method.edge_rule == "authors", name  # type: ignore[union-attr]
+            assert cell.attack is not None
+            assert cell.attack.clip == (cell.attack.kind != "blending"), name

@@ -30,10 +30,17 @@ protocol: use the default seeded split for anything else.
 
 ``classes`` keeps and reorders classes (the first becomes label 0, the usual backdoor target);
 ``train_size`` / ``test_size`` keep a seeded random subset.
+
+``shuffle_seed`` puts the training rows in a seeded random order (:func:`shuffle_train`), last,
+after class selection and subsetting and before any poisoning.  Reproductions set it: the
+smoothed K-NN breaks ties within a distance level by training index (eq. 65), so its
+predictions depend on the row order, and the shared files list each class in a block (the
+CIFAR file lists all airplanes, the backdoor's source class, first).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -71,6 +78,7 @@ __all__ = [
     "SpambaseVariant",
     "load_dataset",
     "shared_data_dir",
+    "shuffle_train",
     "subsample",
 ]
 
@@ -122,6 +130,8 @@ class DatasetSpec:
     ``split_seed``: seed of the train/test split of files without one.
     ``download``: let torchvision download ``mnist`` / ``cifar10`` (only those); it says how the
     files are obtained, not which data, so :meth:`to_dict` (and a grid cell's key) leaves it out.
+    ``shuffle_seed``: seed of the training-row permutation (None: file order; left out of
+    :meth:`to_dict` when None, so existing cells keep their keys).
     """
 
     source: str
@@ -134,6 +144,7 @@ class DatasetSpec:
     split: str = "seeded"
     name: str | None = None
     download: bool = False
+    shuffle_seed: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -158,6 +169,9 @@ class DatasetSpec:
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        seed = self.shuffle_seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"shuffle_seed must be a non-negative integer, got {seed!r}")
         if self.extra:
             raise ValueError(f"unknown data set keys {sorted(self.extra)}")
 
@@ -173,6 +187,8 @@ class DatasetSpec:
         out = asdict(self)
         del out["extra"], out["download"]
         out["classes"] = None if self.classes is None else list(self.classes)
+        if self.shuffle_seed is None:
+            del out["shuffle_seed"]
         return out
 
     @property
@@ -203,6 +219,20 @@ def subsample(dataset: Dataset, train_size: int | None, test_size: int | None,
         X_test=dataset.X_test[te], y_test=dataset.y_test[te],
         meta=dataset.with_meta(subset={"train_size": train_size, "test_size": test_size,
                                        "seed": int(seed)}),
+    )
+
+
+def shuffle_train(dataset: Dataset, seed: int) -> Dataset:
+    """The training rows in the order ``np.random.default_rng(seed).permutation(n)`` (test set
+    unchanged), recorded in ``meta["train_order"]``: the seed, n and the SHA-256 of the
+    permutation as little-endian int64 (row t of the result is row ``permutation[t]`` of the
+    input)."""
+    order = np.random.default_rng(seed).permutation(len(dataset.y_train))
+    digest = hashlib.sha256(order.astype("<i8").tobytes()).hexdigest()
+    return replace(
+        dataset, X_train=dataset.X_train[order], y_train=dataset.y_train[order],
+        meta=dataset.with_meta(train_order={"shuffle_seed": int(seed), "num_rows": len(order),
+                                            "permutation_sha256": digest}),
     )
 
 
@@ -282,4 +312,6 @@ def load_dataset(spec: DatasetSpec, data_dir: Path | None = None) -> Dataset:
         dataset = select_classes(dataset, list(classes))
     if spec.train_size is not None or spec.test_size is not None:
         dataset = subsample(dataset, spec.train_size, spec.test_size, spec.subset_seed)
+    if spec.shuffle_seed is not None:
+        dataset = shuffle_train(dataset, spec.shuffle_seed)
     return dataset

@@ -26,6 +26,7 @@ from rab.ensemble.certify import BOUNDS, VOTES_OF_BOUND, Bound, VoteKind
 from rab.ensemble.config import TRAINING_PRESETS
 from rab.evaluation.summary import chunks, concat
 from rab.evaluation.testsets import TestSet
+from rab.knn.levels import EDGE_RULES, EdgeRule
 from rab.seeds import fresh_seed, resolve_seed
 
 __all__ = [
@@ -64,13 +65,15 @@ def _count(value: int, name: str, minimum: int = 1) -> int:
 @dataclass(frozen=True)
 class KnnMethod:
     """Exact smoothed K-NN: K neighbours, noise sigma, L levels, the authors' edge ``spread``
-    (1.0 for images, 0.1 for Spambase; ``rab.knn.default_edges``)."""
+    (1.0 for images, 0.1 for Spambase) and ``edge_rule`` ("authors" to reproduce their
+    edges exactly; ``rab.knn.default_edges``)."""
 
     sigma: float
     k: int = 5
     num_levels: int = 200
     spread: float = 1.0
     backend: str = "numpy"
+    edge_rule: EdgeRule = "quantiles"
     name: Literal["knn"] = "knn"
 
     def __post_init__(self) -> None:
@@ -80,13 +83,21 @@ class KnnMethod:
         _count(self.num_levels, "num_levels", 2)
         if self.backend not in ("numpy", "torch", "auto"):
             raise ValueError(f"backend must be numpy, torch or auto, got {self.backend!r}")
+        if self.edge_rule not in EDGE_RULES:
+            raise ValueError(f"edge_rule must be one of {EDGE_RULES}, got {self.edge_rule!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields; ``edge_rule`` only when not the default, so that the settings (and
+        result keys) of existing K-NN cells stay as they were."""
+        out = asdict(self)
+        if self.edge_rule == "quantiles":
+            del out["edge_rule"]
+        return out
 
     def check(self, facts: DataFacts) -> None:
         """ValueError unless the K-NN can run on data of ``facts``: K training points, and
-        finite level edges (``rab.knn.default_edges``) for this sigma."""
+        finite level edges (``rab.knn.default_edges``, which refuses a sigma far below the
+        data's scale at once) for this sigma."""
         if self.k > facts.train_size:
             raise ValueError(
                 f"k={self.k} neighbours but the training set has {facts.train_size} points"
@@ -95,8 +106,9 @@ class KnnMethod:
 
         dim = math.prod(facts.input_shape)
         try:
-            check_edges(default_edges(dim, self.sigma, self.num_levels, self.spread))
-        except (ValueError, ArithmeticError):
+            check_edges(default_edges(dim, self.sigma, self.num_levels, self.spread,
+                                      rule=self.edge_rule))
+        except ArithmeticError:
             raise ValueError(
                 f"sigma={self.sigma:g} is too small for {dim} features: the distance levels "
                 "of the smoothed K-NN are not finite numbers"
@@ -252,7 +264,7 @@ def _certify_knn(
                 certify_knn(
                     train.X_train, train.y_train, test.X[part], sigma=method.sigma, k=method.k,
                     num_classes=train.num_classes, num_levels=method.num_levels,
-                    spread=method.spread, backend=method.backend,
+                    spread=method.spread, backend=method.backend, edge_rule=method.edge_rule,
                 )
             )
             done += part.stop - part.start

@@ -61,6 +61,7 @@ class EvaluationResult:
         out: dict[str, Any] = {
             "dataset": ev.clean.summary(),
             "train_sha256": ev.train.sha256,
+            "train_order": ev.clean.meta.get("train_order"),
             "attack": None if ev.attack is None else ev.attack.to_dict(),
             "poisoning": ev.poisoning,
             "method": self.method.to_dict(),

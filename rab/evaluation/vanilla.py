@@ -9,7 +9,11 @@ What the defence buys is read off against the model without randomized smoothing
   noise (sigma = 0) and evaluated without test-time noise.
 
 Its attack success rate (share of backdoored inputs predicted as the target) is the paper's
-"Success Rate" column; its clean and backdoor accuracy are Figure 3's vanilla bars.
+"Success Rate" column, reported with two denominators, since the published MNIST figures are
+only reproduced by the second and the CIFAR ones by the first (issue 14):
+``attack_success_rate`` divides by the backdoored test inputs (the non-target test points with
+the trigger), ``attack_success_rate_all_test`` by all test points (the clean test set's size).
+Its clean and backdoor accuracy are Figure 3's vanilla bars.
 """
 
 from __future__ import annotations
@@ -65,8 +69,10 @@ def vanilla_predictions(
 def vanilla_metrics(
     tests: Sequence[TestSet], predictions: dict[str, np.ndarray]
 ) -> dict[str, dict[str, float]]:
-    """Accuracy per test set, and the attack success rate on a backdoored one."""
+    """Accuracy per test set, and the attack success rate on a backdoored one (over the
+    backdoored inputs and over all test points: module docstring)."""
     out: dict[str, dict[str, float]] = {}
+    num_all = next((len(t) for t in tests if t.subset == "clean"), None)
     for test in tests:
         if test.labels is None:
             continue
@@ -74,5 +80,8 @@ def vanilla_metrics(
         entry = {"accuracy": float(np.mean(pred == test.labels))}
         if test.attack_labels is not None:
             entry["attack_success_rate"] = attack_success_rate(pred, test.attack_labels)
+            if num_all is not None:
+                hits = float(np.sum(pred == test.attack_labels))
+                entry["attack_success_rate_all_test"] = hits / num_all
         out[test.subset] = entry
     return out

@@ -14,7 +14,7 @@ from numpy.typing import ArrayLike
 
 from rab.bounds import CertificateBatch, certify_exact
 from rab.knn.exact import exact_knn
-from rab.knn.levels import default_edges
+from rab.knn.levels import EdgeRule, default_edges
 
 
 def certify_knn(
@@ -29,15 +29,18 @@ def certify_knn(
     num_levels: int = 200,
     spread: float = 1.0,
     backend: str = "auto",
+    edge_rule: EdgeRule = "quantiles",
 ) -> CertificateBatch:
     """Predictions, pA, pB and radius (eq. 14) per test point for the Gaussian-smoothed K-NN.
 
-    ``edges`` default to ``default_edges(d, sigma, num_levels, spread)``; they must not depend
-    on the training features.  Rows whose top class does not beat the runner-up by more than
+    ``edges`` default to ``default_edges(d, sigma, num_levels, spread, edge_rule)``
+    (``edge_rule="authors"`` for the authors' edges); they must not depend on the training
+    features.  Rows whose top class does not beat the runner-up by more than
     twice the slack abstain.
     """
     if edges is None:  # exact_knn validates the inputs; here only the feature count is needed
-        edges = default_edges(int(np.prod(np.shape(X_train)[1:])), sigma, num_levels, spread)
+        dim = int(np.prod(np.shape(X_train)[1:]))
+        edges = default_edges(dim, sigma, num_levels, spread, edge_rule)
     result = exact_knn(
         X_train,
         y_train,

@@ -12,21 +12,30 @@ Per test point:
    change of total variation at most their bound.  Points with index < K are always kept, as
    the last level can bring them into the top K (a point in the last level is in the top K
    only if its index is below K, since every point of lower index ranks before it);
-4. test points with similar level ranges and kept points are solved together (batches);
+4. test points with similar level ranges and kept points are solved together (batches), each
+   exactly as if alone (:func:`_solve_batch`), so no result depends on the batch;
 5. level CDFs of the remaining points by the Poisson mixture (``rab.knn.levels``);
 6. the prefix/suffix count dynamic programme (``rab.knn.tally``).
 
 Nothing is renormalised.  The computed probabilities are those of a model that differs from the
 exact one by moving, per point, at most the reported mass (Poisson window tails and skipped
 points) to far levels; by coupling, every class probability moves by at most the sum of those
-masses.  The boundary mass outside the computed level range is 1 - sum(proba).  Float rounding
-is bounded too: each class probability is a multilinear function of the per-point level
-probabilities with coefficients that are probabilities, and every level probability (a
-difference of two CDF values) and every truncated-polynomial product carries an absolute
-rounding error of a few units of 2^-53, so the computed value is within
-``4 eps * n * (L + K + 1)`` of the exact one (:func:`rounding_bound`).  ``slack`` is the sum of all
-three, so the exact q(c | x) lies within proba[c] +- slack; ``certify_knn`` moves it against
-the prediction, so a float64 probability of exactly 1 never yields an infinite radius.
+masses.  The boundary mass outside the computed level range is 1 - sum(proba).  Float error
+is bounded in two parts.  (a) The level CDFs: ``rab.knn.levels.noncentral_chi2_cdf`` returns a
+bound e_j on the error of every CDF value of point j (Poisson weights, chi-square table, dot
+product).  The computed class probability is affine in each point's vector of CDF values: with
+the others fixed, q = sum_l P(S_j = l) Q_l with Q_l in [0, 1], and by summation by parts
+q = sum_l F_j(l) (Q_l - Q_{l+1}) + Q_last, coefficients in [-1, 1]; so the CDF errors move q
+by at most E = sum_j (number of CDF columns) e_j to first order; the higher-order terms, of
+order E^2 (below 1e-15 for E < 3e-8), stay far below the rounding term (b), at least
+4 eps n (L + K + 1).  (b) The dynamic programme: each class probability is multilinear in the
+per-point level probabilities with coefficients that are probabilities, and every level
+probability (a difference of two CDF values) and every truncated-polynomial product carries an
+absolute rounding error of a few units of 2^-53, so the computed value is within
+``4 eps * n * (L + K + 1)`` of the value at the computed CDFs (:func:`rounding_bound`).
+``slack`` is the sum of the neglected masses, the outside boundary mass and both float terms,
+so the exact q(c | x) lies within proba[c] +- slack; ``certify_knn`` moves it against the
+prediction, so a float64 probability of exactly 1 never yields an infinite radius.
 """
 
 from __future__ import annotations
@@ -84,6 +93,15 @@ def _lambda_bins(lam_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends
 
 
+def _log_bernoulli_mgf(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """log(1 - p + p e^t), the log moment generating function of a Bernoulli(p), for p in
+    [0, 1] and any t, as logaddexp(log(1 - p), log(p) + t): no cancellation when p is close to
+    1 and t very negative (``log1p(p * expm1(t))`` gives -inf for p = 1, t <= -37, as
+    ``expm1(t)`` rounds to -1)."""
+    with np.errstate(divide="ignore"):
+        return np.logaddexp(np.log1p(-p), np.log(p) + t)
+
+
 def boundary_levels(lam: np.ndarray, problem: KnnProblem, table: ChiSquareTable) -> tuple[int, int]:
     """Levels [l_lo, l_hi] outside which the K-th ranked point lies w.p. < 1e-16 per side.
 
@@ -107,8 +125,8 @@ def boundary_levels(lam: np.ndarray, problem: KnnProblem, table: ChiSquareTable)
         grid = np.broadcast_to(_T_GRID, (_T_GRID.size, upper.shape[1]))
         t_up = np.vstack([np.where(t_up > 0, t_up, 1.0), grid])[:, None, :]
         t_down = np.vstack([np.where(t_down > 0, t_down, 1.0), grid])[:, None, :]
-        log_up = (count * np.log1p(upper * np.expm1(t_up))).sum(1) - t_up[:, 0] * k
-        log_down = (count * np.log1p(lower * np.expm1(-t_down))).sum(1) + t_down[:, 0] * (k - 1)
+        log_up = (count * _log_bernoulli_mgf(upper, t_up)).sum(1) - t_up[:, 0] * k
+        log_down = (count * _log_bernoulli_mgf(lower, -t_down)).sum(1) + t_down[:, 0] * (k - 1)
     log_up, log_down = log_up.min(0), log_down.min(0)
     last = problem.num_levels - 1
     possible = np.flatnonzero(log_up > _LEVEL_PRUNE_LOG_TOL)
@@ -121,7 +139,8 @@ def boundary_levels(lam: np.ndarray, problem: KnnProblem, table: ChiSquareTable)
 def _level_cdfs(
     lam: np.ndarray, first: int, width: int, problem: KnnProblem, table: ChiSquareTable
 ) -> tuple[np.ndarray, float]:
-    """(width + 1, n) CDFs at levels first - 1 .. first + width - 1 and the neglected mass."""
+    """(width + 1, n) CDFs at levels first - 1 .. first + width - 1 and the bound on the
+    neglected mass plus the CDFs' float error."""
     last = problem.num_levels - 1
     levels = np.arange(first - 1, first + width)
     cols = levels[(levels >= 0) & (levels < last)]
@@ -133,10 +152,11 @@ def _level_cdfs(
         surely_far = far <= _POINT_DROP_TOL
         neglected += float(far[surely_far].sum())
         near = np.flatnonzero(~surely_far)
-        cdf, tail = noncentral_chi2_cdf(lam[near], table, cols)
+        mix = noncentral_chi2_cdf(lam[near], table, cols)
         rows = np.flatnonzero((levels >= 0) & (levels < last))
-        out[np.ix_(rows, near)] = cdf.T
-        neglected += float(tail.sum())
+        out[np.ix_(rows, near)] = mix.cdf.T
+        # q is affine in each point's CDF values with coefficients in [-1, 1] (see module doc)
+        neglected += float(mix.tail.sum()) + cols.size * float(mix.error.sum())
     return out, neglected
 
 
@@ -147,7 +167,8 @@ def _reach(lam: np.ndarray, top: np.ndarray, problem: KnnProblem) -> np.ndarray:
 
 
 def rounding_bound(problem: KnnProblem) -> float:
-    """Bound on the float64 rounding error of every computed q(c | x).
+    """Bound on the float64 rounding error of the dynamic programme in every computed q(c | x),
+    given the computed level CDFs (their own error is bounded by ``noncentral_chi2_cdf``).
 
     Each class probability is multilinear in the per-point level probabilities, with
     coefficients that are probabilities; every level probability (a difference of CDF values)
@@ -186,24 +207,40 @@ def _plan_batches(levels: np.ndarray, lam: np.ndarray, problem: KnnProblem) -> I
 
 def _solve_batch(
     lam: np.ndarray, levels: np.ndarray, problem: KnnProblem, table: ChiSquareTable, ops: ArrayOps
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(proba, neglected mass, levels computed, points kept) for test rows solved together."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(proba, neglected mass, levels computed, points kept) for test rows solved together.
+
+    One dynamic programme over the union of the rows' kept points and the widest level range,
+    but every row is computed as if alone: its own points (the others get CDF 0, so they never
+    rank before the boundary and their factors are exactly 1) and its own levels (the CDFs are
+    held constant outside them, so no boundary lies there).  So a row's probabilities, slack
+    and certificate do not depend on which test points are solved with it (up to the rounding
+    of the DP's summation order).
+    """
     last = problem.num_levels - 1
-    width = int((levels[:, 1] - levels[:, 0]).max()) + 1
+    own_width = levels[:, 1] - levels[:, 0] + 1
+    width = int(own_width.max())
     first = np.minimum(levels[:, 0], last + 1 - width)
-    reach = _reach(lam, np.minimum(first + width - 1, last - 1), problem)
-    index = np.arange(lam.shape[1])
-    keep = ~((reach <= _POINT_DROP_TOL) & (index >= problem.k)[None, :]).all(axis=0)
-    cdf = np.empty((lam.shape[0], width + 1, int(keep.sum())))
-    neglected = reach[:, ~keep].sum(axis=1)
+    reach = _reach(lam, np.minimum(levels[:, 1], last - 1), problem)
+    own = (reach > _POINT_DROP_TOL) | (np.arange(lam.shape[1]) < problem.k)[None, :]
+    keep = own.any(axis=0)
+    position = np.cumsum(keep) - 1
+    cdf = np.zeros((lam.shape[0], width + 1, int(keep.sum())))
+    neglected = np.where(own, 0.0, reach).sum(axis=1)
     for b in range(lam.shape[0]):
-        cdf[b], tails = _level_cdfs(lam[b, keep], int(first[b]), width, problem, table)
+        mine, tails = _level_cdfs(
+            lam[b, own[b]], int(levels[b, 0]), int(own_width[b]), problem, table
+        )
+        below = int(levels[b, 0] - first[b])
+        above = width - int(own_width[b]) - below
+        cdf[b][:, position[own[b]]] = np.concatenate(
+            [np.repeat(mine[:1], below, axis=0), mine, np.repeat(mine[-1:], above, axis=0)]
+        )
         neglected[b] += tails
     q = boundary_class_probabilities(
         ops.asarray(cdf), problem.y_train[keep], problem.k, problem.num_classes, ops
     )
-    computed = np.column_stack([first, first + width - 1])
-    return np.clip(ops.to_numpy(q), 0.0, 1.0), neglected, computed, int(keep.sum())
+    return np.clip(ops.to_numpy(q), 0.0, 1.0), neglected, levels.copy(), own.sum(axis=1)
 
 
 def _solve(problem: KnnProblem, ops: ArrayOps) -> ExactKnnResult:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import special, stats
@@ -33,24 +34,49 @@ _WINDOW_LOG_TOL = 18.0 * math.log(10.0)
 _MAX_TABLE_BYTES = 1 << 29
 
 
-def default_edges(dim: int, sigma: float, num_levels: int = 200, spread: float = 1.0) -> np.ndarray:
-    """The authors' data-independent level edges (squared distances in feature units).
+EdgeRule = Literal["quantiles", "authors"]
+EDGE_RULES: tuple[EdgeRule, ...] = ("quantiles", "authors")
 
-    ``num_levels - 1`` equally spaced edges between the 1e-4 quantile of sigma^2 chi2(d) (a
-    noisy copy of the test point itself) and the 1 - 1e-4 quantile of sigma^2 ncx2(d, d *
-    spread / sigma^2) (a point at squared distance d * spread).  The authors use spread = 1 for
-    images and 0.1 for Spambase.  The edges depend on d, sigma and the configuration only,
-    never on training features, so the K-NN stays one fixed function of the noisy data.
+
+def default_edges(
+    dim: int,
+    sigma: float,
+    num_levels: int = 200,
+    spread: float = 1.0,
+    rule: EdgeRule = "quantiles",
+) -> np.ndarray:
+    """Data-independent level edges (squared distances in feature units), equally spaced.
+
+    The upper edge is the 1 - 1e-4 quantile of sigma^2 ncx2(d, d * spread / sigma^2) (a point
+    at squared distance d * spread; the authors use spread = 1 for images and 0.1 for
+    Spambase).  Two rules, identical for spread = 1 except for the number of edges:
+
+    - ``"quantiles"`` (default): ``num_levels - 1`` edges, so exactly ``num_levels`` levels,
+      the lowest at the 1e-4 quantile of sigma^2 chi2(d), the squared distance of a noisy copy
+      of the test point itself: no noisy training point lies below it with probability above
+      1e-4, so no level is spent on distances that cannot occur.
+    - ``"authors"``: the authors' code exactly, ``num_levels`` edges (200, so L = 201 levels)
+      with the lowest at the 1e-4 quantile of sigma^2 chi2(d * spread).  For spread != 1 that
+      is below any reachable distance (Spambase, the authors' 56 features, sigma = 1: 0.13 instead
+      of 24.9), so
+      the first levels stay empty and the rest are coarser.  Use it to reproduce their tables.
+
+    The edges depend on d, sigma and the configuration only, never on training features, so
+    the K-NN stays one fixed function of the noisy data.
     """
     if not isinstance(dim, int | np.integer) or dim < 1:
         raise ValueError(f"dim must be a positive integer, got {dim!r}")
     if not isinstance(num_levels, int | np.integer) or num_levels < 2:
         raise ValueError(f"num_levels must be an integer >= 2, got {num_levels!r}")
+    if rule not in EDGE_RULES:
+        raise ValueError(f"rule must be one of {EDGE_RULES}, got {rule!r}")
     s = check_positive_scalar(sigma, "sigma")
     spread = check_positive_scalar(spread, "spread")
-    lo = s**2 * stats.chi2.ppf(1e-4, dim)
+    check_noncentrality(int(dim), s, spread)
+    authors = rule == "authors"
+    lo = s**2 * stats.chi2.ppf(1e-4, dim * spread if authors else dim)
     hi = s**2 * stats.ncx2.isf(1e-4, dim, dim * spread / s**2)
-    return np.linspace(lo, hi, int(num_levels) - 1)
+    return np.linspace(lo, hi, int(num_levels) if authors else int(num_levels) - 1)
 
 
 def check_edges(edges: np.ndarray) -> np.ndarray:
@@ -96,6 +122,32 @@ def poisson_windows(lam: np.ndarray) -> PoissonWindow:
     return PoissonWindow(lo=lo, hi=(upper_out - 1).astype(np.int64), tail=tail)
 
 
+def max_mixture_terms(num_edges: int) -> int:
+    """The most Poisson terms a chi-square table over ``num_edges`` edges may hold (its size
+    is bounded by ``_MAX_TABLE_BYTES``)."""
+    return _MAX_TABLE_BYTES // (8 * max(1, int(num_edges)))
+
+
+#: The largest noncentrality d * spread / sigma^2 of the edges' reference point accepted: the
+#: top edge is a noncentral chi-square quantile whose cost grows with its square root (0.35 s
+#: at 1e12 here, 36 s at 1e16), so a sigma far below the data's scale is refused up front.
+MAX_NONCENTRALITY = 1e12
+
+
+def check_noncentrality(dim: int, sigma: float, spread: float) -> None:
+    """ValueError when d * spread / sigma^2 exceeds :data:`MAX_NONCENTRALITY` (cheap: it runs
+    before any special function, so a service can refuse such a sigma at once)."""
+    try:
+        lam = dim * spread / float(sigma) ** 2
+    except (OverflowError, ZeroDivisionError):
+        lam = math.inf
+    if not lam <= MAX_NONCENTRALITY:
+        raise ValueError(
+            f"sigma={sigma:g} is too small for {dim} features at spread {spread:g}: the "
+            f"noncentrality d * spread / sigma^2 = {lam:.3g} exceeds {MAX_NONCENTRALITY:g}"
+        )
+
+
 class ChiSquareTable:
     """G[k, l] = chi2.cdf(edges[l] / sigma^2; d + 2k), grown on demand and shared by all points."""
 
@@ -106,7 +158,7 @@ class ChiSquareTable:
 
     def rows(self, stop: int) -> np.ndarray:
         """The table for Poisson indices 0..stop-1 (computed with scipy's gammainc)."""
-        limit = _MAX_TABLE_BYTES // (8 * max(1, self.scaled_edges.size))
+        limit = max_mixture_terms(self.scaled_edges.size)
         if stop > limit:
             raise ValueError(
                 f"the Poisson mixture needs {stop} terms (more than {limit}): noncentralities "
@@ -121,39 +173,197 @@ class ChiSquareTable:
         return self.table[:stop]
 
 
-def poisson_weights(mu: np.ndarray, start: int, width: int) -> np.ndarray:
-    """W[j, t] = Pois(start + t; mu_j), shape (n, width), from the log-pmf (no underflow issue:
-    entries below the smallest double are far outside every window that uses them)."""
-    k = start + np.arange(width, dtype=np.float64)
-    log_mu = np.log(np.maximum(mu, 1e-300))  # mu = 0 gives pmf(0) = 1 and 0 elsewhere
-    log_pmf = np.multiply.outer(log_mu, k) - (special.gammaln(k + 1.0)[None, :] + mu[:, None])
-    return np.exp(log_pmf, out=log_pmf)
+_EPS = float(np.finfo(np.float64).eps)
+# Assumed absolute error of scipy's regularized lower incomplete gamma function (cephes igam)
+# on the chi-square table: measured below 0.3 eps against 40-digit mpmath values for shapes
+# 0.5 to 2e6 within 8 standard deviations (tests/test_knn_levels.py checks a sample).
+_GAMMAINC_ABS_ERROR = 4.0 * _EPS
+# Stirling's error term log(k!) - (k + 1/2) log k + k - log(2 pi) / 2 for k = 1..15 (40-digit
+# mpmath values rounded to float64); from 16 on its asymptotic series (Loader 2000).
+_STIRLING_TABLE = np.array([
+    0.0,  # unused (k = 0 has its own formula)
+    0.08106146679532726, 0.0413406959554093, 0.02767792568499834, 0.020790672103765093,
+    0.016644691189821193, 0.013876128823070748, 0.01189670994589177, 0.010411265261972096,
+    0.009255462182712733, 0.00833056343336287, 0.007573675487951841, 0.00694284010720953,
+    0.006408994188004207, 0.0059513701127588475, 0.005554733551962801,
+])  # fmt: skip
+# Coefficients 1/3, 1/5, ..., 1/17 of 2 sum_j v^(2j+1) / (2j+1) in the bd0 series, |v| < 0.1.
+_BD0_SERIES = 1.0 / np.arange(3.0, 19.0, 2.0)
+
+
+def _stirling_error(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log(k!) - (k + 1/2) log k + k - log(2 pi) / 2 for k >= 1 and an absolute error bound:
+    the table below 16, else the asymptotic series through k^-9 (the first omitted term,
+    691 / (360360 k^11), is below 1.1e-16), plus rounding."""
+    small = k < _STIRLING_TABLE.size
+    kb = np.maximum(k, float(_STIRLING_TABLE.size))
+    r = 1.0 / (kb * kb)
+    series = (1.0 / 12 - r * (1.0 / 360 - r * (1.0 / 1260 - r * (1.0 / 1680 - r / 1188)))) / kb
+    table = _STIRLING_TABLE[np.where(small, k, 0).astype(np.int64)]
+    value = np.where(small, table, series)
+    error = np.where(small, 0.0, 0.002 * r**5 / kb) + 4.0 * _EPS * value
+    return value, error
+
+
+def poisson_log_pmf(mu: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log Pois(k; mu) and a bound on its absolute float64 error (broadcasting mu and k).
+
+    ``k log mu - mu - log k!`` cancels: its terms are about k log k while the result is
+    O(log k), so its error grows with mu (1e-10 relative at mu = 5e4, 2e-5 at mu = 5e9).
+    Loader's saddle-point form is used instead, for k >= 1,
+
+        log Pois(k; mu) = -stirlerr(k) - bd0(k, mu) - log(2 pi k) / 2,
+        bd0(k, mu) = k log(k / mu) + mu - k = mu h(k / mu),
+
+    with bd0 from its series in v = (k - mu) / (k + mu) when |v| < 0.1,
+    bd0 = (k - mu) v + 2k sum_{j >= 1} v^(2j+1) / (2j+1) (terms through v^17; the first term
+    dominates the rest 15-fold, so the result carries a relative error of at most 16 eps, plus
+    the omitted tail), and from ``k log(k / mu) + mu - k`` otherwise (absolute error at most
+    4 eps (k (1 + |log(k / mu)|) + mu + k)); log Pois(0; mu) = -mu.  At the mode (where
+    :func:`poisson_weights` anchors) bd0 < 1 and the error is a few eps.  mu = 0 is handled as
+    mu = 1e-300 (pmf 1 at k = 0, 0 elsewhere).
+    """
+    mu_b, k_b = np.broadcast_arrays(
+        np.maximum(np.asarray(mu, dtype=np.float64), 1e-300), np.asarray(k, dtype=np.float64)
+    )
+    shape = mu_b.shape
+    mu_f, k_f = mu_b.ravel(), np.maximum(k_b.ravel(), 1.0)  # k = 0 is overwritten below
+    stirl, stirl_err = _stirling_error(k_f)
+    v = (k_f - mu_f) / (k_f + mu_f)
+    near = np.abs(v) < 0.1
+    s = v * v
+    series = np.zeros_like(v)
+    for c in _BD0_SERIES[::-1]:
+        series = series * s + c
+    bd0_series = (k_f - mu_f) * v + 2.0 * k_f * v * s * series
+    with np.errstate(divide="ignore", over="ignore"):
+        tail = 2.0 * k_f * np.abs(v) ** 19 / (19.0 * (1.0 - s))  # used where |v| < 0.1
+        log_ratio = np.log(k_f / mu_f)
+    bd0 = np.where(near, bd0_series, k_f * log_ratio + mu_f - k_f)
+    bd0_err = np.where(
+        near,
+        16.0 * _EPS * np.abs(bd0_series) + tail,
+        4.0 * _EPS * (k_f * (1.0 + np.abs(log_ratio)) + mu_f + k_f),
+    )
+    half_log = 0.5 * np.log(2.0 * np.pi * k_f)
+    log_pmf = -stirl - bd0 - half_log
+    error = stirl_err + bd0_err + 4.0 * _EPS * (half_log + np.abs(bd0) + 1.0)
+    zero = k_b.ravel() == 0
+    log_pmf[zero], error[zero] = -mu_f[zero], 0.0
+    return log_pmf.reshape(shape), error.reshape(shape)
+
+
+def poisson_weights(
+    mu: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    start: int,
+    width: int,
+    mode_log_pmf: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """W[j, t] = Pois(start + t; mu_j) inside row j's window [lo_j, hi_j], exactly 0 outside;
+    shape (n, width), every window inside [start, start + width).  Also returns, per row, a
+    bound on sum_t |W[j, t] - exact|.
+
+    One cumulative product per row, C_k = prod_{lo < i <= k} mu / i (each factor one division,
+    each step one multiplication), scaled by Pois(m) / C_m at the mode m = floor(mu) (inside
+    the window), whose value comes from :func:`poisson_log_pmf` with relative error a.  So the
+    entry at k has relative error at most a + (2 (k - lo) + 2 (m - lo) + 2) eps
+    (:func:`poisson_weight_rel_error`; first order: the higher-order terms are below 1e-6 of
+    it, as the windows are below 1e7 terms wide for mu < 1e10).  Summed with the exact
+    weights (total <= 1), sum_t w_t (k - lo) <= E|K - m| + (m - lo) <= sqrt(mu + 1) + (m - lo)
+    (E|K - m| <= sqrt(E (K - m)^2) = sqrt(mu + (mu - m)^2)), so the row error is at most
+    (1 + 1e-6) (a + (2 sqrt(mu + 1) + 4 (m - lo) + 2) eps).  In-window entries stay far above
+    the smallest normal double (the window ends are near 1e-20 of the mode), so the products
+    keep their relative precision.  ``mode_log_pmf``: ``poisson_log_pmf(mu, floor(mu))`` if
+    already computed.
+    """
+    mu = np.asarray(mu, dtype=np.float64)
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    if np.any(lo < start) or np.any(hi >= start + width):
+        raise ValueError("every Poisson window must lie inside the computed columns")
+    mode = np.floor(mu)
+    log_pmf, log_err = poisson_log_pmf(mu, mode) if mode_log_pmf is None else mode_log_pmf
+    t = np.arange(width)
+    first, last = (lo - start)[:, None], (hi - start)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):  # k = 0 (and mu = 0): set to 1 below
+        weights = mu[:, None] / (start + t.astype(np.float64))[None, :]
+    np.copyto(weights, 1.0, where=t <= first)
+    np.copyto(weights, 0.0, where=t > last)
+    np.cumprod(weights, axis=1, out=weights)
+    np.copyto(weights, 0.0, where=t < first)
+    at_mode = weights[np.arange(mu.size), (mode - start).astype(np.int64)]
+    weights *= (np.exp(log_pmf) / at_mode)[:, None]
+    return weights, _weight_error(log_err, mu, lo, np.sqrt(mu + 1.0))
+
+
+def _weight_error(
+    log_err: np.ndarray, mu: np.ndarray, lo: np.ndarray, steps: np.ndarray
+) -> np.ndarray:
+    """(1 + 1e-6) (a + (2 steps + 4 (m - lo) + 2) eps) with a = expm1(log_err) + 2 eps, the
+    mode's relative error, and steps a bound on |k - m| (:func:`poisson_weights`)."""
+    anchor_rel = np.expm1(log_err) + 2.0 * _EPS
+    return (1.0 + 1e-6) * (anchor_rel + (2.0 * steps + 4.0 * (np.floor(mu) - lo) + 2.0) * _EPS)
+
+
+def poisson_weight_rel_error(mu: np.ndarray, lo: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The relative error bound of :func:`poisson_weights`' entry at k (broadcasting)."""
+    mu = np.asarray(mu, dtype=np.float64)
+    mode = np.floor(mu)
+    return _weight_error(poisson_log_pmf(mu, mode)[1], mu, np.asarray(lo), np.abs(k - mode))
+
+
+@dataclass(frozen=True)
+class MixtureCdf:
+    """Truncated Poisson-mixture CDFs: the true CDF lies in [cdf - error, cdf + tail + error]."""
+
+    cdf: np.ndarray  # (n, columns)
+    tail: np.ndarray  # (n,) Poisson mass outside each point's window (Chernoff bound)
+    error: np.ndarray  # (n,) float64 error bound of every computed CDF value of the point
 
 
 def noncentral_chi2_cdf(
     lam: np.ndarray, table: ChiSquareTable, columns: np.ndarray | slice, *, block: int = 256
-) -> tuple[np.ndarray, np.ndarray]:
+) -> MixtureCdf:
     """F_{d, lam_j}(edges[c] / sigma^2) for every point j and edge column c (eq. 70).
 
-    Returns (cdf (n, len(columns)), tail (n,)): cdf is the truncated mixture, which is the exact
-    CDF of the squared distance with the Poisson mass outside a window moved to +infinity;
-    ``tail`` bounds that mass (so the true CDF lies in [cdf, cdf + tail]).  Points are sorted by
+    ``cdf`` is the truncated mixture, the exact CDF of the squared distance with the Poisson
+    mass outside a window moved to +infinity; ``tail`` bounds that mass.  Points are sorted by
     window and processed in blocks, one dense matrix product per block over the union of the
-    block's windows (which only adds terms of the series).
+    block's windows (each point's weights are 0 outside its own window).
+
+    ``error`` bounds the float64 error of each computed value sum_t w_t G_t of a point: the
+    weights' error (:func:`poisson_weights`), the table's absolute error
+    ``_GAMMAINC_ABS_ERROR`` times sum_t w_t <= 1, and the dot product, in whatever order BLAS
+    sums it: the weights outside the point's window are exactly 0, and adding 0 is exact, so
+    at most m - 1 additions round (m terms in the window), each by at most eps times a partial
+    sum <= 1 (times 1 + 1e-6 for the rounding of the bound itself).
     """
     lam = np.asarray(lam, dtype=np.float64)
     window = poisson_windows(lam)
     out = np.empty((lam.size, table.scaled_edges[columns].size))
     if lam.size == 0:
-        return out, window.tail
+        return MixtureCdf(out, window.tail, np.zeros(0))
     grid = table.rows(int(window.hi.max()) + 1)
     order = np.argsort(window.lo, kind="stable")
     mu = 0.5 * lam
+    log_pmf, log_err = poisson_log_pmf(mu, np.floor(mu))
+    weight_error = np.empty(lam.size)
     for s in range(0, lam.size, block):
         idx = order[s : s + block]
         start, stop = int(window.lo[idx].min()), int(window.hi[idx].max()) + 1
-        out[idx] = poisson_weights(mu[idx], start, stop - start) @ grid[start:stop, columns]
-    return out, window.tail
+        weights, weight_error[idx] = poisson_weights(
+            mu[idx],
+            window.lo[idx],
+            window.hi[idx],
+            start,
+            stop - start,
+            (log_pmf[idx], log_err[idx]),
+        )
+        out[idx] = weights @ grid[start:stop, columns]
+    dot = (window.hi - window.lo).astype(np.float64) * _EPS
+    error = (1.0 + 1e-6) * (weight_error + _GAMMAINC_ABS_ERROR + dot)
+    return MixtureCdf(out, window.tail, error)
 
 
 def cdf_bounds(
@@ -161,17 +371,18 @@ def cdf_bounds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds (n, L - 1) on F_{d, lam_j} at every edge.
 
-    The Poisson mixture where its window needs at most ``max_terms`` table rows (exact up to
-    the window tail), the closed-form Chernoff bounds elsewhere.
+    The Poisson mixture where its window needs at most ``max_terms`` table rows (widened by its
+    window tail and float error bound), the closed-form Chernoff bounds elsewhere.
     """
     lam = np.asarray(lam, dtype=np.float64)
     lower, upper = ncx2_cdf_bounds(table.scaled_edges[None, :], table.dim, lam[:, None])
     window = poisson_windows(lam)
     mixture = np.flatnonzero(window.hi < max_terms)
     if mixture.size:
-        cdf, tail = noncentral_chi2_cdf(lam[mixture], table, slice(None))
-        lower[mixture] = np.clip(cdf, 0.0, 1.0)
-        upper[mixture] = np.minimum(cdf + tail[:, None], 1.0)
+        mix = noncentral_chi2_cdf(lam[mixture], table, slice(None))
+        err = mix.error[:, None]
+        lower[mixture] = np.clip(mix.cdf - err, 0.0, 1.0)
+        upper[mixture] = np.clip(mix.cdf + mix.tail[:, None] + err, 0.0, 1.0)
     return lower, upper
 
 

@@ -241,6 +241,8 @@ def test_bad_job_requests_are_4xx_and_store_nothing(
         "unknown dataset": _knn("0" * 32),
         "unknown method": {**_knn(did), "method": "svm"},
         "sigma zero": _knn(did, sigma=0),
+        "sigma far below the data's scale": _knn(did, sigma=1e-8),
+        "sigma below any float level": _knn(did, sigma=1e-300),
         "sigma NaN": {**_knn(did), "params": {"sigma": "NaN", "k": 1}},
         "k zero": _knn(did, k=0),
         "k too big": _knn(did, k=1000),
@@ -391,11 +393,12 @@ def test_builtin_mnist01_subset(client_a: httpx.Client, shared_data: Any) -> Non
 
 def test_a_failed_job_can_be_retried(client_a: httpx.Client, dataset_a: dict[str, Any]) -> None:
     """A job that fails in its worker (sigma so small that the Poisson mixture of the smoothed
-    K-NN is too large to tabulate: the API cannot know it from the dataset) is resumed by
+    K-NN is too large to tabulate for these points: the API cannot know it from the dataset's
+    shape alone) is resumed by
     POST /retry with a fresh attempt budget, and fails again for the same reason; a job that
     did not fail cannot be retried."""
     body = {"dataset_id": dataset_a["id"], "method": "knn",
-            "params": {"sigma": 1e-8, "k": 3, "num_test": 2}}
+            "params": {"sigma": 3e-5, "k": 3, "num_test": 2}}
     job = wait_for_job(client_a, client_a.post("/v1/jobs", json=body).json()["id"])
     assert job["state"] == "failed" and "Poisson mixture" in job["error"], job
     retried = client_a.post(f"/v1/jobs/{job['id']}/retry")
