@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from app.dashboard import install_dashboard
 from app.db import Database
 from app.docs import install_docs
 from app.migrate import upgrade
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_openapi(app)
     install_docs(app)
+    install_dashboard(app)
     install_metrics(app)
     for router in (health.router, datasets.router, jobs.router, models.router, queues.router):
         app.include_router(router)
