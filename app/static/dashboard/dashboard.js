@@ -138,7 +138,8 @@ async function listing(path) {
   }
 }
 
-async function overview(main) {
+async function overview(main, query) {
+  const after = new URLSearchParams(query).get("after");
   const datasets = await api("/v1/datasets?limit=100");
   main.append(h("section", { id: "datasets" }, h("h2", { text: "Datasets" }),
     datasets.items.length === 0 ? h("p", { text: "No datasets yet." }) : table(
@@ -151,16 +152,16 @@ async function overview(main) {
   const modelsBox = h("section", { id: "models" });
   main.append(jobsBox, modelsBox);
   const refresh = async () => {
-    const jobs = await jobsList(jobsBox);
+    const jobs = await jobsList(jobsBox, after);
     await modelsList(modelsBox, jobs);
-    const onOverview = ["", "#", "#/"].includes(location.hash);
+    const onOverview = ["", "#", "#/"].includes(location.hash) || location.hash.startsWith("#/?");
     if (onOverview && jobs.some((j) => !TERMINAL.has(j.state))) poll(refresh);
   };
   await refresh();
 }
 
-async function jobsList(box) {
-  const page = await listing("/v1/jobs?limit=50");
+async function jobsList(box, after) {
+  const page = await listing(`/v1/jobs?limit=50${after ? `&after=${encodeURIComponent(after)}` : ""}`);
   let jobs;
   let note = null;
   if (page === null) {
@@ -173,8 +174,11 @@ async function jobsList(box) {
       h("input", { name: "id_", size: 34, placeholder: "job id" }), " ", h("button", { text: "Open" })));
   } else {
     jobs = page.items;
+    if (page.next_cursor) {  // newest first: the next page holds older jobs
+      note = h("p", {}, h("a", { id: "older-jobs", href: `#/?after=${page.next_cursor}`, text: "Older jobs" }));
+    }
   }
-  box.replaceChildren(h("h2", { text: "Jobs" }), note,
+  box.replaceChildren(h("h2", { text: after ? "Jobs (older)" : "Jobs" }), note,
     jobs.length === 0 ? h("p", { text: "No jobs yet." }) : table(
       ["id", "method", "state", "progress", "dataset", "created"],
       jobs.map((j) => [h("a", { href: `#/jobs/${j.id}`, text: j.id }), j.method,
@@ -196,9 +200,10 @@ async function modelsList(box, jobs) {
   }
   box.replaceChildren(h("h2", { text: "Models" }), note,
     models.length === 0 ? h("p", { text: "No models yet." }) : table(
-      ["id", "method", "job", "members", "code version", "created"],
+      ["id", "method", "job", "training set sha256", "code version", "created"],
       models.map((m) => [m.id, m.method, h("a", { href: `#/jobs/${m.job_id}`, text: m.job_id }),
-        m.members.length, m.code_version, m.created_at]), "models-table"));
+        h("span", { class: "hash", text: m.train_sha256 }), m.code_version, m.created_at]),
+      "models-table"));
 }
 
 async function jobPage(main, id) {
@@ -427,7 +432,7 @@ async function route() {
     if (job) await jobPage(fresh, job[1]);
     else if (path === "/datasets/new") uploadPage(fresh);
     else if (path === "/jobs/new") await submitPage(fresh, query || "");
-    else await overview(fresh);
+    else await overview(fresh, query || "");
   } catch (error) {
     if (error.status === 401) sessionStorage.removeItem(KEY);
     showError(error);
