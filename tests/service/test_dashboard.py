@@ -92,6 +92,8 @@ def test_dashboard_flow(
         )
         page.locator("#curve").screenshot(path=str(shots / "04-curve.png"))
         page.screenshot(path=str(shots / "05-job-knn.png"), full_page=True)
+        text = page.inner_text("#main")
+        assert "null" not in text and "undefined" not in text
 
         # certificates: pages of 10 through the cursor, the filter, the sort
         everything = api.get(f"/v1/jobs/{job_id}/certificates", params={"limit": 100}).json()
@@ -123,6 +125,7 @@ def test_dashboard_flow(
         # without GET /v1/jobs (an older server) the page says so and shows this tab's jobs
         listed = api.get("/v1/jobs").status_code == 200
         assert page.locator("#jobs-note").count() == (0 if listed else 1)
+        assert "null" not in page.inner_text("#main")
         assert model["id"] in page.inner_text("#models")
         assert dataset["id"] in page.inner_text("#datasets")
         page.screenshot(path=str(shots / "07-overview.png"), full_page=True)

@@ -178,11 +178,11 @@ async function jobsList(box, after) {
       note = h("p", {}, h("a", { id: "older-jobs", href: `#/?after=${page.next_cursor}`, text: "Older jobs" }));
     }
   }
-  box.replaceChildren(h("h2", { text: after ? "Jobs (older)" : "Jobs" }), note,
+  box.replaceChildren(...h("div", {}, h("h2", { text: after ? "Jobs (older)" : "Jobs" }), note,
     jobs.length === 0 ? h("p", { text: "No jobs yet." }) : table(
       ["id", "method", "state", "progress", "dataset", "created"],
       jobs.map((j) => [h("a", { href: `#/jobs/${j.id}`, text: j.id }), j.method,
-        stateBadge(j.state), progressOf(j), j.dataset_id, j.created_at]), "jobs-table"));
+        stateBadge(j.state), progressOf(j), j.dataset_id, j.created_at]), "jobs-table")).childNodes);
   return jobs;
 }
 
@@ -198,12 +198,12 @@ async function modelsList(box, jobs) {
   } else {
     models = page.items;
   }
-  box.replaceChildren(h("h2", { text: "Models" }), note,
+  box.replaceChildren(...h("div", {}, h("h2", { text: "Models" }), note,
     models.length === 0 ? h("p", { text: "No models yet." }) : table(
       ["id", "method", "job", "training set sha256", "code version", "created"],
       models.map((m) => [m.id, m.method, h("a", { href: `#/jobs/${m.job_id}`, text: m.job_id }),
         h("span", { class: "hash", text: m.train_sha256 }), m.code_version, m.created_at]),
-      "models-table"));
+      "models-table")).childNodes);
 }
 
 async function jobPage(main, id) {
