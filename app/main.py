@@ -10,17 +10,20 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from app.dashboard import install_dashboard
 from app.db import Database
+from app.docs import install_docs
 from app.logs import RequestLogMiddleware, configure_logging
 from app.migrate import upgrade
 from app.observability import install_metrics
-from app.openapi import install_openapi
+from app.openapi import install_openapi, operation_id
 from app.problems import install_problem_handlers
 from app.routes import datasets, health, jobs, models, queues
 from app.settings import Settings, get_settings
 from app.units import reap
 from app.uploads import BoundedBodies
 from contract.messaging import make_celery
+from rab import __version__
 
 log = logging.getLogger(__name__)
 DESCRIPTION = """Certified robustness against backdoor attacks (RAB) as a service.
@@ -66,13 +69,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.db.engine.dispose()
 
     app = FastAPI(
-        title="rab-certify", version="1", description=DESCRIPTION, lifespan=lifespan,
+        title="rab-certify", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+        docs_url=None, redoc_url=None, generate_unique_id_function=operation_id,
     )
     install_problem_handlers(app)
     app.add_middleware(
         BoundedBodies, max_bytes=settings.max_json_bytes, openapi=lambda: app.openapi()
     )
     install_openapi(app)
+    install_docs(app)
+    install_dashboard(app)
     install_metrics(app)
     app.add_middleware(RequestLogMiddleware)  # outermost: its request id covers everything
     for router in (health.router, datasets.router, jobs.router, models.router, queues.router):

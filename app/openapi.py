@@ -1,5 +1,6 @@
 """The OpenAPI document: request bodies that routes parse themselves are declared as schemas,
-and every error response is documented as the ``application/problem+json`` document it is."""
+every error response is documented as the ``application/problem+json`` document it is, with an
+example of that status, and operations are named after their route functions (``create_job``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from app.problems import PROBLEM_JSON, Problem
@@ -26,6 +28,26 @@ BODY_ERRORS = {
     "415": "The body's media type is not one the call accepts.",
 }
 NOT_FOUND = "No such resource for this key (another key's resources are not found either)."
+#: the title of each error status, as the service answers it
+ERROR_TITLES = {
+    "400": "Bad Request", "401": "Unauthorized", "403": "Downloads disabled", "404": "Not Found",
+    "409": "Conflict", "413": "Payload Too Large", "415": "Unsupported Media Type",
+    "422": "Invalid input", "429": "Too Many Requests", "502": "Download failed",
+    "503": "Service Unavailable",
+}
+#: example details of the errors any call can answer (others: the response's description)
+ERROR_DETAILS = {
+    "401": "missing X-API-Key header",
+    "413": "the upload exceeds the limit of 104857600 bytes",
+    "415": "send application/json (or multipart/form-data where documented), not 'text/plain'",
+}
+#: example details of a rejected request body, per operation
+BODY_422_DETAILS = {
+    "create_dataset": "invalid options: classes: List should have at least 2 items",
+    "create_job": "invalid knn job: k = 50 exceeds the training set size 40",
+    "certify": "inputs contain NaN or infinite values",
+}
+_EXAMPLE_ID = "3f2a9c0d5e6b4a718293a4b5c6d7e8f9"
 _REF = "#/components/schemas/{model}"
 
 
@@ -37,8 +59,38 @@ def _add_schemas(schemas: dict[str, Any], models: tuple[type[BaseModel], ...]) -
         schemas[model.__name__] = schema
 
 
+def operation_id(route: APIRoute) -> str:
+    """The operation id of a route: its function's name (``create_job``), unique in the API."""
+    return route.name
+
+
+def _problem_example(
+    status: str, path: str, operation: dict[str, Any], description: str
+) -> dict[str, Any]:
+    """A problem document like the one ``operation`` at ``path`` answers with ``status``."""
+    title, detail = ERROR_TITLES.get(status, "Error"), ERROR_DETAILS.get(status, description)
+    params = [p for p in operation.get("parameters", []) if p["in"] != "header"]
+    ids = [p["name"].removesuffix("_id") for p in params if p["name"].endswith("_id")]
+    if status == "404" and ids:
+        detail = f"no {ids[0]} with id {_EXAMPLE_ID!r}"
+    elif status == "400":
+        multipart = "multipart/form-data" in operation["requestBody"]["content"]
+        detail = "malformed multipart body" if multipart else "the body is not valid JSON"
+    elif status == "422" and operation["operationId"] in BODY_422_DETAILS:
+        detail = BODY_422_DETAILS[operation["operationId"]]
+    elif status == "422" and params:
+        title = "Invalid request"  # a parameter failed validation (app.problems)
+        detail = f"{params[-1]['in']}.{params[-1]['name']}: Input should be a valid value"
+    instance = path.replace("{index}", "0")
+    for ident in ids:
+        instance = instance.replace(f"{{{ident}_id}}", _EXAMPLE_ID)
+    return {"type": "about:blank", "title": title, "status": int(status), "detail": detail,
+            "instance": instance}
+
+
 def _document_errors(path: str, operation: dict[str, Any]) -> None:
-    """Give every 4xx/5xx response of a /v1 operation the problem+json schema."""
+    """Give every 4xx/5xx response of a /v1 operation the problem+json schema and an example
+    of its own status."""
     responses = operation.setdefault("responses", {})
     for status, description in COMMON_ERRORS.items():
         responses[status] = {"description": description}
@@ -47,10 +99,11 @@ def _document_errors(path: str, operation: dict[str, Any]) -> None:
             responses.setdefault(status, {"description": description})
     if "{" in path:
         responses.setdefault("404", {"description": NOT_FOUND})
-    problem = {PROBLEM_JSON: {"schema": {"$ref": _REF.format(model="Problem")}}}
+    schema = {"$ref": _REF.format(model="Problem")}
     for status, response in responses.items():
         if status[0] in "45":
-            response["content"] = problem
+            example = _problem_example(status, path, operation, response["description"])
+            response["content"] = {PROBLEM_JSON: {"schema": schema, "example": example}}
 
 
 def _homogeneous_tuples(node: Any) -> None:

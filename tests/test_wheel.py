@@ -71,3 +71,19 @@ def test_wheel_lists_and_runs_a_reproduction_grid(
     results = json.loads((out / "results.json").read_text())
     assert len(results["cells"]) == 12
     assert (out / "report.md").is_file()
+
+
+def test_wheel_ships_the_browser_assets_types_and_license(installed: Path, tmp_path: Path) -> None:
+    # /docs, /redoc and the dashboard load these from the package (no CDN)
+    where = _run([str(installed / "bin" / "python"), "-c",
+                  "import rab; from app.docs import STATIC_DIR; from app.dashboard import PAGE; "
+                  "print(STATIC_DIR, PAGE, rab.__file__)"], cwd=tmp_path).split()
+    static, page, rab = (Path(w) for w in where)
+    assert static.is_relative_to(installed) and page.is_file()
+    assert (rab.parent / "py.typed").is_file()  # PEP 561: the library and client are typed
+    (license_file,) = (rab.parent.parent).glob("rab_certify-*.dist-info/**/LICENSE")
+    assert "Apache License" in license_file.read_text()
+    for name in ("swagger-ui/swagger-ui-bundle.js", "swagger-ui/swagger-ui.css",
+                 "swagger-ui/LICENSE", "redoc/redoc.standalone.js", "redoc/LICENSE",
+                 "dashboard/dashboard.js", "dashboard/dashboard.css", "README.md"):
+        assert (static / name).is_file(), name

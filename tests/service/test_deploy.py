@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -89,3 +90,21 @@ def test_wheel_built_from_the_image_sources_ships_the_migrations(tmp_path: Path)
     expected = {"migrations/__init__.py", "migrations/env.py", "migrations/alembic.ini",
                 "migrations/script.py.mako", *revisions}
     assert revisions and expected <= names, expected - names
+
+
+def test_env_example_lists_the_compose_variables() -> None:
+    example = REPO_ROOT / ".env.example"
+    names = {line.split("=", 1)[0] for line in example.read_text().splitlines()
+             if line and not line.startswith("#")}
+    used = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text()))
+    assert names == used, names ^ used
+    config = _compose("--env-file", str(example), "config")
+    assert "POSTGRES_PASSWORD: change-me-postgres" in config
+
+
+def test_dockerignore_leaves_out_the_venv_not_the_sources() -> None:
+    ignored = {line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".venv", ".git", "rab-data"} <= ignored  # a checkout's 6 GB never reach the build
+    copied = set(_dockerfile_copies())
+    assert copied and not copied & ignored, copied & ignored
