@@ -75,7 +75,11 @@ def test_openapi_documents_the_v1_api(service: Service) -> None:
             assert "{" not in path or "404" in statuses, (method, path)
             for status, response in operation["responses"].items():
                 if status[0] in "45":
-                    assert response["content"] == problem, (method, path, status)
+                    content = response["content"]
+                    assert set(content) == set(problem), (method, path, status)
+                    document = content["application/problem+json"]
+                    assert document["schema"] == problem["application/problem+json"]["schema"]
+                    assert document["example"]["status"] == int(status), (method, path, status)
     assert "HTTPValidationError" not in schemas  # FastAPI's own shape is never sent
     for name in ("KnnJobIn", "EnsembleJobIn", "BuiltinDatasetIn", "CertifyIn"):
         assert schemas[name].get("examples"), name
