@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test test-faults bench lint constraints clean
+.PHONY: demo test test-extended bench lint constraints clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,10 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(PY) -m pytest -q
 
-## Run the fault-injection suite (private PostgreSQL / Redis, RabbitMQ, killed workers).
-test-faults: $(INSTALLED)
-	$(PY) -m pytest -q -m faults
+## Run the longer suites: fault injection (private PostgreSQL / Redis, RabbitMQ, killed
+## workers), schemathesis fuzzing and the headless-Chromium browser tests.
+test-extended: $(INSTALLED)
+	$(PY) -m pytest -q -m "faults or fuzz or browser"
 
 ## Run the benchmarks; JSON results land in bench/results/.
 bench: $(INSTALLED)

@@ -16,7 +16,7 @@ from rab.seeds import MAX_SEED
 from .browser import offline_page
 from .conftest import Service, create_key
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.browser]
 SECOND = 1000  # Playwright counts milliseconds
 
 

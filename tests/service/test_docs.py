@@ -41,6 +41,7 @@ def test_document_names_versions_and_examples() -> None:
         "example"]["detail"]
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("page_path", ["/docs", "/redoc"])
 def test_docs_render_offline(service: Service, page_path: str, tmp_path: Path) -> None:
     html = httpx.get(service.base_url + page_path).text
