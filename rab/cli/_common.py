@@ -66,23 +66,25 @@ def results_table(
     summary: Summary, title: str, vanilla: Mapping[str, Mapping[str, float]] | None = None
 ) -> Table:
     """Accuracy, attack success rate, and certified accuracy over certified rate at each
-    radius R (eq. 14), one row per test set (with its number of points); the undefended
-    model's accuracy and success rate beneath, when given. The one table of the local and the
-    remote commands."""
+    radius R (eq. 14), one row per test set (with its number of points); with ``vanilla``, a
+    model column and the undefended model's accuracy and success rate beneath. The one table
+    of the local and the remote commands."""
     sets = summary.sets
     radii = list(next(iter(sets.values())).certified_accuracy) if sets else []
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=0,
                   caption="radius columns: certified accuracy (upper) and certified rate (lower) "
                   "at that radius R (eq. 14); ASR: attack success rate")
     table.add_column("test set", no_wrap=True)
-    table.add_column("model", no_wrap=True)
+    if vanilla is not None:
+        table.add_column("model", no_wrap=True)
     headers = [f"R={r}" if i == 0 else r for i, r in enumerate(radii)]
     for name in ("acc", "ASR", *headers):
         table.add_column(name, justify="right", no_wrap=True)
     for name, m in sets.items():
         asr = "-" if m.attack_success_rate is None else f"{m.attack_success_rate:.3f}"
         cells = [f"{m.certified_accuracy[r]:.3f}\n{m.certified_rate[r]:.3f}" for r in radii]
-        table.add_row(f"{name} ({m.num_points})", "RAB", f"{m.accuracy:.3f}", asr, *cells)
+        model = [] if vanilla is None else ["RAB"]
+        table.add_row(f"{name} ({m.num_points})", *model, f"{m.accuracy:.3f}", asr, *cells)
         if vanilla is not None and name in vanilla:
             v = vanilla[name]
             vs = v.get("attack_success_rate")
