@@ -27,7 +27,6 @@ def evaluation_request(
 ) -> EvaluationRequest:
     """The library request of a job's stored (or requested) fields (ValueError if invalid)."""
     fields = {k: v for k, v in params.items() if k not in (*EXECUTION_KEYS, "num_test")}
-    fields.pop("name", None)
     return EvaluationRequest.from_dict(
         {"method": {"name": method, **fields}, "attack": attack, "num_test": params.get("num_test")}
     )

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 from app.db import Database
 from app.orm import Certificate, Job, ModelMember, WorkUnit, utcnow
@@ -167,7 +168,7 @@ def report(db: Database, job_id: str, done: int, total: int, phase: str) -> None
             raise JobCancelledError(job_id)
 
 
-def _unit_done(session: Any, claim: Claim) -> None:
+def _unit_done(session: Session, claim: Claim) -> None:
     session.execute(
         update(WorkUnit).where(WorkUnit.job_id == claim.job_id, WorkUnit.name == claim.unit)
         .values(state="done", lease_owner=None)
