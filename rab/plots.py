@@ -1,17 +1,22 @@
-"""Certified-accuracy-vs-radius curves (the paper's Figure 4 style), rendered with matplotlib.
+"""Certified-accuracy-vs-radius curves (the paper's Figure 4 style) and pictures of the backdoor
+patterns (its Figure 5), rendered with matplotlib.
 
 Uses the non-interactive Agg backend, so it works on servers without a display.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from rab.metrics import certified_accuracy
+
+if TYPE_CHECKING:
+    from rab.attacks.triggers import Trigger
 
 
 def certified_accuracy_curve(
@@ -61,3 +66,60 @@ def certified_accuracy_curve(
 
 def _arrays(item: tuple[ArrayLike, ArrayLike, ArrayLike]) -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(a) for a in item)
+
+
+def trigger_pictures(
+    triggers: Sequence[Trigger],
+    image: ArrayLike,
+    path: str | Path,
+    *,
+    feature_range: tuple[float, float] | None = (0.0, 1.0),
+    unclipped: Collection[str] = ("blending",),
+    title: str = "Backdoor patterns",
+) -> Path:
+    """The paper's Figure 5: each trigger's pattern delta (top row, on a symmetric colour
+    scale so that its sign shows, with its effective L2 norm) and ``image`` with the trigger
+    applied (bottom row). Triggers are clipped to ``feature_range`` as the attack applies them,
+    except those named in ``unclipped`` (the authors add the blending pattern unclipped); the
+    picture itself is clipped to the range for display only. ``image`` has the triggers' input
+    shape: one channel (1, H, W) is drawn in grey, three (3, H, W) in colour. Returns the PNG
+    written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rab.attacks.triggers import apply_trigger
+
+    if not triggers:
+        raise ValueError("trigger_pictures needs at least one trigger")
+    clean = np.asarray(image, dtype=np.float32)
+    if clean.ndim != 3 or clean.shape[0] not in (1, 3):
+        raise ValueError(f"need one (1, H, W) or (3, H, W) image, got shape {clean.shape}")
+    fig, axes = plt.subplots(2, len(triggers), figsize=(2.4 * len(triggers), 5.0), dpi=120,
+                             squeeze=False)
+    for column, trigger in enumerate(triggers):
+        result = apply_trigger(trigger, clean[None], feature_range,
+                               clip=trigger.name not in unclipped)
+        pattern = result.patterns[0]
+        scale = float(np.max(np.abs(pattern))) or 1.0
+        shown = pattern.mean(axis=0)  # the sign and place of the pattern, channels averaged
+        axes[0, column].imshow(shown, cmap="RdBu_r", vmin=-scale, vmax=scale)
+        axes[0, column].set_title(f"{trigger.name}\n||delta|| = {result.effective_norms[0]:.2f}",
+                                  fontsize=8)
+        triggered = result.X[0]
+        low, high = feature_range or (float(triggered.min()), float(triggered.max()))
+        picture = (np.transpose(triggered, (1, 2, 0)) - low) / max(high - low, 1e-12)
+        axes[1, column].imshow(np.clip(picture.squeeze(), 0.0, 1.0),
+                               cmap="gray" if clean.shape[0] == 1 else None, vmin=0.0, vmax=1.0)
+        axes[1, column].set_title("x + delta", fontsize=8)
+        for ax in axes[:, column]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out

@@ -219,3 +219,19 @@ def test_table5_grids_use_the_reproduction_settings():
             assert cell.method.edge_rule == "authors", name  # type: ignore[union-attr]
             assert cell.attack is not None
             assert cell.attack.clip == (cell.attack.kind != "blending"), name
+
+
+def test_experiment_cli_draws_the_trigger_patterns(app, tmp_path, shared_data, monkeypatch):
+    """Figure 5: one column per authors' trigger, the pattern over the triggered image."""
+    import matplotlib.image
+
+    monkeypatch.setenv("RAB_SHARED_DATA", str(shared_data))
+    out = tmp_path / "fig5.png"
+    drawn = CliRunner().invoke(app, ["experiment", "triggers", "--out", str(out)])
+    assert drawn.exit_code == 0, drawn.output
+    height, width = matplotlib.image.imread(out).shape[:2]
+    assert width > height  # three columns, two rows
+    bad = CliRunner().invoke(app, ["experiment", "triggers", "--index", "-1",
+                                   "--out", str(tmp_path / "x.png")])
+    assert bad.exit_code == 2 and "--index must lie in" in bad.output
+    assert not (tmp_path / "x.png").exists()

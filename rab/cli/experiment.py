@@ -105,6 +105,35 @@ def reproduce(
     _execute(_limited(parsed, num_test), out or Path("experiment-results") / name, force)
 
 
+@experiment_app.command("triggers")
+def triggers(
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("triggers.png"),
+    dataset: Annotated[str, typer.Option(help="Built-in data set whose first test image "
+                                              "carries the patterns (mnist01, cifar10, ...).")]
+    = "mnist01",
+    norm: Annotated[float, typer.Option(help="L2 norm of each pattern.")] = 1.0,
+    index: Annotated[int, typer.Option(help="Which test image to draw.")] = 0,
+) -> None:
+    """Draw the authors' one-pixel, four-pixel and blending patterns (the paper's Figure 5)."""
+    from rab.attacks import make_trigger
+    from rab.evaluation import DatasetSpec, load_dataset
+    from rab.plots import trigger_pictures
+
+    try:
+        data = load_dataset(DatasetSpec(dataset))
+        if not 0 <= index < len(data.X_test):
+            raise ValueError(f"--index must lie in [0, {len(data.X_test)}), got {index}")
+        shape = data.X_test.shape[1:]
+        patterns = [make_trigger(kind, shape, norm=norm)
+                    for kind in ("one_pixel", "four_pixel", "blending")]
+        written = trigger_pictures(patterns, data.X_test[index], out,
+                                   feature_range=data.feature_range,
+                                   title=f"{dataset}: backdoor patterns, ||delta|| = {norm:g}")
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {written}")
+
+
 @experiment_app.command("list")
 def list_named() -> None:
     """List the shipped reproductions."""
