@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
+from rab.extras import require
 from rab.metrics import certified_accuracy
 
 
@@ -27,6 +28,7 @@ def certified_accuracy_curve(
     ``R -> mean(y_hat == y and radius > R)`` on a grid from 0 to the largest finite radius.
     Returns the path of the PNG written.
     """
+    require("plots", "certified-accuracy plots")
     import matplotlib
 
     matplotlib.use("Agg")
