@@ -42,15 +42,15 @@ class MissingExtraError(ImportError):
 
     def __init__(self, extra: str, purpose: str, missing: list[str]) -> None:
         super().__init__(
-            f"{purpose} needs the '{extra}' extra ({', '.join(missing)} not installed): "
-            f"pip install 'rab-certify[{extra}]'"
+            f"the '{extra}' extra is needed for {purpose} and is not installed (missing: "
+            f"{', '.join(missing)}): pip install 'rab-certify[{extra}]'"
         )
         self.extra = extra
 
 
 def require(extra: str, purpose: str) -> None:
     """Raise :class:`MissingExtraError` naming ``extra`` unless all its modules can be imported;
-    ``purpose`` says what needs them ("DNN-RAB ensembles"). Nothing is imported here."""
+    ``purpose`` names what needs them ("DNN-RAB ensembles"). Nothing is imported here."""
     missing = [name for name in EXTRAS[extra] if importlib.util.find_spec(name) is None]
     if missing:
         raise MissingExtraError(extra, purpose, missing)

@@ -171,7 +171,7 @@ def demo(
     """Start the embedded service and certify digits 0 vs 1 under a backdoor, over its API:
     exact smoothed K-NN and a small ensemble; print the tables, write the plots."""
     require("service", "rab demo")
-    require("torch", "rab demo's ensemble")
+    require("torch", "the ensemble of rab demo")
     if num_test is not None and num_test < 1:
         error(f"--num-test must be at least 1, got {num_test}")
     if num_models < 1 or epochs < 1:

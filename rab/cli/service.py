@@ -30,15 +30,24 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 log = logging.getLogger("rab.serve")
-keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
-store_app = typer.Typer(help="Maintain the artefact store.", no_args_is_help=True)
+
+
+def _require_service() -> None:
+    """Every command here runs service code: name its extra when it is missing."""
+    require("service", "the service commands")
+
+
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True, callback=_require_service)
+store_app = typer.Typer(
+    help="Maintain the artefact store.", no_args_is_help=True, callback=_require_service
+)
 
 
 def _settings(data_dir: Path | None) -> Settings:
     """Settings from the environment, with ``--data-dir`` exported to child processes."""
     if data_dir is not None:
         os.environ["RAB_DATA_DIR"] = str(data_dir.resolve())
-    require("service", "the service commands")
+    _require_service()
     from app.settings import get_settings
 
     return get_settings()

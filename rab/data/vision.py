@@ -57,7 +57,7 @@ def _open(cls: Any, root: str | Path, train: bool, download: bool) -> Any:
 def _torchvision_pair(
     cls_name: str, root: str | Path, download: bool
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    require("torch", f"torchvision's {cls_name}")
+    require("torch", f"torchvision's {cls_name} files")
     from torchvision import datasets
 
     cls = getattr(datasets, cls_name)

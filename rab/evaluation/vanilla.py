@@ -32,7 +32,7 @@ __all__ = ["vanilla_metrics", "vanilla_predictions"]
 
 
 def _knn_predictions(train: Dataset, tests: Sequence[TestSet], k: int) -> dict[str, np.ndarray]:
-    require("sklearn", "the vanilla K-NN")
+    require("sklearn", "the vanilla (undefended) K-NN")
     from sklearn.neighbors import KNeighborsClassifier
 
     if k > len(train.y_train):
@@ -45,7 +45,7 @@ def _knn_predictions(train: Dataset, tests: Sequence[TestSet], k: int) -> dict[s
 def _ensemble_predictions(
     train: Dataset, tests: Sequence[TestSet], method: EnsembleMethod
 ) -> dict[str, np.ndarray]:
-    require("torch", "the vanilla network")
+    require("torch", "the vanilla (undefended) network")
     from rab.ensemble.predict import load_member, predict_votes
     from rab.ensemble.train import train_member
 
