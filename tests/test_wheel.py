@@ -111,11 +111,13 @@ def test_wheel_lists_and_runs_a_reproduction_grid(
 def test_wheel_ships_the_browser_assets_types_and_license(installed: Path, tmp_path: Path) -> None:
     # /docs, /redoc and the dashboard load these from the package (no CDN)
     where = _run([str(installed / "bin" / "python"), "-c",
-                  "import rab; from app.docs import STATIC_DIR; from app.dashboard import PAGE; "
-                  "print(STATIC_DIR, PAGE, rab.__file__)"], cwd=tmp_path).split()
-    static, page, rab = (Path(w) for w in where)
+                  "import rab, contract; from app.docs import STATIC_DIR; "
+                  "from app.dashboard import PAGE; print(STATIC_DIR, PAGE, rab.__file__, "
+                  "contract.__file__)"], cwd=tmp_path).split()
+    static, page, rab, contract = (Path(w) for w in where)
     assert static.is_relative_to(installed) and page.is_file()
-    assert (rab.parent / "py.typed").is_file()  # PEP 561: the library and client are typed
+    # PEP 561: the library and the client are typed, with the contract's types it returns
+    assert (rab.parent / "py.typed").is_file() and (contract.parent / "py.typed").is_file()
     (license_file,) = (rab.parent.parent).glob("rab_certify-*.dist-info/**/LICENSE")
     assert "Apache License" in license_file.read_text()
     for name in ("swagger-ui/swagger-ui-bundle.js", "swagger-ui/swagger-ui.css",
