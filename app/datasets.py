@@ -29,6 +29,7 @@ from models_store import ObjectStore
 from rab.data.vision import DownloadError
 from rab.evaluation.datasets import DatasetSpec
 from rab.evaluation.datasets import load_dataset as load_named
+from rab.extras import MissingExtraError
 
 _DOWNLOADS = Lock()  # two requests must not write the same files at once
 
@@ -105,6 +106,8 @@ def dataset_from_builtin(spec: BuiltinDatasetIn, settings: Settings) -> rd.Datas
         raise ProblemError(
             409, "Built-in data not installed", f"{exc}; set RAB_SHARED_DATA"
         ) from None
+    except MissingExtraError as exc:  # torchvision's layouts on an API installed without torch
+        raise ProblemError(409, "Built-in data not installed", f"on this server {exc}") from None
     except DownloadError as exc:
         raise ProblemError(502, "Download failed", str(exc)) from None
     except ValueError as exc:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike
 
+from rab.extras import require
 from rab.metrics import certified_accuracy
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ def certified_accuracy_curve(
     ``R -> mean(y_hat == y and radius > R)`` on a grid from 0 to the largest finite radius.
     Returns the path of the PNG written.
     """
+    require("plots", "certified-accuracy plots")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,23 +1,24 @@
-"""The ``rab`` command line: one typer app, sub-commands registered from small modules."""
+"""The ``rab`` command line (``rab.cli.commands``: one typer app, sub-commands registered from
+small modules). ``main`` is the console script: without the extra a command needs it prints
+which extra to install (``rab.extras``) instead of a traceback."""
 
 from __future__ import annotations
 
-import typer
+import sys
 
-app = typer.Typer(
-    name="rab",
-    help="Certified robustness against backdoor attacks (RAB): library, service and experiments.",
-    no_args_is_help=True,
-    add_completion=False,
-)
+from rab.extras import MissingExtraError, require
+
+#: Exit status of a command whose extra is not installed.
+MISSING_EXTRA = 3
 
 
-def _register_commands() -> None:
-    """Attach the sub-command groups; each module adds its commands to ``app``."""
-    from rab.cli import demo, experiment, local, remote, service
+def main() -> None:
+    """The ``rab`` console script."""
+    try:
+        require("cli", "the rab command")
+        from rab.cli.commands import app
 
-    for module in (service, remote, demo, local, experiment):
-        module.register(app)
-
-
-_register_commands()
+        app()
+    except MissingExtraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(MISSING_EXTRA) from None

@@ -33,6 +33,7 @@ from rab.cli.local import DEMO_ATTACK
 from rab.cli.remote import connect, error, stdout, wait_with_progress, write_results
 from rab.client import Client, UnreachableError
 from rab.client.api import Method
+from rab.extras import require
 
 __all__ = ["demo", "embedded_service", "register"]
 
@@ -169,6 +170,8 @@ def demo(
 ) -> None:
     """Start the embedded service and certify digits 0 vs 1 under a backdoor, over its API:
     exact smoothed K-NN and a small ensemble; print the tables, write the plots."""
+    require("service", "rab demo")
+    require("torch", "the ensemble of rab demo")
     if num_test is not None and num_test < 1:
         error(f"--num-test must be at least 1, got {num_test}")
     if num_models < 1 or epochs < 1:

@@ -23,20 +23,31 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from rab.cli._common import fail, print_records, timestamp
+from rab.extras import require
 
 if TYPE_CHECKING:
     from app.db import Database
     from app.settings import Settings
 
 log = logging.getLogger("rab.serve")
-keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
-store_app = typer.Typer(help="Maintain the artefact store.", no_args_is_help=True)
+
+
+def _require_service() -> None:
+    """Every command here runs service code: name its extra when it is missing."""
+    require("service", "the service commands")
+
+
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True, callback=_require_service)
+store_app = typer.Typer(
+    help="Maintain the artefact store.", no_args_is_help=True, callback=_require_service
+)
 
 
 def _settings(data_dir: Path | None) -> Settings:
     """Settings from the environment, with ``--data-dir`` exported to child processes."""
     if data_dir is not None:
         os.environ["RAB_DATA_DIR"] = str(data_dir.resolve())
+    _require_service()
     from app.settings import get_settings
 
     return get_settings()
@@ -110,12 +121,12 @@ def serve(
     data_dir: DataDir = None,
 ) -> None:
     """Run the API (migrating the database first) and, by default, a local worker."""
+    settings = _settings(data_dir)
     import uvicorn
 
     from app.main import create_app
     from app.migrate import upgrade
 
-    settings = _settings(data_dir)
     upgrade(settings)
     # uvicorn re-raises SIGTERM after its graceful shutdown; exit through ``finally`` instead
     # so that the local worker is stopped too.
@@ -145,10 +156,10 @@ def worker(
 @contextmanager
 def _database(data_dir: Path | None) -> Iterator[tuple[Settings, Database]]:
     """The settings and the database (migrated to the head first), disposed afterwards."""
+    settings = _settings(data_dir)
     from app.db import Database
     from app.migrate import upgrade
 
-    settings = _settings(data_dir)
     upgrade(settings)
     db = Database(settings)
     try:

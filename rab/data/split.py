@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+
+from rab.extras import require
 
 __all__ = ["seeded_split"]
 
@@ -35,6 +36,9 @@ def seeded_split(
         raise ValueError(
             f"test_fraction={test_fraction} of {n} samples leaves an empty train or test split"
         )
+    require("sklearn", "seeded train/test splits")
+    from sklearn.model_selection import train_test_split
+
     idx = np.arange(n, dtype=np.int64)
     train_idx, test_idx = train_test_split(
         idx,

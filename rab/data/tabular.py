@@ -20,6 +20,7 @@ from rab.data.build import from_arrays
 from rab.data.dataset import Dataset, as_int_labels
 from rab.data.preprocess import RAW, Preprocessing, pixels
 from rab.data.split import seeded_split
+from rab.extras import require
 
 __all__ = ["SPAMBASE_CLASSES", "load_csv", "load_sklearn", "load_spambase"]
 
@@ -282,6 +283,7 @@ def load_sklearn(
       ``pixels(16)`` into [0, 1]; classes "0".."9".
     * ``"breast_cancer"``: 569 rows of 30 raw features; classes "malignant" (0), "benign" (1).
     """
+    require("sklearn", "scikit-learn's data sets")
     from sklearn import datasets
 
     if name == "digits":

@@ -22,6 +22,7 @@ from rab.data.classes import CIFAR10_CLASSES, MNIST_CLASSES
 from rab.data.dataset import Dataset
 from rab.data.preprocess import PIXELS
 from rab.data.split import seeded_split
+from rab.extras import require
 
 __all__ = ["DownloadError", "load_cifar10", "load_image_folder", "load_mnist"]
 
@@ -56,6 +57,7 @@ def _open(cls: Any, root: str | Path, train: bool, download: bool) -> Any:
 def _torchvision_pair(
     cls_name: str, root: str | Path, download: bool
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    require("torch", f"torchvision's {cls_name} files")
     from torchvision import datasets
 
     cls = getattr(datasets, cls_name)
@@ -112,6 +114,7 @@ def load_cifar10(
 
 
 def _read_folder(root: Path, size: int | tuple[int, int] | None) -> tuple[Any, np.ndarray]:
+    require("torch", "image folders")
     from torchvision import datasets, transforms
 
     steps: list[Any] = [transforms.Resize(size)] if size is not None else []

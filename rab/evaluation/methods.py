@@ -26,6 +26,7 @@ from rab.ensemble.certify import BOUNDS, VOTES_OF_BOUND, Bound, VoteKind
 from rab.ensemble.config import TRAINING_PRESETS
 from rab.evaluation.summary import chunks, concat
 from rab.evaluation.testsets import TestSet
+from rab.extras import require
 from rab.knn.levels import EDGE_RULES, EdgeRule
 from rab.seeds import fresh_seed, resolve_seed
 
@@ -285,6 +286,7 @@ def certify_members(
     bounded at level 1 - alpha (Clopper-Pearson or Hoeffding) and turned into radii by eq. 14;
     the point-estimate radii (NOT certified) come beside them. The votes are kept in
     ``Certified.votes`` for storage."""
+    require("torch", "DNN-RAB ensembles")
     from rab.ensemble.certify import certify_votes, expected_certificates
     from rab.ensemble.predict import predict_votes
     from rab.ensemble.vote import VoteMatrices
@@ -312,6 +314,7 @@ def _certify_ensemble(
     workdir: Path | None,
     train_batch: int | None,
 ) -> dict[str, Certified]:
+    require("torch", "DNN-RAB ensembles")
     from rab.ensemble.predict import iter_members
     from rab.ensemble.train import train_ensemble
 

@@ -26,11 +26,13 @@ from rab.data import Dataset
 from rab.evaluation.methods import EnsembleMethod, KnnMethod, Method
 from rab.evaluation.summary import attack_success_rate
 from rab.evaluation.testsets import TestSet
+from rab.extras import require
 
 __all__ = ["vanilla_metrics", "vanilla_predictions"]
 
 
 def _knn_predictions(train: Dataset, tests: Sequence[TestSet], k: int) -> dict[str, np.ndarray]:
+    require("sklearn", "the vanilla (undefended) K-NN")
     from sklearn.neighbors import KNeighborsClassifier
 
     if k > len(train.y_train):
@@ -43,6 +45,7 @@ def _knn_predictions(train: Dataset, tests: Sequence[TestSet], k: int) -> dict[s
 def _ensemble_predictions(
     train: Dataset, tests: Sequence[TestSet], method: EnsembleMethod
 ) -> dict[str, np.ndarray]:
+    require("torch", "the vanilla (undefended) network")
     from rab.ensemble.predict import load_member, predict_votes
     from rab.ensemble.train import train_member
 

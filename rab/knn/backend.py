@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rab.extras import require
+
 
 class ArrayOps(Protocol):
     """The operations the dynamic programme needs beyond the shared operator syntax."""
@@ -78,6 +80,7 @@ def get_backend(name: str = "auto") -> ArrayOps:
     if name == "numpy":
         return NumpyOps()
     if name == "torch":
+        require("torch", "the torch K-NN backend")
         from rab.knn.torch_backend import TorchOps
 
         return TorchOps()

@@ -195,3 +195,21 @@ def test_failed_download_is_502(tmp_path: Path) -> None:
         assert response.headers["content-type"].startswith("application/problem+json")
         assert "MNIST" in response.json()["detail"]
         assert running.stored() == before
+
+
+def test_without_torchvision_the_api_names_the_torch_extra(
+    tmp_path: Path, mnist_dir: tuple[Path, Any]
+) -> None:
+    # the API image installs no torch: torchvision's layouts are refused with the extra named
+    blocker = tmp_path / "no-torchvision"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['torchvision'] = None\n")
+    path = os.pathsep.join(p for p in (str(blocker), os.environ.get("PYTHONPATH")) if p)
+    with api_server(tmp_path, mnist_dir[0], PYTHONPATH=path) as running:
+        before = running.stored()
+        response = running.client.post("/v1/datasets", json={"builtin": "mnist"})
+        assert is_problem(response, 409), response.text
+        assert "pip install 'rab-certify[torch]'" in response.json()["detail"]
+        digits = running.client.post("/v1/datasets", json={"builtin": "digits"})
+        assert digits.status_code in (200, 201), digits.text
+        assert running.stored() != before

@@ -1,8 +1,13 @@
 """The production deployment files: docker-compose.yml validates with Debian's docker-compose
-(no engine needed) and the Dockerfile ships every package the project installs."""
+(no engine needed) with the example settings and refuses to render without the secrets; the
+Dockerfile installs the dependencies before it copies the source, ships every package the
+project installs, and puts torch only in the workers' images; .dockerignore lets in only what
+it copies."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -12,20 +17,36 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import unavailable
 
 from .conftest import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
+EXAMPLE = REPO_ROOT / ".env.example"
+SECRETS = ("POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")
+
+
+def _settings(path: Path) -> dict[str, str]:
+    """The variables an env file sets."""
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines()
+             if line and not line.startswith("#"))
+    return dict(pairs)
+
+
+def _compose_run(*args: str, env_file: Path = EXAMPLE) -> subprocess.CompletedProcess[str]:
+    """``docker-compose`` with the settings of ``env_file`` only (none from this process)."""
+    if shutil.which("docker-compose") is None:
+        unavailable("docker-compose is not installed (apt-get install docker-compose)")
+    env = {k: v for k, v in os.environ.items() if k not in _settings(EXAMPLE)}
+    return subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "--env-file", str(env_file), *args],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, env=env,
+    )
 
 
 def _compose(*args: str) -> str:
-    if shutil.which("docker-compose") is None:
-        unavailable("docker-compose is not installed (apt-get install docker-compose)")
-    out = subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE), *args], capture_output=True, text=True,
-        timeout=60, cwd=REPO_ROOT,
-    )
+    out = _compose_run(*args)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -53,14 +74,64 @@ def test_compose_wiring() -> None:
     assert "RAB_STORE_DIR" not in config and "/var/lib/rab/store" not in config
 
 
-def test_dockerfile_copies_every_installed_package() -> None:
+def test_compose_publishes_the_api_on_localhost_only() -> None:
+    config = yaml.safe_load(_compose("config"))
+    published = [s for name, s in config["services"].items() if s.get("ports")]
+    assert published == [config["services"]["api"]]
+    assert published[0]["ports"] == ["127.0.0.1:8000:8000/tcp"]
+
+
+def test_compose_builds_one_image_per_role() -> None:
+    services = yaml.safe_load(_compose("config"))["services"]
+    built = {name: s for name, s in services.items() if "build" in s}
+    assert {name: (s["image"], s["build"]["args"]) for name, s in built.items()} == {
+        "api": ("rab-certify-api:latest", {"EXTRAS": "service"}),
+        "worker-cpu": ("rab-certify-worker-cpu:latest", {
+            "EXTRAS": "service torch", "TORCH_INDEX": "https://download.pytorch.org/whl/cpu"}),
+        "worker-gpu": ("rab-certify-worker-gpu:latest", {"EXTRAS": "service torch"}),
+    }
+    assert all(s["build"]["context"] == str(REPO_ROOT) for s in built.values())
+    # the API image holds no torch; the workers' do
+    script = _requirements_script()
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    for name, service in built.items():
+        wanted = " ".join(script.requirements(project, service["build"]["args"]["EXTRAS"].split()))
+        assert ("torch" in wanted) == (name != "api"), (name, wanted)
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_compose_refuses_to_render_without_a_secret(secret: str, tmp_path: Path) -> None:
+    settings = _settings(EXAMPLE)
+    for value in (None, ""):
+        env_file = tmp_path / ".env"
+        kept = {k: v for k, v in settings.items() if k != secret}
+        if value is not None:
+            kept[secret] = value
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in kept.items()))
+        out = _compose_run("config", env_file=env_file)
+        assert out.returncode != 0, out.stdout
+        assert f"{secret} is required, set it in .env (see .env.example)" in out.stderr, out.stderr
+
+
+def _requirements_script():  # docker/requirements.py: what the image's first layer installs
+    spec = importlib.util.spec_from_file_location("requirements",
+                                                  REPO_ROOT / "docker" / "requirements.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dockerfile_copies_every_installed_package_after_the_dependencies() -> None:
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
-    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    lines = (REPO_ROOT / "Dockerfile").read_text().splitlines()
     assert "migrations" in packages
-    for package in packages:
-        assert f"COPY {package} ./{package}" in dockerfile, package
-    assert "-c constraints.txt ." in dockerfile
+    copies = [lines.index(f"COPY {package} ./{package}") for package in packages]
+    dependencies = lines.index("COPY pyproject.toml constraints.txt docker/requirements.py ./")
+    installs = [i for i, line in enumerate(lines) if "pip install -c constraints.txt -r" in line]
+    assert dependencies < min(installs) and max(installs) < min(copies)
+    assert lines[max(copies) + 1].startswith("RUN pip install --no-deps . ")
 
 
 def _dockerfile_copies() -> list[str]:
@@ -77,6 +148,7 @@ def test_wheel_built_from_the_image_sources_ships_the_migrations(tmp_path: Path)
     source.mkdir()
     for name in _dockerfile_copies():
         copy = shutil.copytree if (REPO_ROOT / name).is_dir() else shutil.copy2
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
         copy(REPO_ROOT / name, source / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir",
@@ -93,18 +165,41 @@ def test_wheel_built_from_the_image_sources_ships_the_migrations(tmp_path: Path)
 
 
 def test_env_example_lists_the_compose_variables() -> None:
-    example = REPO_ROOT / ".env.example"
-    names = {line.split("=", 1)[0] for line in example.read_text().splitlines()
-             if line and not line.startswith("#")}
+    names = set(_settings(EXAMPLE))
     used = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text()))
     assert names == used, names ^ used
-    config = _compose("--env-file", str(example), "config")
+    required = set(re.findall(r"\$\{(\w+):\?", COMPOSE.read_text()))
+    assert required == set(SECRETS)  # every secret required, nothing else
+    config = _compose("config")
     assert "POSTGRES_PASSWORD: change-me-postgres" in config
 
 
-def test_dockerignore_leaves_out_the_venv_not_the_sources() -> None:
-    ignored = {line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
-    assert {".venv", ".git", "rab-data"} <= ignored  # a checkout's 6 GB never reach the build
-    copied = set(_dockerfile_copies())
-    assert copied and not copied & ignored, copied & ignored
+def _ignored(path: str, rules: list[str]) -> bool:
+    """Whether Docker leaves ``path`` out of the build context: the last rule matching it or a
+    folder above it decides (``*`` within one path segment, ``**/`` any folders, ``!`` lets in)."""
+    parts = path.split("/")
+    ignored = False
+    for rule in rules:
+        pattern = rule.removeprefix("!")
+        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*", "[^/]*")
+        if any(re.fullmatch(regex, "/".join(parts[:n])) for n in range(1, len(parts) + 1)):
+            ignored = not rule.startswith("!")
+    return ignored
+
+
+def test_dockerignore_lets_in_only_what_the_dockerfile_copies() -> None:
+    rules = [line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    copied = _dockerfile_copies()
+    sent = {path for path in tracked if not _ignored(path, rules)}
+    assert sent == {path for path in tracked
+                    if any(path == c or path.startswith(f"{c}/") for c in copied)}
+    # a checkout's 6 GB never reach the build
+    for path in (".venv/lib/python3.11/site-packages/torch/__init__.py", ".git/HEAD",
+                 "rab-data/rab.db", "rab-results/result.json", "demo-output/knn.png",
+                 "bench/results/reproduce/table5/models/m.pt", "tests/service/conftest.py",
+                 "rab/__pycache__/bounds.cpython-311.pyc", ".env", "build/lib/rab/bounds.py",
+                 ".mypy_cache/3.11/rab.json", "rab_certify.egg-info/PKG-INFO"):
+        assert _ignored(path, rules), path
