@@ -86,6 +86,7 @@ def trigger_pictures(
     picture itself is clipped to the range for display only. ``image`` has the triggers' input
     shape: one channel (1, H, W) is drawn in grey, three (3, H, W) in colour. Returns the PNG
     written."""
+    require("plots", "pictures of the backdoor patterns")
     import matplotlib
 
     matplotlib.use("Agg")
