@@ -1,11 +1,18 @@
 """API keys: random secrets shown once, stored as SHA-256 (they carry 256 bits of entropy,
-so a fast hash is enough), sent in the ``X-API-Key`` header. Every request looks its key up
-anew, so a revoked key is refused from the next request on."""
+so a fast hash is enough), sent in the ``X-API-Key`` header.
+
+A key is looked up in the request's own database session, and kept in this process's
+:class:`KeyCache` for ``RAB_KEY_CACHE_TTL_S``, but only while the process hears revocations
+(``app.replies``: every revocation is published on Redis and evicts the key from every API
+process's cache at once). Without Redis every request reads its key, so either way a revoked
+key is refused from the next request on."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 from typing import NamedTuple
 
 from fastapi import Request
@@ -56,19 +63,75 @@ def revoke_key(session: Session, key_id: str) -> bool:
     return bool(revoked.rowcount)  # type: ignore[attr-defined]
 
 
-def authenticate(request: Request, secret: str | None) -> Caller:
-    """The key ``secret`` (401 problem if missing, unknown or revoked); its id is recorded on
-    the request for the logs (``app.logs``)."""
+class KeyCache:
+    """Valid keys by hash, each trusted for ``ttl_s`` while ``hearing`` revocations.
+
+    A revocation (:meth:`forget`) also bumps a generation, and a lookup that began before it
+    is not cached (:meth:`put`): a key read just before its revocation committed cannot be
+    trusted after the revocation was heard."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl_s = ttl_s
+        self._entries: dict[str, tuple[Caller, float]] = {}
+        self._lock = threading.Lock()
+        self.generation = 0
+        self.hearing = False  # set by app.replies while its subscription is confirmed
+
+    def get(self, digest: str) -> Caller | None:
+        """The cached caller of key hash ``digest`` (None: read the database)."""
+        entry = self._entries.get(digest)
+        if entry is None or not self.hearing:
+            return None
+        if entry[1] < time.monotonic():
+            self._entries.pop(digest, None)
+            return None
+        return entry[0]
+
+    def put(self, digest: str, caller: Caller, generation: int) -> None:
+        """Cache ``caller``, looked up when the generation was ``generation``."""
+        with self._lock:
+            if self.hearing and self._ttl_s > 0 and generation == self.generation:
+                self._entries[digest] = (caller, time.monotonic() + self._ttl_s)
+
+    def forget(self, key_id: str | None) -> None:
+        """Evict key ``key_id`` (every key when None: revocations may have been missed)."""
+        with self._lock:
+            self.generation += 1
+            if key_id is None:
+                self._entries.clear()
+            else:
+                for digest in [d for d, (c, _) in self._entries.items() if c.key_id == key_id]:
+                    del self._entries[digest]
+
+
+def _digest(secret: str | None) -> str:
     if not secret:
         raise ProblemError(401, "Unauthorized", "missing X-API-Key header")
-    with request.app.state.db.session() as session:
-        found = session.execute(
-            select(ApiKey.id, ApiKey.operator).where(
-                ApiKey.key_hash == hash_key(secret), ApiKey.revoked_at.is_(None)
-            )
-        ).one_or_none()
+    return hash_key(secret)
+
+
+def cached_caller(request: Request, secret: str | None) -> Caller | None:
+    """The caller of ``secret`` if this process trusts it without reading (401 problem when
+    there is no key at all)."""
+    caller = request.app.state.keys.get(_digest(secret))
+    if caller is not None:
+        bind_request_context(key_id=caller.key_id)
+    return caller
+
+
+def authenticate(request: Request, secret: str | None, session: Session) -> Caller:
+    """The key ``secret``, read in the request's ``session`` (401 problem if missing, unknown
+    or revoked) and cached; its id is recorded on the request for the logs (``app.logs``)."""
+    digest, cache = _digest(secret), request.app.state.keys
+    generation = cache.generation
+    found = session.execute(
+        select(ApiKey.id, ApiKey.operator).where(
+            ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None)
+        )
+    ).one_or_none()
     if found is None:
         raise ProblemError(401, "Unauthorized", "unknown or revoked API key")
     caller = Caller(found.id, found.operator)
+    cache.put(digest, caller, generation)
     bind_request_context(key_id=caller.key_id)
     return caller

@@ -34,10 +34,23 @@ def make_engine(settings: Settings) -> Engine:
     return create_engine(url, pool_pre_ping=True, **pool)
 
 
+def finish(session: Session, ok: bool) -> None:
+    """End ``session``: commit if ``ok``, else roll back; then close it."""
+    try:
+        if ok:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
+
+
 class Database:
-    """An engine plus a session factory; ``dispose`` after a fork (engines do not survive it)."""
+    """An engine plus a session factory, and the settings they were made of; ``dispose``
+    after a fork (engines do not survive it)."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.engine = make_engine(settings)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 

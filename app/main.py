@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from app.auth import KeyCache
 from app.dashboard import install_dashboard
 from app.db import Database
 from app.docs import install_docs
@@ -18,6 +19,7 @@ from app.migrate import upgrade
 from app.observability import install_metrics
 from app.openapi import install_openapi, operation_id
 from app.problems import install_problem_handlers
+from app.replies import Signals
 from app.routes import datasets, health, jobs, models, queues
 from app.settings import Settings, get_settings
 from app.units import reap
@@ -61,11 +63,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = Database(settings)
         app.state.store = settings.open_store()
         app.state.celery = make_celery(*settings.celery_broker())
+        app.state.keys = keys = KeyCache(settings.key_cache_ttl_s)
+        app.state.signals = signals = Signals(settings, keys)
         reaper = asyncio.create_task(_reap_forever(app, settings))
+        subscriber = asyncio.create_task(signals.run())
         try:
             yield
         finally:
             reaper.cancel()
+            subscriber.cancel()
+            await signals.close()
             app.state.db.engine.dispose()
 
     app = FastAPI(

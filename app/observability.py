@@ -6,9 +6,9 @@ restarts). ``GET /metrics`` needs an operator key (``X-API-Key``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -19,6 +19,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db import Database
 from app.deps import Operator
@@ -62,6 +63,33 @@ class _DatabaseCollector(Collector):
             yield family
 
 
+class _Measure:
+    """Counts and times every HTTP request by route and status (a plain ASGI middleware:
+    no copy of the response, no extra task per request)."""
+
+    def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram) -> None:
+        self.app, self._requests, self._latency = app, requests, latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self._latency.labels(scope["method"], route).observe(time.perf_counter() - start)
+            self._requests.labels(scope["method"], route, str(status)).inc()
+
+
 def install_metrics(app: FastAPI) -> None:
     """Add the request-timing middleware and GET /metrics."""
     registry = CollectorRegistry()
@@ -74,16 +102,7 @@ def install_metrics(app: FastAPI) -> None:
     )
     registry.register(_DatabaseCollector(app))
 
-    @app.middleware("http")
-    async def _measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        latency.labels(request.method, route).observe(time.perf_counter() - start)
-        requests.labels(request.method, route, str(response.status_code)).inc()
-        return response
+    app.add_middleware(_Measure, requests=requests, latency=latency)
 
     @app.get(
         "/metrics", tags=["operations"], response_class=Response,

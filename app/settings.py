@@ -110,6 +110,20 @@ class Settings(BaseSettings):
         default=6 * 3600, gt=0, description="Redis redelivery timeout."
     )
     certify_wait_s: float = Field(default=10.0, ge=0, description="POST /certify waits this long.")
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for the API's signals (a finished job wakes its waiting request, a "
+        "revoked key leaves every API process's cache); default: broker_url when it is Redis. "
+        "Without one (the embedded mode, RabbitMQ) a waiting request polls the job row.",
+    )
+    key_cache_ttl_s: float = Field(
+        default=5.0, ge=0,
+        description="How long an API process trusts a looked-up key without reading it again "
+        "(only while it hears revocations on Redis; 0: every request reads it).",
+    )
+    api_workers: int = Field(
+        default=1, ge=1, description="uvicorn worker processes of `rab serve` (production: ~ CPUs)."
+    )
     train_batch: int | None = Field(
         default=None, ge=1,
         description="Ensemble members a worker trains at once (stacked, vmap); unset: 1 on a "
@@ -123,6 +137,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'rab.db').resolve()}"
+
+    @property
+    def resolved_redis_url(self) -> str | None:
+        """The Redis of the API's signals: ``redis_url``, else a Redis broker, else none."""
+        if self.redis_url:
+            return self.redis_url
+        broker = self.broker_url or ""
+        return broker if broker.startswith(("redis://", "rediss://")) else None
 
     @cached_property
     def resolved_shared_data(self) -> Path:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from app.db import Database
 from app.orm import Certificate, Job, ModelMember, WorkUnit, utcnow
+from app.replies import publish_job
 from app.units import Message, release_vote
 from contract.api import TERMINAL_STATES
 
@@ -80,7 +81,17 @@ def patiently(action: Callable[..., T], *args: Any, patience_s: float = DB_PATIE
 def claim(db: Database, job_id: str, unit_name: str, lease_s: float,
           owner: str = WORKER_ID) -> Claim | None:
     """Take the unit's lease for ``lease_s``; None when there is nothing to run (job over,
-    unit done or blocked, or held by a live lease)."""
+    unit done or blocked, or held by a live lease, or the unit used up its attempts: then
+    the job fails)."""
+    gave_up: list[str] = []
+    claimed = _claim(db, job_id, unit_name, lease_s, owner, gave_up)
+    if gave_up:
+        publish_job(db.settings, job_id, "failed")
+    return claimed
+
+
+def _claim(db: Database, job_id: str, unit_name: str, lease_s: float, owner: str,
+           gave_up: list[str]) -> Claim | None:
     with db.session() as session:
         job = session.get(Job, job_id, with_for_update=True)
         unit = session.get(WorkUnit, (job_id, unit_name), with_for_update=True)
@@ -101,6 +112,7 @@ def claim(db: Database, job_id: str, unit_name: str, lease_s: float,
                 "lost each time)"
             )
             job.state, job.phase, job.finished_at = "failed", "failed", now
+            gave_up.append(unit_name)
             return None
         unit.state, unit.lease_owner = "running", owner
         unit.lease_expires_at = now + timedelta(seconds=lease_s)
@@ -187,6 +199,7 @@ def fail(db: Database, claim: Claim, message: str) -> None:
             .where(Job.id == claim.job_id, Job.state == "running")
             .values(state="failed", phase="failed", error=message[:4000], finished_at=utcnow())
         )
+    publish_job(db.settings, claim.job_id, "failed")
 
 
 def finish_chunk(db: Database, claim: Claim) -> list[Message]:
@@ -225,6 +238,7 @@ def succeed(
         job.finished_at = utcnow()
         if model_id is not None:
             job.model_id = model_id
+    publish_job(db.settings, claim.job_id, "succeeded")  # committed: a woken waiter finds it
 
 
 def add_member(db: Database, job_id: str, member: ModelMember) -> bool:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 import contract.api as wire
 from app import quotas
 from app.datasets import dataset_from_builtin, dataset_from_file, register, to_out
-from app.deps import DB, AppSettings, Owner, Store, owned
+from app.deps import DB, AppSettings, Owner, Store, owned, release
 from app.orm import Dataset as DatasetRow
 from app.paging import Cursor, Limit, keyset_page
 from app.problems import bad_input
@@ -74,6 +74,7 @@ async def create_dataset(
     settings: AppSettings,
 ) -> wire.Dataset:
     """Upload an npz/CSV file (multipart, field ``file``) or name a built-in set (JSON)."""
+    await release(db)  # no connection held while the body arrives
     if request.headers.get("content-type", "").startswith("application/json"):
         try:  # the body is bounded by app.uploads.BoundedBodies
             spec = BuiltinDatasetIn.model_validate_json(await request.body())

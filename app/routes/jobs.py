@@ -21,11 +21,13 @@ import contract.api as wire
 from app import quotas, units
 from app.deps import DB, AppSettings, Owner, owned
 from app.logs import bind_request_context
-from app.orm import Certificate, Job, utcnow
+from app.orm import Certificate, Job, is_id, utcnow
 from app.orm import Dataset as DatasetRow
 from app.paging import Cursor, Limit, RowId, keyset_page
 from app.problems import ProblemError, bad_input, not_found
 from app.queues import starved_queues
+from app.replies import publish_job
+from app.responses import json_response
 from app.units import message, plan, send
 from contract.api import (
     MAX_INT,
@@ -165,7 +167,7 @@ def create_job(
 
 
 @router.get("/{job_id}", response_model=wire.Job)
-def get_job(job_id: str, owner: Owner, db: DB) -> wire.Job:
+def get_job(job_id: str, owner: Owner, db: DB) -> Response:
     """State, progress, timings and error of a job; a job whose work waits on a queue that
     no worker consumes says so in its phase."""
     job = owned(db, Job, owner, job_id)
@@ -174,7 +176,7 @@ def get_job(job_id: str, owner: Owner, db: DB) -> wire.Job:
     if starved:
         phase = f"waiting: no worker consumes queue {', '.join(starved)}"
         out = out.model_copy(update={"progress": out.progress.model_copy(update={"phase": phase})})
-    return out
+    return json_response(out)
 
 
 @router.get("", response_model=Page[wire.Job])
@@ -198,7 +200,7 @@ def list_jobs(
     response_model=wire.Job,
     responses={409: {"description": "The job has already finished."}},
 )
-def cancel_job(job_id: str, owner: Owner, db: DB) -> wire.Job:
+def cancel_job(request: Request, job_id: str, owner: Owner, db: DB) -> wire.Job:
     """Cancel a queued or running job (workers stop at their next progress report)."""
     job = owned(db, Job, owner, job_id)
     cancelled = db.execute(  # one conditional UPDATE: no race with a worker finishing the job
@@ -209,6 +211,8 @@ def cancel_job(job_id: str, owner: Owner, db: DB) -> wire.Job:
     db.refresh(job)
     if cancelled.rowcount == 0:  # type: ignore[attr-defined]
         raise ProblemError(409, "Conflict", f"job {job_id} has already {job.state}")
+    db.commit()  # before the signal: a woken waiter must find the row cancelled
+    publish_job(request.app.state.settings, job_id, "cancelled")
     return job_out(job)
 
 
@@ -254,7 +258,7 @@ def list_certificates(
         int | None, Query(ge=-1, le=MAX_INT, description="next_cursor of a previous page")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> Page[wire.Certificate]:
+) -> Response:
     """Per-sample certificates in index order, filtered; keyset pagination on the index."""
     owned(db, Job, owner, job_id)
     query = select(Certificate).where(Certificate.job_id == job_id, Certificate.subset == subset)
@@ -269,23 +273,27 @@ def list_certificates(
     rows = db.scalars(query.order_by(Certificate.sample_index).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page[wire.Certificate](
+    return json_response(Page[wire.Certificate](
         items=[certificate_out(r) for r in rows],
         next_cursor=str(rows[-1].sample_index) if more else None,
-    )
+    ))
 
 
 @router.get("/{job_id}/certificates/{index}", response_model=wire.Certificate)
 def get_certificate(
     job_id: str, index: Annotated[int, PathParam(ge=0, le=MAX_INT)], owner: Owner, db: DB,
     subset: Subset = "clean",
-) -> wire.Certificate:
+) -> Response:
     """One certified prediction with its radius."""
-    owned(db, Job, owner, job_id)
-    row = db.get(Certificate, (job_id, subset, index))
+    row = db.scalar(  # the ownership check and the read in one query
+        select(Certificate).join(Job, Job.id == Certificate.job_id)
+        .where(Certificate.job_id == job_id, Certificate.subset == subset,
+               Certificate.sample_index == index, Job.owner_id == owner)
+    ) if is_id(job_id) else None
     if row is None:
+        owned(db, Job, owner, job_id)  # 404 for the job, or else for the certificate
         raise not_found("certificate", f"{job_id}/{subset}/{index}")
-    return certificate_out(row)
+    return json_response(certificate_out(row))
 
 
 def _finished(db: Session, owner: str, job_id: str) -> Job:

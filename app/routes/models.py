@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import time
@@ -20,10 +19,12 @@ import contract.api as wire
 from app import quotas
 from app.artefacts import npz_bytes, put_object
 from app.deps import DB, AppSettings, Owner, Store, owned
-from app.orm import Certificate, Job, Model, ModelMember
+from app.logs import bind_request_context
+from app.orm import Certificate, Job, Model, ModelMember, new_id
 from app.orm import Dataset as DatasetRow
 from app.paging import Cursor, Limit, RowId, keyset_page
 from app.problems import ProblemError, bad_input
+from app.responses import json_response
 from app.routes.jobs import certificate_out, commit_with_units, job_out
 from app.settings import Settings
 from app.uploads import read_upload
@@ -32,8 +33,6 @@ from models_store import ObjectStore
 from rab.data.npz import NpzArchive
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
-FIRST_POLL_S, LAST_POLL_S = 0.005, 0.2  # how a certify request watches its job row
-
 
 
 def model_summary(model: Model) -> wire.ModelSummary:
@@ -179,14 +178,14 @@ def _input_shape(db: Session, owner: str, model_id: str) -> tuple[Model, tuple[i
 
 def _submit(
     request: Request, db: Session, store: ObjectStore, settings: Settings, owner: str,
-    model: Model,
-    X: np.ndarray,
+    model: Model, X: np.ndarray, job_id: str,
 ) -> Job:
-    """Store the inputs, commit a certify job and enqueue it (the job row comes first)."""
+    """Store the inputs, commit the certify job ``job_id`` and enqueue it (the job row comes
+    first)."""
     quotas.check_job(db, owner, settings, 0)
     inputs_sha = put_object(db, store, npz_bytes({"X": X}), "inputs")
     job = Job(
-        owner_id=owner, kind="certify", dataset_id=model.dataset_id, model_id=model.id,
+        id=job_id, owner_id=owner, kind="certify", dataset_id=model.dataset_id, model_id=model.id,
         method=model.method, params=model.params, attack=None,
         inputs_sha256=inputs_sha, progress_total=len(X), max_attempts=settings.max_job_attempts,
         request_sha256=hashlib.sha256(inputs_sha.encode()).hexdigest(),
@@ -195,21 +194,33 @@ def _submit(
     return job
 
 
-def _current_state(db: Session, job: Job) -> str:
-    """Re-read the job's state, then end the transaction so that the pooled connection is
-    returned while the request waits (a waiting request must not hold a connection)."""
+def _finished_state(db: Session, job: Job) -> str | None:
+    """Re-read the job; its state if terminal, else None. The transaction ends, so that the
+    pooled connection is returned while the request waits."""
     db.refresh(job)
     db.commit()
-    return job.state
+    return job.state if job.state in TERMINAL_STATES else None
 
 
-def _input_certificates(db: Session, job_id: str) -> list[Certificate]:
+def _outcome(db: Session, job: Job) -> Response:
+    """The answer for the job as it is now: its certificates once it succeeded, a 422 problem
+    if it failed, else 202 with the job to poll."""
+    db.refresh(job)
+    if job.state == "failed":
+        raise ProblemError(422, "Certification failed", job.error or "unknown error")
+    if job.state != "succeeded":
+        return json_response(
+            job_out(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
+        )
     rows = db.scalars(
         select(Certificate)
-        .where(Certificate.job_id == job_id, Certificate.subset == "inputs")
+        .where(Certificate.job_id == job.id, Certificate.subset == "inputs")
         .order_by(Certificate.sample_index)
     ).all()
-    return list(rows)
+    db.commit()
+    return json_response(
+        wire.CertifyResult(job_id=job.id, certificates=tuple(certificate_out(r) for r in rows))
+    )
 
 
 @router.post(
@@ -225,31 +236,26 @@ def _input_certificates(db: Session, job_id: str) -> list[Certificate]:
 )
 async def certify(
     model_id: str, request: Request, owner: Owner, db: DB, store: Store, settings: AppSettings
-) -> wire.CertifyResult | Response:
+) -> Response:
     """Certify new inputs with a stored model (run by a worker); waits up to
     ``RAB_CERTIFY_WAIT_S`` seconds, else answers 202 with the job to poll.
 
-    Every database call runs in the thread pool, never on the event loop, and the session
-    holds no connection while waiting, so many concurrent requests neither block the server
-    nor exhaust the connection pool."""
+    The wait ends on the job's signal (``app.replies``: registered before the job is
+    submitted, so it cannot be missed; polling of the job row without Redis). Every database
+    call runs in the thread pool, never on the event loop, and the session holds no
+    connection while waiting, so many concurrent requests neither block the server nor
+    exhaust the connection pool."""
     model, input_shape = await run_in_threadpool(_input_shape, db, owner, model_id)
     raw = await _request_inputs(request, store, settings)
     X = await run_in_threadpool(_inputs, raw, input_shape)
-    job = await run_in_threadpool(_submit, request, db, store, settings, owner, model, X)
-    deadline = time.monotonic() + settings.certify_wait_s
-    state, pause = job.state, FIRST_POLL_S
-    while time.monotonic() < deadline:
-        await asyncio.sleep(pause)  # a hot model answers in milliseconds: look soon, then
-        pause = min(pause * 1.5, LAST_POLL_S)  # less and less often
-        state = await run_in_threadpool(_current_state, db, job)
-        if state in TERMINAL_STATES:
-            break
-    if state == "failed":
-        raise ProblemError(422, "Certification failed", job.error or "unknown error")
-    if state != "succeeded":
-        return Response(
-            job_out(job).model_dump_json(), status_code=202, media_type="application/json",
-            headers={"Location": f"/v1/jobs/{job.id}"},
+    job_id = new_id()
+    with request.app.state.signals.expect(job_id) as reply:
+        job = await run_in_threadpool(
+            _submit, request, db, store, settings, owner, model, X, job_id
         )
-    rows = await run_in_threadpool(_input_certificates, db, job.id)
-    return wire.CertifyResult(job_id=job.id, certificates=tuple(certificate_out(r) for r in rows))
+        await reply.wait(
+            time.monotonic() + settings.certify_wait_s,
+            lambda: run_in_threadpool(_finished_state, db, job),
+        )
+    bind_request_context(reply=reply.via)
+    return await run_in_threadpool(_outcome, db, job)

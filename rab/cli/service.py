@@ -118,15 +118,24 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     worker: Annotated[bool, typer.Option(help="Start a local worker process too.")] = True,
     concurrency: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
+    api_workers: Annotated[int | None, typer.Option(
+        "--api-workers", min=1, help="uvicorn worker processes (RAB_API_WORKERS, default 1).",
+    )] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Run the API (migrating the database first) and, by default, a local worker."""
-    settings = _settings(data_dir)
+    """Run the API (migrating the database first) and, by default, a local worker.
+
+    With several API workers each process builds the app from the environment (the factory
+    ``app.main:create_app``) and runs its own reaper: safe, since the reaper locks the rows
+    it repairs, skipping those another holds (``app.units.reap``)."""
     import uvicorn
 
     from app.main import create_app
     from app.migrate import upgrade
 
+    if api_workers is not None:
+        os.environ["RAB_API_WORKERS"] = str(api_workers)
+    settings = _settings(data_dir)
     upgrade(settings)
     # uvicorn re-raises SIGTERM after its graceful shutdown; exit through ``finally`` instead
     # so that the local worker is stopped too.
@@ -134,7 +143,11 @@ def serve(
     child = Supervised(worker_command("cpu,gpu", concurrency)) if worker else None
     try:
         # uvicorn leaves logging to the app (JSON lines, app.logs)
-        uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+        if settings.api_workers > 1:
+            uvicorn.run("app.main:create_app", factory=True, workers=settings.api_workers,
+                        host=host, port=port, log_config=None)
+        else:
+            uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
     finally:
         if child is not None:
             child.stop()
@@ -205,13 +218,19 @@ def revoke_key(
     key_id: Annotated[str, typer.Argument(help="The key's id (from `rab keys list`).")],
     data_dir: DataDir = None,
 ) -> None:
-    """Revoke a key: the service refuses it (401) from its next request on."""
+    """Revoke a key: the service refuses it (401) from its next request on (every API
+    process hears of it on Redis, where there is one)."""
     from app.auth import revoke_key as revoke
+    from app.replies import publish_key_revoked
 
-    with _database(data_dir) as (_, db), db.session() as session:
-        revoked = revoke(session, key_id)
-    if not revoked:
-        fail(f"no unrevoked key with id {key_id!r}", 1)
+    with _database(data_dir) as (settings, db):
+        with db.session() as session:
+            revoked = revoke(session, key_id)
+        if not revoked:
+            fail(f"no unrevoked key with id {key_id!r}", 1)
+        if not publish_key_revoked(settings, key_id):
+            typer.echo(f"warning: Redis unreachable; API processes may accept the key for up "
+                       f"to RAB_KEY_CACHE_TTL_S ({settings.key_cache_ttl_s:g} s)", err=True)
     typer.echo(f"revoked {key_id}", err=True)
 
 

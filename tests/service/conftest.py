@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI
 
 from app.db import Database
 from app.migrate import upgrade
@@ -81,6 +84,25 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
             process.wait(timeout=30)
 
 
+@contextmanager
+def serve_in_thread(app: FastAPI) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread of this process (its lifespan run); its base
+    URL. For tests that look inside the app while it answers real HTTP."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
 @dataclass
 class Service:
     """A running API + worker: base URL, environment, log directory, and its processes."""
@@ -104,6 +126,19 @@ class Service:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def start_api(self, name: str = "api", port: int | None = None) -> str:
+        """Start a uvicorn API process on ``port`` (a free one if None), wait until it is
+        healthy; its base URL."""
+        port = port or free_port()
+        url, log = f"http://127.0.0.1:{port}", self.logs / f"{name}.log"
+        self.processes[name] = process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
+             "--host", "127.0.0.1", "--port", str(port)],
+            env=self.env, cwd=REPO_ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        )
+        wait_healthy(url, process, log)
+        return url
 
     def kill_worker(self, name: str = "worker") -> None:
         """SIGKILL a worker and its pool children at once, as when a machine dies."""
@@ -219,15 +254,8 @@ def launch_service(
     }
     port = free_port()
     svc = Service(f"http://127.0.0.1:{port}", env, logs, root / "store", database_url)
-    log = logs / "api.log"
-    api = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
-         "--host", "127.0.0.1", "--port", str(port)],
-        env=env, cwd=REPO_ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )
-    svc.processes["api"] = api
     try:
-        wait_healthy(svc.base_url, api, log)
+        svc.start_api("api", port)
         if worker:
             svc.start_worker()
         yield svc

@@ -4,18 +4,15 @@ closing of its connection, and the server goes on serving."""
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from app.main import create_app
 from app.settings import Settings
 
-from .conftest import free_port
+from .conftest import serve_in_thread
 
 
 def test_unexpected_errors_are_500_problems(
@@ -27,24 +24,13 @@ def test_unexpected_errors_are_500_problems(
     def boom() -> None:
         raise RuntimeError("secret internals")
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started
-        response = httpx.get(f"http://127.0.0.1:{port}/boom")
+    with serve_in_thread(app) as url:
+        response = httpx.get(f"{url}/boom")
         assert response.status_code == 500
         assert response.headers["content-type"].startswith("application/problem+json")
         body = response.json()
         assert body["status"] == 500 and body["instance"] == "/boom" and body["detail"]
         assert "secret internals" not in response.text
         assert response.headers["connection"] == "close"  # the server closes it: said so
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        assert httpx.get(f"{url}/healthz").status_code == 200
     assert any("secret internals" in str(r.exc_info) for r in caplog.records if r.exc_info)

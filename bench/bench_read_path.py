@@ -1,0 +1,232 @@
+"""Read-path and direct-reply benchmark: the service against bare FastAPI endpoints, one run.
+
+Starts the service on PostgreSQL + Redis (a fresh database; ``rab serve`` with
+``--api-workers`` uvicorn workers and one Celery worker, as ``bench_service.py`` does: its
+helpers are reused), uploads Spambase (80 % / 20 % split, seed 0) and runs the exact K-NN job
+of ``bench_service.py`` (Theorem 3; sigma = 1, K = 5, spread = 0.1, 200 test points). Then:
+
+1. ``GET /v1/jobs/{id}/certificates/{index}`` at 32 connections from ``wrk`` (Debian's C load
+   generator, 2 threads, ``--duration`` seconds) against the service and against two anchors
+   on the same database (``bench/anchors``: the same key check and certificate read, with sync
+   SQLAlchemy, and with asyncpg + orjson), each with the same number of uvicorn workers;
+   interleaved rounds, medians of ``--rounds`` (3). Ratios to the async anchor; targets:
+   throughput >= 0.6x, p99 <= 2x.
+2. ``POST /v1/models/{id}/certify`` with one Spambase input (the same row each time), from
+   asyncio httpx clients: sequential (one client) and at 32 clients; p50 against the library's
+   own time for that input in this run (``rab.evaluation.certify_test_sets``, the worker's
+   call, on the same split; median of 20 after a warm-up); targets p50 <= 3x, 32-client
+   throughput >= 150 req/s.
+
+Writes ``bench/results/read_path.json``. Usage: ``python bench/bench_read_path.py
+[--database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+[--broker-url redis://127.0.0.1:6379/13] [--api-workers 2] [--rounds 3] [--duration 5]
+[--certify-requests 300] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from bench_service import KNN_PARAMS, SPLIT, _load, fresh_pg_database, shared_data
+
+from app.datasets import dataset_from_file
+from contract.api import DatasetOptions, job_request
+from contract.jobs import evaluation_request
+from rab.cli.demo import _free_port, embedded_service
+from rab.client import Client
+from rab.evaluation import TestSet, certify_test_sets
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "bench" / "results" / "read_path.json"
+ANCHORS = ROOT / "bench" / "anchors"
+CONNECTIONS = 32
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url: str, key: str, duration: float) -> dict[str, float]:
+    """One ``wrk`` run: requests/s and latency p50 / p99 (ms); non-2xx answers counted."""
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration:g}s", "--latency",
+         "-H", f"X-API-Key: {key}", url],
+        capture_output=True, text=True, check=True, timeout=duration + 60,
+    ).stdout
+
+    def latency(pct: str) -> float:
+        value, unit = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
+        return float(value) * _UNITS[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "throughput_rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": latency("50"), "p99_ms": latency("99"),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+@contextmanager
+def anchor(module: str, database_url: str, workers: int, log: Path) -> Iterator[str]:
+    """An anchor app under uvicorn: its base URL while it runs."""
+    port = _free_port()
+    env = {**os.environ, "ANCHOR_DATABASE_URL": database_url}
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(ANCHORS), f"{module}:app",
+             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+             "--log-level", "warning", "--no-access-log"],
+            env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/docs", timeout=2)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"anchor {module} did not start: {log.read_text()}") \
+                        from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def library_seconds(spambase: Path, params: dict[str, Any], x: np.ndarray) -> dict[str, float]:
+    """The library's own time to certify input ``x`` (the worker's call, same split)."""
+    train = dataset_from_file(spambase, "csv", spambase.name, DatasetOptions(**SPLIT), 2**30)
+    method = evaluation_request("knn", params, None).method
+    inputs = (TestSet("inputs", x[None].astype(np.float32), None),)
+    started = time.perf_counter()
+    certify_test_sets(train, inputs, method)  # warm-up: the shared chi-square table
+    warm_up = time.perf_counter() - started
+    times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        certify_test_sets(train, inputs, method)
+        times.append(time.perf_counter() - started)
+    return {"median_ms": 1e3 * statistics.median(times), "warm_up_ms": 1e3 * warm_up}
+
+
+def _median(runs: list[dict[str, float]]) -> dict[str, Any]:
+    return {**{k: statistics.median(r[k] for r in runs) for k in runs[0]}, "runs": runs}
+
+
+def measure(args: argparse.Namespace, data_dir: Path, database_url: str) -> dict[str, Any]:
+    spambase = shared_data() / "spambase.data"
+    settings = {
+        "RAB_CERTIFY_WAIT_S": "120", "RAB_DATABASE_URL": database_url,
+        "RAB_BROKER_URL": args.broker_url, "RAB_API_WORKERS": str(args.api_workers),
+        "RAB_BROKER_KEY_PREFIX": f"rabbench-{uuid.uuid4().hex[:8]}:",
+    }
+    x = np.loadtxt(spambase, delimiter=",")[:, :-1][np.random.default_rng(0).integers(4601)]
+    with embedded_service(data_dir, data_dir / "service.log", settings=settings) as (url, key):
+        with Client(url, key, timeout=60) as client:
+            dataset = client.upload_dataset(spambase, format="csv", options=SPLIT)
+            job = client.wait(client.submit_job(job_request(dataset.id, "knn", KNN_PARAMS)).id,
+                              timeout=600)
+        assert job.model_id is not None
+        path = f"/v1/jobs/{job.id}/certificates/7"
+        runs: dict[str, list[dict[str, float]]] = {"service": [], "sync_anchor": [],
+                                                   "async_anchor": []}
+        with anchor("sync_app", database_url, args.api_workers, data_dir / "sync.log") as s, \
+                anchor("async_app", database_url, args.api_workers, data_dir / "async.log") as a:
+            targets = {"service": url, "sync_anchor": s, "async_anchor": a}
+            for name, base in targets.items():  # each answers the same document
+                answer = httpx.get(base + path, headers={"X-API-Key": key})
+                assert answer.status_code == 200, (name, answer.text)
+                wrk(base + path, key, 1)  # warm-up
+            for _ in range(args.rounds):
+                for name, base in targets.items():
+                    runs[name].append(wrk(base + path, key, args.duration))
+        reads = {name: _median(r) for name, r in runs.items()}
+        fastest = reads["async_anchor"]
+        ratios = {name: {"throughput": r["throughput_rps"] / fastest["throughput_rps"],
+                         "p99": r["p99_ms"] / fastest["p99_ms"]} for name, r in reads.items()}
+        body = {"inputs": [x.tolist()]}
+        certify = [("POST", f"/v1/models/{job.model_id}/certify", body)]
+        asyncio.run(_load(url, key, certify * 10, 1))  # warm-up: the model gets hot
+        sequential = asyncio.run(_load(url, key, certify * (args.certify_requests // 3), 1))
+        parallel = asyncio.run(_load(url, key, certify * args.certify_requests, CONNECTIONS))
+    library = library_seconds(spambase, job.params, x)
+    return {
+        "get_certificate": {"connections": CONNECTIONS, "duration_s": args.duration,
+                            "rounds": args.rounds, "medians": reads,
+                            "ratios_to_async_anchor": ratios,
+                            "targets": {"throughput": ">= 0.6", "p99": "<= 2"},
+                            "met": {"throughput": ratios["service"]["throughput"] >= 0.6,
+                                    "p99": ratios["service"]["p99"] <= 2}},
+        "knn_certify_one_input": {
+            "library_ms": library, "sequential": sequential, "clients_32": parallel,
+            "p50_over_library": {"sequential": sequential["p50_ms"] / library["median_ms"],
+                                 "clients_32": parallel["p50_ms"] / library["median_ms"]},
+            "targets": {"p50_over_library": "<= 3", "throughput_32_rps": ">= 150"},
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--database-url",
+                        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--broker-url", default="redis://127.0.0.1:6379/13")
+    parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--certify-requests", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 s, 60 certify")
+    parser.add_argument("--output", type=Path, default=RESULT)
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.duration, args.certify_requests = 1, 2.0, 60
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    data_dir = Path(tempfile.mkdtemp(prefix="rab-bench-read-"))
+    with fresh_pg_database(args.database_url) as database_url:
+        result = measure(args, data_dir, database_url)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    result.update({
+        "benchmark": "read path and direct replies, service vs bare FastAPI anchors",
+        "backend": "postgresql+redis", "api_workers": args.api_workers,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "python": platform.python_version(), "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "note": "wrk, the API, the anchors, PostgreSQL, Redis and one Celery worker share "
+                "this machine's CPUs",
+    })
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    reads = result["get_certificate"]
+    for name, r in reads["medians"].items():
+        ratio = reads["ratios_to_async_anchor"][name]
+        print(f"GET certificate {name}: {r['throughput_rps']:.0f} req/s, p50 {r['p50_ms']:.1f} "
+              f"ms, p99 {r['p99_ms']:.1f} ms ({ratio['throughput']:.2f}x / {ratio['p99']:.2f}x)")
+    knn = result["knn_certify_one_input"]
+    print(f"K-NN certify: library {knn['library_ms']['median_ms']:.1f} ms; sequential p50 "
+          f"{knn['sequential']['p50_ms']:.1f} ms; 32 clients p50 {knn['clients_32']['p50_ms']:.1f}"
+          f" ms, {knn['clients_32']['throughput_rps']:.0f} req/s")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
