@@ -40,9 +40,9 @@ hence for any r operations with
 
 whatever their mix.  Since r_KNN operations of any kind are allowed, ``count`` (symmetric
 difference |T \triangle T'|, which upper-bounds the number of single insert/delete operations
-needed) and ``modifications`` are both r_KNN.  The bound is attained: with the K'-th neighbour
-of class c, r_KNN + 1 insertions of points at x labelled with the runner-up can change the
-prediction (tests construct it; Jia et al. give the same per-operation bound of 2).
+needed) and ``modifications`` are both r_KNN.  The bound is attained when the last r_KNN + 1
+of the K' neighbours are of class c: as many insertions at x labelled with the runner-up then
+change the prediction (tests construct it; Jia et al. give the same per-operation bound of 2).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def plain_knn_certificate(
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     if isinstance(num_classes, bool) or num_classes < 2 or labels.min() < 0 \
             or labels.max() >= num_classes:
-        raise ValueError(f"labels must lie in 0..num_classes-1 with num_classes >= 2")
+        raise ValueError("labels must lie in 0..num_classes-1 with num_classes >= 2")
     top = min(int(k), train.shape[0])
     counts = np.zeros((test.shape[0], num_classes), dtype=np.int64)
     for t, point in enumerate(test):

@@ -91,7 +91,7 @@ def _meta(base: EnsembleConfig, seeds: MemberSeeds, rows: np.ndarray, X: np.ndar
         "job_seed": seeds.job_seed,
         "training_seed": [seeds.job_seed, seeds.index],
         "member_fingerprint": base.member_fingerprint(),
-        "train_size": int(len(rows)),
+        "train_size": len(rows),
         "subset_sha256": content_fingerprint(X[rows], y[rows]) if len(rows) else None,
         "empty": not len(rows),
         "trainer": trainer,
