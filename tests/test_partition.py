@@ -3,6 +3,7 @@ resumable seeded training, the evaluation method."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 
@@ -298,8 +299,8 @@ def test_batched_training_follows_the_single_model_loop() -> None:
     together = train_subsets_batched(config.base, X, y, subsets, range(6))
     for i, artifact in enumerate(together):
         alone = train_subset(config.base, X, y, subsets[i], i)
-        a = torch.load(__import__("io").BytesIO(alone.state_dict_bytes), weights_only=True)
-        b = torch.load(__import__("io").BytesIO(artifact.state_dict_bytes), weights_only=True)
+        a = torch.load(io.BytesIO(alone.state_dict_bytes), weights_only=True)
+        b = torch.load(io.BytesIO(artifact.state_dict_bytes), weights_only=True)
         for name in a:
             assert torch.allclose(a[name], b[name], atol=1e-5), name
 
@@ -311,14 +312,14 @@ def test_interrupted_training_resumes_to_identical_bytes(tmp_path) -> None:
     config = _config()
     train_partition(config, X, y, tmp_path / "whole", chunk=4)
 
-    class Stop(Exception):
+    class StopError(Exception):
         pass
 
     def stop_after_five(done: int, total: int) -> None:
         if done == 5:
-            raise Stop
+            raise StopError
 
-    with pytest.raises(Stop):  # chunk [4, 5] is cut after model 4
+    with pytest.raises(StopError):  # chunk [4, 5] is cut after model 4
         train_partition(config, X, y, tmp_path / "cut", chunk=4, progress=stop_after_five)
     assert len(list((tmp_path / "cut").glob("model_*.pt"))) == 5
     perm = np.random.default_rng(0).permutation(len(X))  # the row order does not matter

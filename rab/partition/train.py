@@ -70,8 +70,9 @@ __all__ = [
 
 MANIFEST = "partition.json"
 FORMAT_VERSION = 1
-#: Models trained together by default (CPU and GPU; 1 for BatchNorm architectures).
-DEFAULT_CHUNK = 32
+#: Models trained together by default on a GPU (on a CPU one at a time: stacking the small
+#: CNN's convolutions was about 4x slower there, bench/results/partition.json; 1 for BatchNorm).
+GPU_CHUNK = 32
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -213,7 +214,8 @@ def _train_chunk(base: EnsembleConfig, X: np.ndarray, y: np.ndarray,
     return [by_index[i] if i in by_index else _empty(base, i, X, y) for i in indices]
 
 
-def _open(out: Path, config: PartitionConfig, data_sha256: str, chunk: int | None) -> int:
+def _open(out: Path, config: PartitionConfig, data_sha256: str, chunk: int | None,
+          device: torch.device) -> int:
     """Create or check the manifest; return the chunk size to train with."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / MANIFEST
@@ -227,7 +229,7 @@ def _open(out: Path, config: PartitionConfig, data_sha256: str, chunk: int | Non
                                  f"({found.get(key)} != {wanted[key]}); use a new directory")
         if chunk is None or chunk == found["chunk"]:
             return int(found["chunk"])
-    size = DEFAULT_CHUNK if chunk is None else chunk
+    size = (GPU_CHUNK if device.type != "cpu" else 1) if chunk is None else chunk
     if size < 1:
         raise ValueError(f"chunk must be at least 1, got {size}")
     if config.base.uses_batchnorm:
@@ -259,14 +261,15 @@ def train_partition(
     """Train every base model into ``out_dir``, skipping finished ones; return their paths.
 
     ``progress(done, M)`` is called at the start and after each stored model.  ``chunk``: models
-    trained at a time (default: the manifest's, else :data:`DEFAULT_CHUNK`; 1 for BatchNorm).
+    trained at a time (default: the manifest's, else 1 on a CPU and :data:`GPU_CHUNK` on a GPU;
+    1 for BatchNorm).
     Raises ValueError if ``out_dir`` holds models of another configuration or training set (as
     a multiset: the row order does not matter).
     """
     check_training_data(config.base, X, y)
     out = Path(out_dir)
-    size = _open(out, config, content_fingerprint(X, y), chunk)
     dev = resolve_device(device)
+    size = _open(out, config, content_fingerprint(X, y), chunk, dev)
     if dev.type == "cpu":
         configure_cpu_threads(cpu_threads)
     subsets = config.scheme.subsets(X, y)
