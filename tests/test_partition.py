@@ -377,3 +377,16 @@ def test_partition_method_through_the_pipeline(tmp_path) -> None:
     assert count is not None and count.classifier == "plain K-NN (K=3)"
     with pytest.raises(ValueError, match="unknown partition parameters"):
         method_from_dict({"name": "partition", "sigma": 1.0})
+
+
+def test_grid_with_methods_and_a_seedless_partition_is_refused() -> None:
+    from rab.experiments.config import parse_config
+    from rab.experiments.named import named_config
+
+    config = named_config("dpa-mnist-reduced")
+    assert [c.method.name for c in config.cells] == ["partition", "knn"]
+    assert config.cells[0].method.seed == 0 and config.cells[0].method.k == 1200
+    raw = {"name": "x", "sigmas": [1.0], "methods": [{"name": "partition", "k": 3}],
+           "datasets": [{"source": "digits"}]}
+    with pytest.raises(ValueError, match="seed"):
+        parse_config(raw)
