@@ -8,6 +8,10 @@ label ``y_i`` and certified radius ``R_i`` (eq. 14):
 - certified accuracy at R = mean(y_hat_i == y_i and R_i > R)
 
 The inequality is strict because eq. 14 certifies patterns of total norm strictly below the radius.
+
+Poison-count certificates (``rab.partition``) state a count r_i of training points that may be
+inserted, deleted or changed without changing the prediction, inclusive: certified accuracy at
+r = mean(y_hat_i == y_i and r_i >= r) (:func:`count_summary`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 DEFAULT_RADII: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 1.5, 2.0)
+#: Poison counts at which count certificates are summarised.
+DEFAULT_POISON_COUNTS: tuple[int, ...] = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500)
 
 
 def _checked(**arrays: ArrayLike) -> list[np.ndarray]:
@@ -108,3 +114,31 @@ def summarize(
         certified_accuracy=tuple(certified_accuracy(pred, lab, rad, radii).tolist()),
         certified_rate=tuple(certified_rate(rad, radii).tolist()),
     )
+
+
+def count_certified_accuracy(
+    prediction: ArrayLike, labels: ArrayLike, count: ArrayLike, counts: Sequence[int]
+) -> NDArray[np.float64]:
+    """Certified accuracy at each poison count r in ``counts``: mean(y_hat_i == y_i and
+    r_i >= r) (a count certificate is inclusive; abstentions carry r_i = -1)."""
+    pred, lab, cnt = _checked(prediction=prediction, labels=labels, count=count)
+    held = cnt[None, :] >= np.asarray(counts, dtype=np.int64)[:, None]
+    return (held & (pred == lab)[None, :]).mean(axis=1)
+
+
+def count_summary(
+    prediction: ArrayLike, labels: ArrayLike, count: ArrayLike,
+    counts: Sequence[int] = DEFAULT_POISON_COUNTS,
+) -> dict[str, object]:
+    """Accuracy of the count's own prediction, median certified count, and certified accuracy
+    and rate (mean(r_i >= r)) at each poison count, keyed like :meth:`Summary.as_dict`."""
+    pred, lab, cnt = _checked(prediction=prediction, labels=labels, count=count)
+    accuracy = count_certified_accuracy(pred, lab, cnt, counts)
+    rate = (cnt[None, :] >= np.asarray(counts, dtype=np.int64)[:, None]).mean(axis=1)
+    return {
+        "accuracy": float(np.mean(pred == lab)),
+        "median_count": float(np.median(cnt)),
+        "certified_accuracy": {str(int(r)): float(a) for r, a in zip(counts, accuracy,
+                                                                      strict=True)},
+        "certified_rate": {str(int(r)): float(a) for r, a in zip(counts, rate, strict=True)},
+    }

@@ -35,11 +35,15 @@ def num_outputs(num_classes: int) -> int:
     return 1 if num_classes == 2 else num_classes
 
 
-def classification_loss(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Mean BCE-with-logits (binary, one logit) or softmax cross-entropy (multi-class)."""
+def classification_loss(
+    logits: torch.Tensor, y: torch.Tensor, num_classes: int, reduction: str = "mean"
+) -> torch.Tensor:
+    """BCE-with-logits (binary, one logit) or softmax cross-entropy (multi-class), averaged
+    over the batch (``reduction="none"``: one loss per sample)."""
     if num_classes == 2:
-        return nnf.binary_cross_entropy_with_logits(logits.reshape(-1), y.to(logits.dtype))
-    return nnf.cross_entropy(logits, y)
+        return nnf.binary_cross_entropy_with_logits(logits.reshape(-1), y.to(logits.dtype),
+                                                    reduction=reduction)
+    return nnf.cross_entropy(logits, y, reduction=reduction)
 
 
 def logits_to_proba(logits: torch.Tensor, num_classes: int) -> torch.Tensor:

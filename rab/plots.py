@@ -1,5 +1,5 @@
-"""Certified-accuracy-vs-radius curves (the paper's Figure 4 style) and pictures of the backdoor
-patterns (its Figure 5), rendered with matplotlib.
+"""Certified accuracy against the radius (the paper's Figure 4 style) or the poison count, and
+pictures of the backdoor patterns (its Figure 5), rendered with matplotlib.
 
 Uses the non-interactive Agg backend, so it works on servers without a display.
 """
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from rab.extras import require
-from rab.metrics import certified_accuracy
+from rab.metrics import certified_accuracy, count_certified_accuracy
 
 if TYPE_CHECKING:
     from rab.attacks.triggers import Trigger
@@ -33,12 +33,6 @@ def certified_accuracy_curve(
     ``R -> mean(y_hat == y and radius > R)`` on a grid from 0 to the largest finite radius.
     Returns the path of the PNG written.
     """
-    require("plots", "certified-accuracy plots")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not curves:
         raise ValueError("certified_accuracy_curve needs at least one curve")
     finite_max = max(
@@ -49,10 +43,41 @@ def certified_accuracy_curve(
         default=0.0,
     )
     grid = np.linspace(0.0, max(finite_max, 1e-3) * 1.05, num_points)
+    lines = {label: (grid, certified_accuracy(pred, lab, rad, grid.tolist()))
+             for label, (pred, lab, rad) in curves.items()}
+    return _plot(lines, path, title,
+                 "radius R (total L2 norm of backdoor patterns, eq. 14)")
+
+
+def poison_count_curve(
+    curves: Mapping[str, tuple[ArrayLike, ArrayLike, ArrayLike]],
+    path: str | Path,
+    *,
+    title: str = "Certified accuracy vs. poison count",
+) -> Path:
+    """Plot certified accuracy against the poison count r (``rab.partition``): ``curves`` maps
+    a label to ``(prediction, labels, count)``, each curve r -> mean(y_hat == y and count >= r)
+    at every integer r from 0 to the largest count. Returns the PNG's path."""
+    if not curves:
+        raise ValueError("poison_count_curve needs at least one curve")
+    top = max(int(np.max(np.asarray(c), initial=0)) for _, _, c in curves.values())
+    grid = np.arange(0, max(top, 1) + 2)
+    lines = {label: (grid, count_certified_accuracy(pred, lab, cnt, grid.tolist()))
+             for label, (pred, lab, cnt) in curves.items()}
+    return _plot(lines, path, title,
+                 "poison count r (training points inserted, deleted or changed)", step=True)
+
+
+def _plot(lines: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str,
+          xlabel: str, *, step: bool = False) -> Path:
+    plt = _pyplot("certified-accuracy plots")
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=120)
-    for label, (pred, lab, rad) in curves.items():
-        ax.plot(grid, certified_accuracy(pred, lab, rad, grid.tolist()), label=label)
-    ax.set_xlabel("radius R (total L2 norm of backdoor patterns, eq. 14)")
+    for label, (x, values) in lines.items():
+        if step:
+            ax.step(x, values, where="post", label=label)
+        else:
+            ax.plot(x, values, label=label)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("certified accuracy")
     ax.set_ylim(0.0, 1.02)
     ax.set_title(title)
@@ -64,6 +89,17 @@ def certified_accuracy_curve(
     fig.savefig(out, format="png")
     plt.close(fig)
     return out
+
+
+def _pyplot(purpose: str) -> Any:
+    """matplotlib's pyplot on the Agg backend (the ``plots`` extra, named if missing)."""
+    require("plots", purpose)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _arrays(item: tuple[ArrayLike, ArrayLike, ArrayLike]) -> tuple[np.ndarray, ...]:
@@ -86,12 +122,7 @@ def trigger_pictures(
     picture itself is clipped to the range for display only. ``image`` has the triggers' input
     shape: one channel (1, H, W) is drawn in grey, three (3, H, W) in colour. Returns the PNG
     written."""
-    require("plots", "pictures of the backdoor patterns")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot("pictures of the backdoor patterns")
     from rab.attacks.triggers import apply_trigger
 
     if not triggers:

@@ -146,7 +146,9 @@ def test_report_against_stored_certificates(config_file, tmp_path):
     assert f"{expected[0]:.3f} (0.456)" in table and f"{expected[1]:.3f} (0.789)" in table
     assert table.count("\n| digits |") == 4
     plots = plot_curves(config, record.results, tmp_path / "plots")
-    assert len(plots) == 2 and all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)
+    # per (data set, attack): the radius curves and the plain K-NN's poison-count curves
+    assert len(plots) == 4 and all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)
+    assert sum(p.name.endswith("__poison_count.png") for p in plots) == 2
 
 
 def test_shipped_configurations_parse_and_match_their_references():

@@ -39,7 +39,7 @@ from rab.evaluation import (
 )
 from rab.experiments.runner import write_json
 from rab.metrics import DEFAULT_RADII
-from rab.plots import certified_accuracy_curve
+from rab.plots import certified_accuracy_curve, poison_count_curve
 
 __all__ = ["certify", "demo_local", "register", "run_local"]
 
@@ -96,10 +96,24 @@ def run_local(
             ),
             highlight=False,
         )
+    for test in result.evaluation.tests:
+        block = result.metrics.get(test.subset, {}).get("poison_count")
+        if block:
+            stdout.print(
+                f"{test.subset}: poison-count certificate of the {block['classifier']} "
+                f"(accuracy {block['accuracy']:.3f}, median count {block['median_count']:g}); "
+                "certified accuracy at r poisoned points: "
+                + ", ".join(f"r={r} {a:.3f}" for r, a in block["certified_accuracy"].items()),
+                highlight=False,
+            )
     json_path, png_path = out / "result.json", out / "certified_accuracy.png"
     record = {"command": title, "dataset_spec": spec.to_dict(), **result.to_dict()}
     write_json(json_path, record)
     certified_accuracy_curve(result.curves(), png_path, title=title)
+    if counts := result.count_curves():
+        count_path = out / "certified_accuracy_poison_count.png"
+        poison_count_curve(counts, count_path, title=title)
+        stdout.print(f"wrote {count_path}", highlight=False)
     stdout.print(f"wrote {json_path} and {png_path}", highlight=False)
     return result
 
@@ -108,7 +122,8 @@ def certify(
     dataset: Annotated[str, typer.Argument(
         help="A .npz / .csv / spambase.data file, or a built-in name: digits, breast_cancer, "
              "spambase, mnist01, cifar (files from RAB_SHARED_DATA).")],
-    sigma: Annotated[float, typer.Option(help="Smoothing noise sigma (> 0).")],
+    sigma: Annotated[float | None, typer.Option(
+        help="Smoothing noise sigma (> 0; knn and ensemble, not partition).")] = None,
     classes: Annotated[str | None, typer.Option(
         help="Classes to keep, comma-separated labels or names; the first becomes class 0.")
     ] = None,
@@ -123,7 +138,8 @@ def certify(
     target: Annotated[int, typer.Option(help="Backdoor target class.")] = 0,
     poison_seed: Annotated[int | None, typer.Option(
         help="Seed drawing the poisoned rows (default: a fresh one, recorded).")] = None,
-    method: Annotated[str, typer.Option(help="knn (exact smoothed K-NN) or ensemble.")] = "knn",
+    method: Annotated[str, typer.Option(
+        help="knn (exact smoothed K-NN), ensemble (DNN-RAB) or partition (DPA / FA).")] = "knn",
     k: Annotated[int, typer.Option(help="K-NN: number of neighbours K.")] = 5,
     num_levels: Annotated[int, typer.Option(help="K-NN: distance levels L.")] = 200,
     spread: Annotated[float, typer.Option(
@@ -138,8 +154,13 @@ def certify(
     arch: Annotated[str | None, typer.Option(
         help="Ensemble: architecture (default: the authors' for the input shape).")] = None,
     train_seed: Annotated[int | None, typer.Option(
-        help="Ensemble: seed of the members' initialisation and noise (default: fresh, "
-             "recorded).")] = None,
+        help="Ensemble / partition: seed of the models' initialisation, noise and batch order "
+             "(default: fresh, recorded).")] = None,
+    partitions: Annotated[int, typer.Option(
+        help="Partition: number of content-hash partitions k.")] = 50,
+    aggregation: Annotated[str, typer.Option(
+        help="Partition: dpa (Deep Partition Aggregation) or fa (Finite Aggregation).")] = "dpa",
+    fa_d: Annotated[int, typer.Option(help="Partition, fa: buckets per classifier d.")] = 1,
     radii: Annotated[str, typer.Option(help="Radii R of the table, comma-separated.")]
     = _DEFAULT_RADII,
     num_test: Annotated[int | None, typer.Option(help="Certify only the first N test points "
@@ -153,13 +174,18 @@ def certify(
     try:
         spec = DatasetSpec(dataset, classes=parse_classes(classes), variant=variant,
                            train_size=train_size, test_size=test_size)
-        fields: dict[str, Any] = (
-            {"k": k, "num_levels": num_levels, "spread": spread} if method == "knn"
-            else {"num_models": num_models, "epochs": epochs, "alpha": alpha, "bound": bound,
-                  "arch": arch, "seed": train_seed}
-        )
+        choices: dict[str, dict[str, Any]] = {
+            "knn": {"k": k, "num_levels": num_levels, "spread": spread, "sigma": sigma},
+            "ensemble": {"num_models": num_models, "epochs": epochs, "alpha": alpha,
+                         "bound": bound, "arch": arch, "seed": train_seed, "sigma": sigma},
+            "partition": {"k": partitions, "aggregation": aggregation, "d": fa_d,
+                          "epochs": epochs, "arch": arch, "seed": train_seed},
+        }
+        fields = choices[method]
+        if method != "partition" and sigma is None:
+            fail(f"the {method} method needs --sigma")
         request = EvaluationRequest.from_dict({
-            "method": {"name": method, "sigma": sigma, **fields},
+            "method": {"name": method, **fields},
             "attack": None if attack == "none" else {
                 "kind": attack, "norm": norm, "rate": rate, "target": target, "seed": poison_seed,
             },
@@ -170,7 +196,7 @@ def certify(
     label = attack_label(None if request.attack is None else request.attack.to_dict())
     run_local(spec, request.method, request.attack, out=out, radii=_floats(radii, "--radii"),
               num_test=request.num_test, vanilla=vanilla,
-              title=f"{spec.label} | {label} | {method} sigma={sigma:g}")
+              title=f"{spec.label} | {label} | {method} sigma={request.method.sigma:g}")
 
 
 #: The fixed demo: digits 0 vs 1, a blending backdoor (||delta|| = 1, r_p = 0.1, target 0).

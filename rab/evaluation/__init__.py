@@ -7,7 +7,8 @@ beside the undefended model's (Figure 3).  Modules, one job each:
 - ``attack``: :class:`AttackSpec`, a validated attack;
 - ``datasets``: :class:`DatasetSpec`, built-in names and files, class selection, subsets;
 - ``testsets``: :func:`prepare`, :class:`TestSet`, :class:`Evaluation`;
-- ``methods``: :class:`KnnMethod`, :class:`EnsembleMethod`, :func:`certify_test_sets`;
+- ``methods``: :class:`KnnMethod`, :class:`EnsembleMethod`, :class:`PartitionMethod`,
+  :func:`certify_test_sets`;
 - ``request``: :class:`EvaluationRequest`, the one mapping of a job / command / grid cell;
 - ``summary``: certificates -> metrics and rows (no I/O);
 - ``vanilla``: the undefended model's predictions and metrics;
@@ -29,6 +30,7 @@ from rab.evaluation.methods import (
     EnsembleMethod,
     KnnMethod,
     Method,
+    PartitionMethod,
     Progress,
     certify_members,
     certify_test_sets,
@@ -61,6 +63,7 @@ __all__ = [
     "EvaluationResult",
     "KnnMethod",
     "Method",
+    "PartitionMethod",
     "Progress",
     "TestSet",
     "attack_success_rate",

@@ -6,6 +6,11 @@
   trained on noised copies of the training set, votes on x + u_k, Clopper-Pearson (hard votes)
   or Hoeffding (soft votes) bounds at level 1 - alpha, radius by eq. 14.  The point-estimate
   ("expected") certificates are computed beside them, labelled as NOT certified.
+- :class:`PartitionMethod`: partition aggregation (DPA or Finite Aggregation; ``rab.partition``):
+  one base model per content-hash partition, plurality vote, certified poison COUNT (no radius).
+
+The K-NN's certificates also carry the plain (unsmoothed) K-NN's poison count, with that
+classifier's own prediction (``Certified.poison_count``, ``rab.partition.knn``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from rab.evaluation.summary import chunks, concat
 from rab.evaluation.testsets import TestSet
 from rab.extras import require
 from rab.knn.levels import EDGE_RULES, EdgeRule
+from rab.partition.certificate import PoisonCountBatch, concat_counts
 from rab.seeds import fresh_seed, resolve_seed
 
 __all__ = [
@@ -36,6 +42,7 @@ __all__ = [
     "EnsembleMethod",
     "KnnMethod",
     "Method",
+    "PartitionMethod",
     "Progress",
     "certify_members",
     "certify_test_sets",
@@ -45,7 +52,9 @@ __all__ = [
 
 #: ``progress(stage, done, total)``: called as work advances (stage is a short description).
 Progress = Callable[[str, int, int], None]
-METHODS: tuple[str, ...] = ("knn", "ensemble")
+METHODS: tuple[str, ...] = ("knn", "ensemble", "partition")
+#: Methods without smoothing noise (no ``sigma`` field; their ``sigma`` property is 0).
+UNSMOOTHED_METHODS: tuple[str, ...] = ("partition",)
 _KNN_CHUNK = 16
 
 
@@ -203,7 +212,78 @@ class EnsembleMethod:
         self.config(facts.input_shape, facts.num_classes)
 
 
-Method = KnnMethod | EnsembleMethod
+@dataclass(frozen=True)
+class PartitionMethod:
+    """Partition aggregation: ``k`` content-hash partitions, one base model each, plurality vote
+    (ties to the smaller class), certified poison count (``rab.partition.certificate``).
+
+    ``aggregation``: "dpa" (Levine & Feizi 2021) or "fa" (Finite Aggregation, Wang et al. 2022,
+    ``d`` buckets per classifier, k d classifiers).  ``preset`` / ``arch`` / ``epochs`` /
+    ``batch_size`` / ``lr`` as for :class:`EnsembleMethod`; the base models train without noise.
+    ``seed`` seeds every base model's initialisation and batch order; None draws a fresh one,
+    recorded here.  No L2 radius: its ``CertificateBatch`` has radius 0 (method
+    "partition-vote"), its guarantee is ``Certified.poison_count``.
+    """
+
+    k: int = 50
+    aggregation: Literal["dpa", "fa"] = "dpa"
+    d: int = 1
+    preset: str = "auto"
+    arch: Architecture | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = field(default_factory=fresh_seed)
+    name: Literal["partition"] = "partition"
+
+    def __post_init__(self) -> None:
+        from rab.partition.hashing import PartitionScheme
+
+        PartitionScheme(self.k, self.aggregation, self.d)  # ValueError naming the problem
+        if self.preset not in ("auto", *TRAINING_PRESETS):
+            raise ValueError(
+                f"preset must be auto or one of {sorted(TRAINING_PRESETS)}, got {self.preset!r}"
+            )
+        if self.arch is not None and self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {list(ARCHITECTURES)}, got {self.arch!r}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) is not None:
+                _count(getattr(self, name), name)
+        if self.lr is not None:
+            object.__setattr__(self, "lr", _positive(self.lr, "lr"))
+        object.__setattr__(self, "seed", resolve_seed(self.seed, "seed"))
+
+    @property
+    def sigma(self) -> float:
+        """0: the base models train without smoothing noise (labels and grids use it)."""
+        return 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def config(self, input_shape: tuple[int, ...], num_classes: int, *, vanilla: bool = False
+               ) -> Any:
+        """The ``rab.partition.PartitionConfig``; ``vanilla``: the base settings as one
+        ``EnsembleConfig`` model trained on the whole training set."""
+        from rab.ensemble.config import preset
+        from rab.partition.config import PartitionConfig
+        from rab.partition.hashing import PartitionScheme
+
+        scheme = PartitionScheme(self.k, self.aggregation, self.d)
+        overrides = {key: getattr(self, key) for key in ("arch", "epochs", "batch_size", "lr")
+                     if getattr(self, key) is not None}
+        name = ensemble_preset_name(input_shape) if self.preset == "auto" else self.preset
+        base = preset(name, input_shape=input_shape, num_classes=num_classes, sigma=0.0,
+                      num_models=1 if vanilla else scheme.num_classifiers, seed=self.seed,
+                      **overrides)
+        return base if vanilla else PartitionConfig(scheme, base)
+
+    def check(self, facts: DataFacts) -> None:
+        """ValueError unless the base models can be trained on data of ``facts``."""
+        self.config(facts.input_shape, facts.num_classes)
+
+
+Method = KnnMethod | EnsembleMethod | PartitionMethod
 
 
 def ensemble_preset_name(input_shape: Sequence[int]) -> str:
@@ -219,11 +299,12 @@ def ensemble_preset_name(input_shape: Sequence[int]) -> str:
 
 
 def method_from_dict(data: Mapping[str, Any]) -> Method:
-    """A method from ``{"name": "knn" | "ensemble", ...fields}``; unknown keys raise ValueError."""
+    """A method from ``{"name": "knn" | "ensemble" | "partition", ...fields}``; unknown keys
+    raise ValueError (``sigma`` is not a partition field)."""
     values = dict(data)
     name = values.pop("name", None)
-    classes: dict[str, type[KnnMethod] | type[EnsembleMethod]] = {
-        "knn": KnnMethod, "ensemble": EnsembleMethod
+    classes: dict[str, type[KnnMethod] | type[EnsembleMethod] | type[PartitionMethod]] = {
+        "knn": KnnMethod, "ensemble": EnsembleMethod, "partition": PartitionMethod
     }
     if name not in classes:
         raise ValueError(f"unknown method {name!r}; choose from {list(METHODS)}")
@@ -232,7 +313,7 @@ def method_from_dict(data: Mapping[str, Any]) -> Method:
     if unknown:
         raise ValueError(f"unknown {name} parameters {sorted(unknown)}; known: "
                          f"{sorted(set(cls.__dataclass_fields__) - {'name'})}")
-    if "sigma" not in values:
+    if "sigma" not in values and name not in UNSMOOTHED_METHODS:
         raise ValueError(f"the {name} method needs sigma")
     return cls(**values)
 
@@ -241,23 +322,27 @@ def method_from_dict(data: Mapping[str, Any]) -> Method:
 class Certified:
     """Certificates of one test set; ``expected`` holds the ensemble's point-estimate radii
     (NOT certified) and ``votes`` its vote matrices, both None for the exact K-NN, whose
-    certificates are exact."""
+    certificates are exact.  ``poison_count``: the poison-count certificate beside the radius
+    (partition aggregation: of the same prediction; K-NN: of the PLAIN K-NN, whose prediction
+    ``poison_count.prediction`` may differ from the smoothed one), None for ensembles."""
 
     certificates: CertificateBatch
     expected: CertificateBatch | None = None
     votes: Any = None
+    poison_count: PoisonCountBatch | None = None
 
 
 def _certify_knn(
     train: Dataset, tests: Sequence[TestSet], method: KnnMethod, progress: Progress | None
 ) -> dict[str, Certified]:
     from rab.knn import certify_knn
+    from rab.partition.knn import plain_knn_certificate
 
     total = sum(len(t) for t in tests)
     stage = "K-NN certifying " + " + ".join(t.subset for t in tests)
     done, out = 0, {}
     for test in tests:
-        batches = []
+        batches, counts = [], []
         for part in chunks(len(test), _KNN_CHUNK):
             if progress is not None:
                 progress(stage, done, total)
@@ -268,8 +353,10 @@ def _certify_knn(
                     spread=method.spread, backend=method.backend, edge_rule=method.edge_rule,
                 )
             )
+            counts.append(plain_knn_certificate(train.X_train, train.y_train, test.X[part],
+                                                k=method.k, num_classes=train.num_classes))
             done += part.stop - part.start
-        out[test.subset] = Certified(concat(batches))
+        out[test.subset] = Certified(concat(batches), poison_count=concat_counts(counts))
     if progress is not None:
         progress(stage, total, total)
     return out
@@ -340,6 +427,49 @@ def _certify_ensemble(
         return run(Path(tmp))
 
 
+def _certify_partition(
+    train: Dataset,
+    tests: Sequence[TestSet],
+    method: PartitionMethod,
+    progress: Progress | None,
+    workdir: Path | None,
+    train_batch: int | None,
+) -> dict[str, Certified]:
+    from rab.partition.certify import certify_votes, vote_certificates
+    from rab.partition.predict import partition_votes
+    from rab.partition.train import train_partition
+
+    config = method.config(train.input_shape, train.num_classes)
+    X, y = np.asarray(train.X_train), np.asarray(train.y_train)
+
+    def run(directory: Path) -> dict[str, Certified]:
+        def report(done: int, total: int) -> None:
+            if progress is not None:
+                progress("training partition models", done, total)
+
+        train_partition(config, X, y, directory, progress=report, chunk=train_batch)
+        if progress is not None:
+            progress("voting", 0, 1)
+        X_all = np.concatenate([np.asarray(t.X, dtype=np.float32) for t in tests])
+        votes = partition_votes(directory, X_all)
+        out, offset = {}, 0
+        for test in tests:
+            part = votes[:, offset : offset + len(test)]
+            offset += len(test)
+            out[test.subset] = Certified(
+                vote_certificates(part, train.num_classes), votes=part,
+                poison_count=certify_votes(part, config.scheme, train.num_classes),
+            )
+        if progress is not None:
+            progress("voting", 1, 1)
+        return out
+
+    if workdir is not None:
+        return run(workdir / f"partition-{config.fingerprint()[:12]}-{train.sha256[:12]}")
+    with tempfile.TemporaryDirectory(prefix="rab-partition-") as tmp:
+        return run(Path(tmp))
+
+
 def certify_test_sets(
     train: Dataset,
     tests: Sequence[TestSet],
@@ -353,11 +483,14 @@ def certify_test_sets(
 
     ``workdir`` keeps the ensemble's trained models (resumable: a rerun trains only the missing
     ones); without it they live in a temporary directory. ``train_batch``: ensemble members
-    trained at once, stacked (``rab.ensemble.train_members``; None: 1 on a CPU). Both are
-    unused by the K-NN.
+    trained at once, stacked (``rab.ensemble.train_members``; None: 1 on a CPU), or partition
+    base models (``rab.partition.train_partition``; None: its default). Both are unused by the
+    K-NN.
     """
     if isinstance(method, KnnMethod):
         return _certify_knn(train, tests, method, progress)
     if isinstance(method, EnsembleMethod):
         return _certify_ensemble(train, tests, method, progress, workdir, train_batch)
+    if isinstance(method, PartitionMethod):
+        return _certify_partition(train, tests, method, progress, workdir, train_batch)
     raise TypeError(f"unknown method {method!r}")

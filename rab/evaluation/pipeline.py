@@ -27,7 +27,7 @@ from rab.evaluation.methods import Certified, Method, Progress, certify_test_set
 from rab.evaluation.summary import set_metrics, summary
 from rab.evaluation.testsets import Evaluation, prepare
 from rab.evaluation.vanilla import vanilla_metrics, vanilla_predictions
-from rab.metrics import DEFAULT_RADII, certified_accuracy
+from rab.metrics import DEFAULT_POISON_COUNTS, DEFAULT_RADII, certified_accuracy, count_summary
 
 __all__ = ["EvaluationResult", "evaluate", "evaluation_metrics"]
 
@@ -51,6 +51,16 @@ class EvaluationResult:
                        self.certified[t.subset].certificates.radius)
             for t in self.evaluation.tests
             if t.labels is not None
+        }
+
+    def count_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(prediction, labels, poison count) per labelled test set with a count certificate,
+        for ``rab.plots.poison_count_curve`` (the K-NN's is the plain K-NN's)."""
+        return {
+            t.subset: (count.prediction, t.labels, count.count)
+            for t in self.evaluation.tests
+            if t.labels is not None and (count := self.certified[t.subset].poison_count)
+            is not None
         }
 
     def to_dict(self, *, certificates: bool = True) -> dict[str, Any]:
@@ -95,11 +105,14 @@ def _arrays(labels: np.ndarray | None, attack_labels: np.ndarray | None,
     }
     if attack_labels is not None:
         out["attack_label"] = attack_labels.tolist()
+    if certified.poison_count is not None:
+        out["poison_count"] = certified.poison_count.to_dict()
     return out
 
 
 def evaluation_metrics(
-    ev: Evaluation, certified: Mapping[str, Certified], radii: Sequence[float] = DEFAULT_RADII
+    ev: Evaluation, certified: Mapping[str, Certified], radii: Sequence[float] = DEFAULT_RADII,
+    counts: Sequence[int] = DEFAULT_POISON_COUNTS,
 ) -> dict[str, Any]:
     """The metrics of one evaluation, as the CLI, the grids and the service report them.
 
@@ -107,7 +120,10 @@ def evaluation_metrics(
     the certified accuracy at the poisoning's own total norm sqrt(sum_i ||delta_i||^2)
     (eq. 14: the share of test points provably predicted as without these training patterns,
     correctly); for an ensemble the same metrics of its point-estimate radii under
-    ``expected_not_certified`` (NOT certificates).
+    ``expected_not_certified`` (NOT certificates).  Where a poison-count certificate exists
+    (partition aggregation; the K-NN's plain-K-NN count) each test set's metrics gain
+    ``poison_count``: the classifier it is proved for, the accuracy of ITS prediction, and
+    certified accuracy / rate at ``counts`` (``rab.metrics.count_summary``).
     """
     metrics = summary({t.subset: (t, certified[t.subset].certificates) for t in ev.tests}, radii)
     if ev.poisoning is not None:
@@ -120,6 +136,14 @@ def evaluation_metrics(
             metrics[test.subset]["certified_accuracy_at_attack_norm"] = float(
                 certified_accuracy(batch.prediction, test.labels, batch.radius, [total])[0]
             )
+    for test in ev.tests:
+        count = certified[test.subset].poison_count
+        if count is None or test.labels is None:
+            continue
+        metrics[test.subset]["poison_count"] = {
+            "classifier": count.classifier, "method": count.method,
+            **count_summary(count.prediction, test.labels, count.count, counts),
+        }
     expected = {
         t.subset: set_metrics(t, point, radii)
         for t in ev.tests

@@ -5,8 +5,9 @@ What the defence buys is read off against the model without randomized smoothing
 - for the K-NN: the plain K-NN (same K) on the noise-free training set, scikit-learn's
   ``KNeighborsClassifier`` (brute-force Euclidean distances, majority vote, ties to the smallest
   class);
-- for an ensemble: one model of the same architecture and training settings, trained without
-  noise (sigma = 0) and evaluated without test-time noise.
+- for an ensemble or a partition aggregation: one model of the same architecture and training
+  settings, trained on the whole training set without noise (sigma = 0) and evaluated without
+  test-time noise.
 
 Its attack success rate (share of backdoored inputs predicted as the target) is the paper's
 "Success Rate" column, reported with two denominators, since the published MNIST figures are
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rab.data import Dataset
-from rab.evaluation.methods import EnsembleMethod, KnnMethod, Method
+from rab.evaluation.methods import EnsembleMethod, KnnMethod, Method, PartitionMethod
 from rab.evaluation.summary import attack_success_rate
 from rab.evaluation.testsets import TestSet
 from rab.extras import require
@@ -43,7 +44,7 @@ def _knn_predictions(train: Dataset, tests: Sequence[TestSet], k: int) -> dict[s
 
 
 def _ensemble_predictions(
-    train: Dataset, tests: Sequence[TestSet], method: EnsembleMethod
+    train: Dataset, tests: Sequence[TestSet], method: EnsembleMethod | PartitionMethod
 ) -> dict[str, np.ndarray]:
     require("torch", "the vanilla (undefended) network")
     from rab.ensemble.predict import load_member, predict_votes
@@ -64,7 +65,7 @@ def vanilla_predictions(
     """Predictions of the undefended counterpart of ``method`` on every test set."""
     if isinstance(method, KnnMethod):
         return _knn_predictions(train, tests, method.k)
-    if isinstance(method, EnsembleMethod):
+    if isinstance(method, EnsembleMethod | PartitionMethod):
         return _ensemble_predictions(train, tests, method)
     raise TypeError(f"unknown method {method!r}")
 

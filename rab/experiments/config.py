@@ -13,6 +13,9 @@ method; the grid is their product, one *cell* per (data set, attack, setting, si
     [method]                  # rab.evaluation.method_from_dict, without sigma
     name = "knn"
     k = 5
+    # or several: [[methods]] tables, each like [method]; a method without smoothing noise
+    # (name = "partition") is one cell, not one per sigma
+
 
     [[datasets]]              # rab.evaluation.DatasetSpec fields
     source = "spambase"
@@ -47,11 +50,13 @@ from pathlib import Path
 from typing import Any
 
 from rab.evaluation import AttackSpec, DatasetSpec, EvaluationRequest, Method
+from rab.evaluation.methods import UNSMOOTHED_METHODS
 
 __all__ = ["Cell", "ExperimentConfig", "Reference", "load_config", "parse_config"]
 
 _TOP_KEYS = {
-    "name", "description", "radii", "sigmas", "vanilla", "num_test", "method", "datasets",
+    "name", "description", "radii", "sigmas", "vanilla", "num_test", "method", "methods",
+    "datasets",
     "attack", "attacks", "settings", "reference", "reference_radii", "reference_source", "notes",
 }
 _MATCH_KEYS = {"dataset", "kind", "norm", "rate", "sigma"}
@@ -90,7 +95,8 @@ class Cell:
     @property
     def label(self) -> str:
         attack = "no attack" if self.attack is None else self.attack.label
-        return f"{self.dataset.label} | {attack} | sigma={self.method.sigma:g}"
+        return (f"{self.dataset.label} | {attack} | {self.method.name} "
+                f"sigma={self.method.sigma:g}")
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,26 @@ def _reference(entry: Mapping[str, Any]) -> Reference:
                      float(entry["sigma"]), {k: v for k, v in entry.items() if k in _FIGURE_KEYS})
 
 
+def _methods(data: Mapping[str, Any], sigmas: tuple[float, ...]) -> list[dict[str, Any]]:
+    """The method tables of ``[method]`` or ``[[methods]]``, each smoothed one once per sigma."""
+    if ("method" in data) == ("methods" in data):
+        raise ValueError("give either one [method] or a list of [[methods]]")
+    tables = [data["method"]] if "method" in data else list(data["methods"] or [])
+    out = []
+    for table in tables:
+        method = dict(table or {})
+        if "sigma" in method:
+            raise ValueError("give sigma in 'sigmas', not in [method]")
+        if method.get("name") in ("ensemble", "partition") and "seed" not in method:
+            raise ValueError(f"a grid is a reproduction: give the {method['name']}'s training "
+                             "seed in [method]")
+        if method.get("name") in UNSMOOTHED_METHODS:
+            out.append(method)
+        else:
+            out.extend({**method, "sigma": s} for s in sigmas)
+    return out
+
+
 def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
     """Validate a configuration mapping and expand its grid (ValueError naming the problem)."""
     unknown = set(data) - _TOP_KEYS
@@ -161,12 +187,7 @@ def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
         raise ValueError("the configuration needs a name")
     sigmas = _floats(data.get("sigmas"), "sigmas")
     radii = _floats(data.get("radii", [0.0, 0.05, 0.1, 0.2, 0.5, 1.0]), "radii")
-    method = dict(data.get("method") or {})
-    if "sigma" in method:
-        raise ValueError("give sigma in 'sigmas', not in [method]")
-    if method.get("name") == "ensemble" and "seed" not in method:
-        raise ValueError("a grid is a reproduction: give the ensemble's training seed in [method]")
-    methods = [{**method, "sigma": s} for s in sigmas]
+    methods = _methods(data, sigmas)
     datasets = [DatasetSpec.from_dict(d) for d in data.get("datasets") or []]
     if not datasets:
         raise ValueError("the configuration needs at least one [[datasets]] entry")

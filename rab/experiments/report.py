@@ -9,7 +9,9 @@ published value.  The undefended success rate is printed with both denominators
 (``rab.evaluation.vanilla``): the backdoored test inputs (the paper's figure is put beside
 this one) and all test points.  The trigger norm column adds the largest effective norm of the
 poisoned training patterns where clipping made it smaller.  Plots: certified accuracy against R
-for every sigma (Figure 4b).
+for every sigma (Figure 4b).  Cells with a poison-count certificate (partition aggregation, and
+the plain K-NN's count beside a K-NN's radius) add the certified accuracy at poison counts
+(``poison_count`` in the row, a column of the table, one more plot per data set and attack).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 from rab.evaluation import AttackSpec
 from rab.experiments.config import Cell, ExperimentConfig
 from rab.metrics import certified_accuracy, certified_rate
-from rab.plots import certified_accuracy_curve
+from rab.plots import certified_accuracy_curve, poison_count_curve
 
 __all__ = ["cell_row", "markdown_table", "plot_curves", "summary_record"]
 
@@ -64,7 +66,18 @@ def cell_row(result: dict[str, Any], radii: Sequence[float]) -> dict[str, Any]:
         "num_points": len(lab),
         "certified_accuracy": certified_accuracy(pred, lab, rad, list(radii)).tolist(),
         "certified_rate": certified_rate(rad, list(radii)).tolist(),
+        "method": result["method"]["name"],
+        "poison_count": metrics[subset].get("poison_count"),
     }
+
+
+def _counts(row: dict[str, Any]) -> str:
+    """Certified accuracy at the poison counts, e.g. ``r≥0 0.95, r≥10 0.81, ...`` (or -)."""
+    block = row.get("poison_count")
+    if not block:
+        return "-"
+    shown = [f"r≥{r} {a:.3f}" for r, a in block["certified_accuracy"].items() if a > 0]
+    return f"{block['classifier']}: " + ", ".join(shown or ["none"])
 
 
 def _norm(attack: AttackSpec | None, row: dict[str, Any]) -> str:
@@ -103,10 +116,11 @@ def markdown_table(config: ExperimentConfig, results: dict[str, dict[str, Any]])
     """The paper-style table, ``ours (paper)`` in every cell with a published figure."""
     radii = _radii(config)
     rs = "/".join(f"{r:g}" for r in radii)
-    head = ["data set", "attack", "‖δ‖", "r_p", "σ",
+    head = ["data set", "method", "attack", "‖δ‖", "r_p", "σ",
             "success rate, vanilla (÷ backdoored inputs)", "success rate, vanilla (÷ all test)",
             "success rate, smoothed", "clean acc", "backdoor acc"]
     head += [f"cert. acc R={r:g}" for r in radii] + [f"cert. rate R={r:g}" for r in radii]
+    head += ["cert. acc at poison count r"]
     lines = [f"### {config.name}", "", config.description.strip(), "",
              f"Figures: ours (paper). Certified accuracy / rate on the backdoored test set at "
              f"R = {rs}.", "",
@@ -118,7 +132,7 @@ def markdown_table(config: ExperimentConfig, results: dict[str, dict[str, Any]])
         ref = config.reference_for(cell)
         paper: dict[str, Any] = {} if ref is None else dict(ref.values)
         a = cell.attack
-        cols = [cell.dataset.label, "-" if a is None else a.kind, _norm(a, row),
+        cols = [cell.dataset.label, row["method"], "-" if a is None else a.kind, _norm(a, row),
                 "-" if a is None else f"{a.rate:g}", f"{cell.method.sigma:g}",
                 _pair(row["vanilla_success_rate"], paper.get("success_rate")),
                 _fmt(row["vanilla_success_rate_all_test"]),
@@ -128,6 +142,7 @@ def markdown_table(config: ExperimentConfig, results: dict[str, dict[str, Any]])
         for name in ("certified_accuracy", "certified_rate"):
             published = paper.get(name) or [None] * len(radii)
             cols += [_pair(o, p) for o, p in zip(row[name], published, strict=True)]
+        cols.append(_counts(row))
         lines.append("| " + " | ".join(cols) + " |")
     if config.reference_source:
         lines += ["", f"Published figures: {config.reference_source}"]
@@ -150,15 +165,25 @@ def plot_curves(config: ExperimentConfig, results: dict[str, dict[str, Any]],
             groups[(cell.dataset.label, attack)].append(cell)
     paths = []
     for (dataset, attack), cells in groups.items():
-        curves = {}
+        curves, counts = {}, {}
         for cell in cells:
             result = results[cell.key]["result"]
             cert = result["certificates"][_scored_set(result)]
-            curves[f"σ = {cell.method.sigma:g}"] = (
-                np.asarray(cert["prediction"]), np.asarray(cert["label"]),
-                np.asarray(cert["radius"]),
-            )
-        path = out_dir / f"{_slug(dataset)}__{_slug(attack)}.png"
-        paths.append(certified_accuracy_curve(
-            curves, path, title=f"{dataset}, {attack}: certified accuracy"))
+            label = f"{cell.method.name}, σ = {cell.method.sigma:g}"
+            if cell.method.name != "partition":  # no radius: a partition vote has none
+                curves[label] = (np.asarray(cert["prediction"]), np.asarray(cert["label"]),
+                                 np.asarray(cert["radius"]))
+            if "poison_count" in cert:
+                count = cert["poison_count"]
+                counts[f"{count['classifier']}"] = (
+                    np.asarray(count["prediction"]), np.asarray(cert["label"]),
+                    np.asarray(count["count"]))
+        stem = out_dir / f"{_slug(dataset)}__{_slug(attack)}"
+        if curves:
+            paths.append(certified_accuracy_curve(
+                curves, stem.with_suffix(".png"), title=f"{dataset}, {attack}: certified accuracy"))
+        if counts:
+            paths.append(poison_count_curve(
+                counts, stem.parent / f"{stem.name}__poison_count.png",
+                title=f"{dataset}, {attack}: certified accuracy vs poison count"))
     return paths
