@@ -128,14 +128,14 @@ def serve(
     With several API workers each process builds the app from the environment (the factory
     ``app.main:create_app``) and runs its own reaper: safe, since the reaper locks the rows
     it repairs, skipping those another holds (``app.units.reap``)."""
+    if api_workers is not None:
+        os.environ["RAB_API_WORKERS"] = str(api_workers)
+    settings = _settings(data_dir)  # names the service extra when it is missing
     import uvicorn
 
     from app.main import create_app
     from app.migrate import upgrade
 
-    if api_workers is not None:
-        os.environ["RAB_API_WORKERS"] = str(api_workers)
-    settings = _settings(data_dir)
     upgrade(settings)
     # uvicorn re-raises SIGTERM after its graceful shutdown; exit through ``finally`` instead
     # so that the local worker is stopped too.
