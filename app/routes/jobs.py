@@ -31,16 +31,15 @@ from app.responses import json_response
 from app.units import message, plan, send
 from contract.api import (
     MAX_INT,
-    EnsembleJobIn,
+    AnyJobIn,
     JobIn,
     JobKind,
     JobState,
-    KnnJobIn,
     Method,
     Page,
     Subset,
 )
-from contract.jobs import request_of, stored_fields
+from contract.jobs import models_to_train, request_of, stored_fields
 from rab.data import DataFacts
 from rab.evaluation import EvaluationRequest
 
@@ -76,7 +75,7 @@ def facts_of(dataset: DatasetRow) -> DataFacts:
     return DataFacts(dataset.input_shape, dataset.train_counts, dataset.test_counts)
 
 
-def _checked_request(spec: KnnJobIn | EnsembleJobIn, dataset: DatasetRow) -> EvaluationRequest:
+def _checked_request(spec: AnyJobIn, dataset: DatasetRow) -> EvaluationRequest:
     """The library request of a job body, checked against the dataset with the library's own
     rules (everything a worker would refuse is a 422 here); seeds left out are drawn."""
     try:
@@ -140,11 +139,9 @@ def create_job(
     if dataset is None or dataset.owner_id != owner:
         raise bad_input(f"no dataset with id {spec.dataset_id!r}")
     evaluation = _checked_request(spec, dataset)
-    quotas.check_job(
-        db, owner, settings, spec.params.num_models if isinstance(spec, EnsembleJobIn) else 0
-    )
     params, attack = stored_fields(evaluation, spec.params.model_dump())
-    total = spec.params.num_models if isinstance(spec, EnsembleJobIn) else 0
+    total = models_to_train(spec.method, params)
+    quotas.check_job(db, owner, settings, total)
     job = Job(
         owner_id=owner, kind="evaluate", dataset_id=dataset.id, method=spec.method,
         params=params, attack=attack, max_attempts=settings.max_job_attempts,
@@ -243,7 +240,8 @@ def certificate_out(row: Certificate) -> wire.Certificate:
     return wire.Certificate(
         index=row.sample_index, subset=row.subset, label=row.label, prediction=row.prediction,
         top_class=row.top_class, p_a=row.p_a, p_b=row.p_b, radius=row.radius,
-        abstain=row.abstain, correct=row.correct,
+        abstain=row.abstain, correct=row.correct, poison_count=row.poison_count,
+        poison_modifications=row.poison_modifications, count_prediction=row.count_prediction,
     )
 
 
