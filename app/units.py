@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, aliased
 from app.db import Database
 from app.orm import Job, WorkUnit, utcnow
 from contract.api import TERMINAL_STATES
+from contract.jobs import models_to_train
 from contract.messaging import (
     CERTIFY_TASK,
     ENSEMBLE_AGGREGATE_TASK,
@@ -38,7 +39,6 @@ from contract.messaging import (
     PARTITION_CHUNK_TASK,
     queue_for,
 )
-from contract.jobs import models_to_train
 
 log = logging.getLogger(__name__)
 

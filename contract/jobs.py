@@ -18,6 +18,7 @@ from rab.evaluation import EvaluationRequest
 from rab.partition.hashing import PartitionScheme
 
 __all__ = [
+    "COUNTED_METHODS",
     "EXECUTION_KEYS",
     "TRAINED_METHODS",
     "evaluation_request",
@@ -28,6 +29,8 @@ __all__ = [
 
 #: Parameters of how the service runs a job, not of what it computes.
 EXECUTION_KEYS: tuple[str, ...] = ("models_per_task",)
+#: Methods whose certificates carry a poison count (the K-NN's: the plain K-NN's).
+COUNTED_METHODS: tuple[str, ...] = ("knn", "partition")
 #: Methods whose jobs train models in chunks of ``models_per_task`` and then vote.
 TRAINED_METHODS: tuple[str, ...] = ("ensemble", "partition")
 

@@ -33,6 +33,7 @@ from rab.evaluation import (
     EnsembleMethod,
     Evaluation,
     EvaluationRequest,
+    PartitionMethod,
     TestSet,
     certificate_rows,
     certify_members,
@@ -84,7 +85,8 @@ def _rows(evaluation: tuple[TestSet, ...], certified: dict[str, Certified]) -> l
     return [
         row
         for test in evaluation
-        for row in certificate_rows(test.subset, certified[test.subset].certificates, test.labels)
+        for row in certificate_rows(test.subset, certified[test.subset].certificates, test.labels,
+                                    certified[test.subset].poison_count)
     ]
 
 
@@ -234,6 +236,10 @@ def _hot(model: Model, method: Any, row: DatasetRow) -> HotModel:
     """The model, hot from the cache or loaded into it (``workers.serving``)."""
 
     def load() -> HotModel:
+        if isinstance(method, PartitionMethod):
+            from workers import partitions
+
+            return partitions.load_hot(model, method, row)
         if isinstance(method, EnsembleMethod):
             facts = _facts(row)
             members = _load_members(model.job_id, method.config(facts.input_shape,
@@ -292,6 +298,10 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
         lifecycle.report(db, claim.job_id, 0, len(inputs[0]), "voting")
         certified = _certify_with_members(model.job_id, method, _facts(row), inputs,
                                           hot.members)
+    elif isinstance(method, PartitionMethod):
+        from workers import partitions
+
+        certified = partitions.certify_hot(hot, inputs, method, row)
     else:
         certified = certify_test_sets(hot.train, inputs, method,
                                       progress=_progress(claim.job_id))

@@ -64,9 +64,9 @@ __all__ = [
     "content_fingerprint",
     "partition_chunk",
     "read_partition_config",
+    "train_missing",
     "train_partition",
     "train_subset",
-    "train_missing",
     "train_subsets_batched",
 ]
 
