@@ -19,6 +19,7 @@ from contract.api import Summary
 from rab.cli._common import (
     attack_label,
     console,
+    count_table,
     fail,
     parse_classes,
     progress_bar,
@@ -84,7 +85,11 @@ def run_local(
                               vanilla=vanilla, progress=report, workdir=out / "models")
     except (ValueError, FileNotFoundError, KeyError) as exc:
         fail(str(exc))
-    stdout.print(results_table(Summary.model_validate(result.metrics), title, result.vanilla))
+    summary = Summary.model_validate(result.metrics)
+    stdout.print(results_table(summary, title, result.vanilla))
+    counts = count_table(summary, f"{title} | poison counts")
+    if counts is not None:
+        stdout.print(counts)
     if "attack_total_norm" in result.metrics:
         stdout.print(
             f"The poisoned training points carry patterns of total norm "

@@ -198,7 +198,8 @@ def test_worker_killed_mid_partition_job_keeps_stored_models(
         ({"k": 4, "d": 2}, "aggregation='fa' only"),
         ({"k": 4, "aggregation": "bagging"}, "aggregation"),
         ({"k": 4, "preset": "nope"}, "preset"),
-        ({"k": 4, "arch": "resnet18"}, "resnet18"),
+        ({"k": 40, "aggregation": "fa", "d": 5000}, "exceed the limit"),
+        ({"k": 4, "epochs": 0}, "epochs"),
         ({"k": 4, "sigma": 1.0}, "sigma"),
     ],
 )
