@@ -232,6 +232,8 @@ def submit(
     """Upload (or name) a dataset and submit a certification job; prints the job id."""
     if method not in get_args(Method):
         error(f"--method must be one of {', '.join(get_args(Method))}, got {method!r}")
+    if method != "partition" and sigma is None:
+        error(f"the {method} method needs --sigma")
     if file_format not in (None, "npz", "csv"):
         error(f"--format must be npz or csv, got {file_format!r}")
     params = {
