@@ -31,6 +31,7 @@ from rab.evaluation.methods import (
     Method,
     Progress,
     certify_members,
+    certify_stacked,
     certify_test_sets,
     method_from_dict,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "attack_success_rate",
     "certificate_rows",
     "certify_members",
+    "certify_stacked",
     "certify_test_sets",
     "chunks",
     "concat",
