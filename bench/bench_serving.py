@@ -12,9 +12,11 @@ serving cost does not depend on their accuracy) and trains DNN-RAB ensembles of 
 - ``floor``: the library's stacked vote function (``rab.ensemble.stacked.stacked_votes``,
   the one the worker runs) timed directly in this process on one input, N stacked members of
   the same architecture, same thread count as the worker (torch's default), median of
-  ``--requests``;
+  ``--requests``, measured just before and just after the warm requests (the lower is kept);
 - ``worker_rss_mib``: resident size (``VmRSS`` of ``/proc/<pid>/status``) of the service's
-  largest process, the worker's pool child that holds the hot models, with this N hot.
+  largest process, the worker's pool child that holds the hot models, with this N (and the
+  smaller ones before it) hot. The ensembles are trained first, then the service is restarted,
+  so that this is the memory of serving, not of training.
 
 Targets (issue 11): N = 100 warm p50 <= 0.15 s; N = 1000 warm p50 <= 1.5 x its floor.
 Writes ``bench/results/serving.json``.
@@ -128,27 +130,45 @@ def _certify(http: httpx.Client, model_id: str, x: np.ndarray) -> float:
     return seconds
 
 
-def run(args: argparse.Namespace, data_dir: Path, settings: dict[str, str]) -> dict[str, Any]:
-    npz, X_test = _subset(shared_data(), data_dir)
-    results: dict[str, Any] = {}
-    service = embedded_service(data_dir, data_dir / "service.log", settings=settings)
-    with service as (url, key), Client(url, key, timeout=600) as client, httpx.Client(
-        base_url=url, headers={"X-API-Key": key}, timeout=600
-    ) as http:
+def _train(url: str, key: str, npz: Path, sizes: list[int]) -> dict[int, tuple[str, float]]:
+    """Train one ensemble per N; its model id and the job's seconds, by N."""
+    models = {}
+    with Client(url, key, timeout=600) as client:
         dataset = client.upload_dataset(npz, format="npz")
-        for n in args.sizes:
+        for n in sizes:
             started = time.monotonic()
             job = client.submit_job(job_request(dataset.id, "ensemble", {
                 **PARAMS, "num_models": n, "models_per_task": min(n, 250)}))
             job = client.wait(job.id, timeout=3600)
-            train_s = time.monotonic() - started
             if job.model_id is None:
                 raise SystemExit(f"ensemble job {job.id} ended {job.state}: {job.error}")
-            cold = _certify(http, job.model_id, X_test[0])
-            warm = [_certify(http, job.model_id, X_test[1 + i % (len(X_test) - 1)])
+            models[n] = (job.model_id, time.monotonic() - started)
+    return models
+
+
+def run(args: argparse.Namespace, data_dir: Path, settings: dict[str, str]) -> dict[str, Any]:
+    """Train the ensembles, restart the service (a fresh worker: its memory is that of the
+    hot models, not of the training), then measure each N."""
+    npz, X_test = _subset(shared_data(), data_dir)
+    results: dict[str, Any] = {}
+    with embedded_service(data_dir, data_dir / "train.log", settings=settings) as (url, key):
+        models = _train(url, key, npz, args.sizes)
+    service = embedded_service(data_dir, data_dir / "service.log", settings=settings)
+    with service as (url, key), httpx.Client(
+        base_url=url, headers={"X-API-Key": key}, timeout=600
+    ) as http:
+        idle_rss = max(_rss_mib(pid) for pid in _processes(data_dir))
+        for n in args.sizes:
+            model_id, train_s = models[n]
+            cold = _certify(http, model_id, X_test[0])
+            before = _floor(n, X_test, args.requests)
+            warm = [_certify(http, model_id, X_test[1 + i % (len(X_test) - 1)])
                     for i in range(args.requests)]
             rss = {pid: _rss_mib(pid) for pid in _processes(data_dir)}
-            floor = _floor(n, X_test, args.requests)
+            after = _floor(n, X_test, args.requests)
+            # the lower of the two: the stricter target (a busy shared machine only slows it)
+            floor = {**min(before, after, key=lambda f: f["p50_s"]),
+                     "before_p50_s": before["p50_s"], "after_p50_s": after["p50_s"]}
             p50 = statistics.median(warm)
             target = TARGET_N100_S if n == 100 else TARGET_FLOOR_RATIO * floor["p50_s"]
             results[str(n)] = {
@@ -159,6 +179,7 @@ def run(args: argparse.Namespace, data_dir: Path, settings: dict[str, str]) -> d
                 "floor": floor, "warm_p50_over_floor": p50 / floor["p50_s"],
                 "target_p50_s": target, "meets_target": p50 <= target,
                 "worker_rss_mib": max(rss.values()),
+                "hot_models": f"every N up to {n} (the cache holds them all)",
                 "service_processes_rss_mib": sorted(rss.values(), reverse=True),
             }
             print(f"N={n}: cold {cold:.3f} s, warm p50 {p50:.3f} s (target {target:.3f} s), "
@@ -170,6 +191,7 @@ def run(args: argparse.Namespace, data_dir: Path, settings: dict[str, str]) -> d
         "members": {"arch": "mnist_cnn", "train_points": TRAIN_POINTS, **PARAMS,
                     "train_batch": TRAIN_BATCH},
         "sizes": results,
+        "worker_rss_mib_before_any_model": idle_rss,
         "targets": {"n100_warm_p50_s": TARGET_N100_S,
                     "n1000_warm_p50_over_floor": TARGET_FLOOR_RATIO},
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
