@@ -154,7 +154,7 @@ def run(args: argparse.Namespace, data_dir: Path, settings: dict[str, str]) -> d
     with embedded_service(data_dir, data_dir / "train.log", settings=settings) as (url, key):
         models = _train(url, key, npz, args.sizes)
     service = embedded_service(data_dir, data_dir / "service.log", settings=settings)
-    with service as (url, key), httpx.Client(
+    with service as (url, _), httpx.Client(  # the models' owner: the first key
         base_url=url, headers={"X-API-Key": key}, timeout=600
     ) as http:
         idle_rss = max(_rss_mib(pid) for pid in _processes(data_dir))
