@@ -33,6 +33,7 @@ from rab.evaluation.methods import (
     PartitionMethod,
     Progress,
     certify_members,
+    certify_stacked,
     certify_test_sets,
     method_from_dict,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "attack_success_rate",
     "certificate_rows",
     "certify_members",
+    "certify_stacked",
     "certify_test_sets",
     "chunks",
     "concat",
