@@ -93,6 +93,15 @@ class Settings(BaseSettings):
         default=2 * 1024**3, ge=0,
         description="Bytes of models a worker keeps loaded (hot) for certify requests.",
     )
+    certify_batch_wait_s: float = Field(
+        default=0.005, ge=0,
+        description="A worker starting a certify job waits this long, then certifies with it "
+        "the other queued certify jobs of the same model in one forward pass.",
+    )
+    certify_batch_inputs: int = Field(
+        default=256, ge=1,
+        description="Most inputs a worker certifies in one batch of certify jobs.",
+    )
     lease_s: float = Field(
         default=30.0, gt=0,
         description="A unit of work's lease: its worker renews it every third of this; once it "

@@ -42,6 +42,7 @@ from rab.partition import (
     train_subset,
     train_subsets_batched,
 )
+from rab.partition.train import BASE_MODEL_CPU_THREADS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "partition.json"
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    threads = configure_cpu_threads()
+    threads = configure_cpu_threads(BASE_MODEL_CPU_THREADS)
     data = load_npz(shared_data() / "mnist.npz")
     X, y = np.asarray(data.X_train), np.asarray(data.y_train)
     start = time.perf_counter()

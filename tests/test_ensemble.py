@@ -17,12 +17,16 @@ from opacus.accountants import RDPAccountant
 from scipy import stats
 
 from rab.bounds import ABSTAIN, certify_hard_votes, certify_soft_votes
-from rab.ensemble.artifacts import model_path, read_member, sidecar_path
+from rab.ensemble.artifacts import MemberArtifact, model_path, read_member, sidecar_path
 from rab.ensemble.certify import certify_votes
 from rab.ensemble.config import EnsembleConfig, preset
-from rab.ensemble.predict import iter_members, load_member, predict_votes
+from rab.ensemble.noise import member_seeds
+from rab.ensemble.predict import Member, iter_members, load_member, predict_votes
+from rab.ensemble.stacked import StackedMembers, stack_members, stacked_votes
 from rab.ensemble.train import (
+    initial_model,
     models_per_chunk,
+    serialize_state_dict,
     train_ensemble,
     train_member,
     train_members_batched,
@@ -264,3 +268,75 @@ def test_bad_training_data_raises(mnist: dict, tmp_path: Path) -> None:
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         train_ensemble(config, bad, mnist["y"], tmp_path)
+
+
+def test_stacked_votes_are_the_per_member_votes(ensemble: Path, votes: VoteMatrices,
+                                                mnist: dict) -> None:
+    """20 trained MNIST CNNs stacked (in chunks of 20, 7 and 1): the same hard votes as one
+    member at a time, soft votes equal up to float rounding; u_k stacked in member order."""
+    config = _config(20)
+    members = list(iter_members(ensemble))
+    for chunk in (20, 7, 1):
+        stacked = stacked_votes(stack_members(members, chunk), mnist["X_test"], config)
+        np.testing.assert_array_equal(stacked.hard, votes.hard)
+        np.testing.assert_allclose(stacked.soft, votes.soft, atol=1e-6)
+        assert stacked.sha256 == votes.sha256
+    stack = StackedMembers.of(members[:3])
+    assert torch.equal(stack.noise[2], members[2].noise) and stack.indices == (0, 1, 2)
+    per_member = 4 * (sum(p.numel() for p in members[0].model.parameters())
+                      + members[0].noise.numel())
+    assert stack.nbytes == 3 * per_member  # no buffers in the MNIST CNN
+    # the same stacks and inputs: bit for bit the same votes (the hot path's guarantee)
+    again = stacked_votes(stack_members(members, 7), mnist["X_test"], config)
+    first = stacked_votes(stack_members(members, 7), mnist["X_test"], config)
+    np.testing.assert_array_equal(again.soft, first.soft)
+
+
+def _members(config: EnsembleConfig, count: int, perturb: bool) -> list[Member]:
+    """``count`` members at their seeded initial weights; ``perturb``: BatchNorm running
+    statistics drawn from a seeded generator, so that each member's own buffers matter."""
+    generator = torch.Generator().manual_seed(5)
+    artifacts = []
+    for k in range(count):
+        model = initial_model(config, member_seeds(config.seed, k))
+        for module in model.modules():
+            if perturb and isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.copy_(torch.randn(module.num_features, generator=generator))
+                module.running_var.copy_(torch.rand(module.num_features, generator=generator)
+                                         + 0.5)
+        artifacts.append(MemberArtifact.from_bytes(k, serialize_state_dict(model), {}))
+    return [load_member(a, config, device="cpu") for a in artifacts]
+
+
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_stacked_votes_with_batch_and_group_norm(norm: str, mnist: dict) -> None:
+    """The CIFAR pre-activation ResNet with BatchNorm (eval mode: each member's own running
+    statistics, stacked as buffers) and with GroupNorm (the DP-SGD variant) under vmap."""
+    config = _config(3, arch="preact_resnet", norm=norm)
+    members = _members(config, 3, perturb=norm == "batch")
+    X = mnist["X_test"][:8]
+    reference = predict_votes(members, X, config)
+    stacked = stacked_votes(stack_members(members, 2), X, config)
+    np.testing.assert_array_equal(stacked.hard, reference.hard)
+    np.testing.assert_allclose(stacked.soft, reference.soft, atol=1e-6)
+    buffers = StackedMembers.of(members).buffers
+    assert bool(buffers) == (norm == "batch")
+    if norm == "batch":
+        assert not torch.equal(buffers["out_norm.running_mean"][0],
+                               buffers["out_norm.running_mean"][1])
+
+
+def test_stacked_votes_of_an_mlp_on_tabular_data(tmp_path: Path) -> None:
+    """A multi-class MLP ensemble (softmax head): stacked hard votes equal the per-member ones."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300).astype(np.int64)
+    X = (rng.normal(size=(300, 5)) + y[:, None]).astype(np.float32)
+    config = preset("tabular", input_shape=(5,), num_classes=3, sigma=0.5, num_models=5,
+                    epochs=1, seed=2)
+    train_ensemble(config, X, y, tmp_path)
+    reference = predict_votes(iter_members(tmp_path), X[:50], config)
+    stacked = stacked_votes(stack_members(iter_members(tmp_path), 2), X[:50], config)
+    np.testing.assert_array_equal(stacked.hard, reference.hard)
+    np.testing.assert_allclose(stacked.soft, reference.soft, atol=1e-6)
+    with pytest.raises(ValueError, match="float32"):
+        stacked_votes(stack_members(iter_members(tmp_path)), X[:5].astype(np.float64), config)

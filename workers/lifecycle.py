@@ -28,6 +28,7 @@ from app.orm import Certificate, Job, ModelMember, WorkUnit, utcnow
 from app.replies import publish_job
 from app.units import Message, release_vote
 from contract.api import TERMINAL_STATES
+from contract.jobs import TRAINED_METHODS
 
 log = logging.getLogger(__name__)
 AGGREGATING = "aggregating"  # phase prefix while the ensemble votes
@@ -95,38 +96,80 @@ def _claim(db: Database, job_id: str, unit_name: str, lease_s: float, owner: str
     with db.session() as session:
         job = session.get(Job, job_id, with_for_update=True)
         unit = session.get(WorkUnit, (job_id, unit_name), with_for_update=True)
-        if job is None or unit is None or job.state in TERMINAL_STATES:
+        if job is None or unit is None:
             return None
-        now = utcnow()
-        live = unit.state == "running" and unit.lease_expires_at is not None and (
-            unit.lease_expires_at > now
+        return _take(job, unit, lease_s, owner, gave_up)
+
+
+def _take(job: Job, unit: WorkUnit, lease_s: float, owner: str, gave_up: list[str]
+          ) -> Claim | None:
+    """The claim of ``unit`` (both rows locked by the caller's transaction), or None; a unit
+    that used up its attempts fails its job, and the job's id is appended to ``gave_up`` (its
+    waiters are told once the transaction is committed)."""
+    if job.state in TERMINAL_STATES:
+        return None
+    now = utcnow()
+    live = unit.state == "running" and unit.lease_expires_at is not None and (
+        unit.lease_expires_at > now
+    )
+    if unit.state not in ("pending", "running") or live:
+        return None
+    unit.attempts += 1
+    job.attempts += 1
+    if unit.attempts > unit.max_attempts:
+        unit.state = "failed"
+        unit.error = job.error = (
+            f"unit {unit.name} gave up after {unit.max_attempts} attempts (its worker was "
+            "lost each time)"
         )
-        if unit.state not in ("pending", "running") or live:
-            return None
-        unit.attempts += 1
-        job.attempts += 1
-        if unit.attempts > unit.max_attempts:
-            unit.state = "failed"
-            unit.error = job.error = (
-                f"unit {unit_name} gave up after {unit.max_attempts} attempts (its worker was "
-                "lost each time)"
-            )
-            job.state, job.phase, job.finished_at = "failed", "failed", now
-            gave_up.append(unit_name)
-            return None
-        unit.state, unit.lease_owner = "running", owner
-        unit.lease_expires_at = now + timedelta(seconds=lease_s)
-        if job.state == "queued":
-            job.state = "running"
-            job.phase = "training models" if job.method == "ensemble" else "starting"
-        job.started_at = job.started_at or now
-        return Claim(
-            job_id=job.id, unit=unit.name, args=dict(unit.args), kind=job.kind,
-            owner_id=job.owner_id, dataset_id=job.dataset_id, model_id=job.model_id,
-            method=job.method, params=dict(job.params),
-            attack=None if job.attack is None else dict(job.attack),
-            inputs_sha256=job.inputs_sha256, attempt=unit.attempts, lease_owner=owner,
-        )
+        job.state, job.phase, job.finished_at = "failed", "failed", now
+        gave_up.append(job.id)
+        return None
+    unit.state, unit.lease_owner = "running", owner
+    unit.lease_expires_at = now + timedelta(seconds=lease_s)
+    if job.state == "queued":
+        job.state = "running"
+        job.phase = "training models" if job.method in TRAINED_METHODS else "starting"
+    job.started_at = job.started_at or now
+    return Claim(
+        job_id=job.id, unit=unit.name, args=dict(unit.args), kind=job.kind,
+        owner_id=job.owner_id, dataset_id=job.dataset_id, model_id=job.model_id,
+        method=job.method, params=dict(job.params),
+        attack=None if job.attack is None else dict(job.attack),
+        inputs_sha256=job.inputs_sha256, attempt=unit.attempts, lease_owner=owner,
+    )
+
+
+def claim_siblings(db: Database, first: Claim, lease_s: float, max_inputs: int,
+                   owner: str = WORKER_ID) -> list[Claim]:
+    """Claim, beside the certify job ``first``, other certify jobs of the same model waiting
+    for a worker (their unit pending), oldest first, as many as fit in ``max_inputs`` inputs
+    altogether (``first``'s own not counted). Each gets a lease exactly as :func:`claim` gives
+    one; rows another worker holds are skipped (``FOR UPDATE SKIP LOCKED``), and a sibling's
+    own message, delivered later, finds its unit taken and does nothing."""
+    if first.kind != "certify" or first.model_id is None or max_inputs < 1:
+        return []
+    with db.session() as session:
+        rows = session.execute(
+            select(Job, WorkUnit).join(WorkUnit, WorkUnit.job_id == Job.id)
+            .where(Job.kind == "certify", Job.model_id == first.model_id, Job.id != first.job_id,
+                   Job.state.not_in(TERMINAL_STATES), WorkUnit.state == "pending")
+            .order_by(Job.created_at).limit(max_inputs)
+            .with_for_update(skip_locked=True)
+        ).all()
+        claims: list[Claim] = []
+        gave_up: list[str] = []
+        room = max_inputs
+        for job, unit in rows:
+            if job.progress_total > room:  # a certify job's total is its number of inputs
+                continue
+            taken = _take(job, unit, lease_s, owner, gave_up)
+            if taken is not None:
+                claims.append(taken)
+                room -= job.progress_total
+    for job_id in gave_up:
+        publish_job(db.settings, job_id, "failed")
+    return claims
 
 
 def renew(db: Database, claim: Claim, lease_s: float) -> bool:
@@ -142,22 +185,24 @@ def renew(db: Database, claim: Claim, lease_s: float) -> bool:
 
 
 class Heartbeat:
-    """Renews a claim's lease every third of ``lease_s`` in a background thread while the
-    unit runs (a failed renewal, e.g. the database away, is retried at the next beat)."""
+    """Renews the leases of ``claims`` every third of ``lease_s`` in a background thread
+    while their units run (a failed renewal, e.g. the database away, is retried at the next
+    beat)."""
 
-    def __init__(self, db: Database, claim: Claim, lease_s: float) -> None:
-        self._db, self._claim, self._lease_s = db, claim, lease_s
+    def __init__(self, db: Database, claims: Iterable[Claim], lease_s: float) -> None:
+        self._db, self._claims, self._lease_s = db, tuple(claims), lease_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
 
     def _beat(self) -> None:
         while not self._stop.wait(self._lease_s / 3):
-            try:
-                if not renew(self._db, self._claim, self._lease_s):
-                    log.warning("job %s: unit %s lease taken over", self._claim.job_id,
-                                self._claim.unit)
-            except Exception as exc:  # the next beat tries again
-                log.warning("job %s: lease renewal failed: %s", self._claim.job_id, exc)
+            for claim in self._claims:
+                try:
+                    if not renew(self._db, claim, self._lease_s):
+                        log.warning("job %s: unit %s lease taken over", claim.job_id,
+                                    claim.unit)
+                except Exception as exc:  # the next beat tries again
+                    log.warning("job %s: lease renewal failed: %s", claim.job_id, exc)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

@@ -3,11 +3,13 @@
 A certify request against a model that is hot skips the store, the hash checks and the
 rebuild of every member with its seeded initialisation and test-time noise u_k: those were
 done once, when the model was loaded (its bytes verified against their SHA-256 then). An
-ensemble is kept as its loaded members (eval mode, u_k drawn), a partition model as its base
-models, a K-NN model as its verified training set. The bound (``RAB_MODEL_CACHE_BYTES``)
-counts the members' weights and noise and the training arrays; the least recently used models
-go first, and a model larger than the whole bound is served without being kept. Cold or
-evicted, a request gets the same certificates, only later.
+ensemble is kept stacked (``rab.ensemble.stacked.StackedMembers``: one set of stacked
+parameters and one u_k tensor per chunk of members, on the worker's device, CUDA when it has
+one), a partition model as its base models, a K-NN model as its verified training set. The
+bound (``RAB_MODEL_CACHE_BYTES``) counts the stacked weights, buffers and noise, the base
+models' weights, and the training arrays; the least recently used models go first, and a
+model larger than the whole bound is served without being kept. Cold or evicted, a request
+gets the same certificates, only later.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ __all__ = ["HotModel", "ModelCache"]
 
 @dataclass(frozen=True)
 class HotModel:
-    """A loaded model: ``members`` (ensemble, ``rab.ensemble.Member``), ``train`` (K-NN,
-    ``rab.data.Dataset``) or ``base_models`` (partition aggregation: ``rab.ensemble.Member``,
-    None for an empty partition; ``workers.partitions``), with its size in bytes."""
+    """A loaded model: ``stacks`` (ensemble, ``rab.ensemble.stacked.StackedMembers``),
+    ``train`` (K-NN, ``rab.data.Dataset``) or ``base_models`` (partition aggregation:
+    ``rab.ensemble.Member``, None for an empty partition; ``workers.partitions``), with its
+    size in bytes."""
 
-    members: tuple[Any, ...] | None
+    stacks: tuple[Any, ...] | None
     train: Any
     nbytes: int
     base_models: tuple[Any, ...] | None = None
@@ -63,9 +66,3 @@ class ModelCache:
                 while self.nbytes > self.max_bytes:
                     self._models.popitem(last=False)
         return hot
-
-
-def member_bytes(member: Any) -> int:
-    """Bytes a loaded ensemble member holds: its parameters and buffers and its noise u_k."""
-    tensors = [*member.model.parameters(), *member.model.buffers(), member.noise]
-    return int(sum(t.numel() * t.element_size() for t in tensors))

@@ -4,7 +4,8 @@ in the forked child process, never in the parent before the fork."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -37,13 +38,14 @@ from rab.evaluation import (
     TestSet,
     certificate_rows,
     certify_members,
+    certify_stacked,
     certify_test_sets,
 )
 from rab.evaluation.pipeline import evaluation_metrics
 from rab.metrics import DEFAULT_RADII
 from workers import lifecycle
 from workers.celery_app import celery_app
-from workers.serving import HotModel, ModelCache, member_bytes
+from workers.serving import HotModel, ModelCache
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,12 @@ def _rows(evaluation: tuple[TestSet, ...], certified: dict[str, Certified]) -> l
         for row in certificate_rows(test.subset, certified[test.subset].certificates, test.labels,
                                     certified[test.subset].poison_count)
     ]
+
+
+def _input_rows(certified: Certified) -> list[dict[str, Any]]:
+    """The rows of a certify job's new inputs (with the poison count where the model has
+    one)."""
+    return certificate_rows("inputs", certified.certificates, None, certified.poison_count)
 
 
 def _dataset_row(dataset_id: str | None) -> DatasetRow:
@@ -198,9 +206,9 @@ def _train_chunk(claim: lifecycle.Claim) -> None:
     send(celery_app, lifecycle.finish_chunk(db, claim))
 
 
-def _load_members(job_id: str, config: Any) -> list[Any]:
-    """The N members trained by ``job_id``, loaded from the store (hashes verified) with
-    their test-time noise u_k."""
+def _load_members(job_id: str, config: Any) -> Iterator[Any]:
+    """The N members trained by ``job_id``, loaded one by one from the store (hashes
+    verified) with their test-time noise u_k, on the worker's device (CUDA when it has one)."""
     from rab.ensemble.predict import load_member
 
     db, store = _db(), _store()
@@ -211,29 +219,20 @@ def _load_members(job_id: str, config: Any) -> list[Any]:
         ).all()
     if [m.member_index for m in members] != list(range(config.num_models)):
         raise RuntimeError(f"ensemble of job {job_id} is incomplete: {len(members)} members")
-    return [
+    return (
         load_member(
             MemberArtifact(m.member_index, store.get_bytes(m.state_sha256), m.state_sha256,
                            m.noise_seed, {}),
             config,
         )
         for m in members
-    ]
-
-
-def _certify_with_members(
-    job_id: str, method: EnsembleMethod, facts: DataFacts, tests: tuple[TestSet, ...],
-    members: Sequence[Any] | None = None,
-) -> dict[str, Certified]:
-    """The library's certificates (``rab.evaluation.certify_members``) from the N members
-    trained by ``job_id`` (``members`` when they are loaded already)."""
-    config = method.config(facts.input_shape, facts.num_classes)
-    loaded = _load_members(job_id, config) if members is None else members
-    return certify_members(loaded, tests, method, config)
+    )
 
 
 def _hot(model: Model, method: Any, row: DatasetRow) -> HotModel:
-    """The model, hot from the cache or loaded into it (``workers.serving``)."""
+    """The model, hot from the cache or loaded into it (``workers.serving``): an ensemble
+    stacked (``rab.ensemble.stacked``), a partition model as its base models
+    (``workers.partitions``), a K-NN as its verified training set."""
 
     def load() -> HotModel:
         if isinstance(method, PartitionMethod):
@@ -241,10 +240,10 @@ def _hot(model: Model, method: Any, row: DatasetRow) -> HotModel:
 
             return partitions.load_hot(model, method, row)
         if isinstance(method, EnsembleMethod):
-            facts = _facts(row)
-            members = _load_members(model.job_id, method.config(facts.input_shape,
-                                                                facts.num_classes))
-            return HotModel(tuple(members), None, sum(member_bytes(m) for m in members))
+            from rab.ensemble.stacked import stack_members
+
+            stacks = tuple(stack_members(_load_members(model.job_id, _config(method, row))))
+            return HotModel(stacks, None, sum(s.nbytes for s in stacks))
         train = load_dataset(_store(), model.train_object_sha256, row,
                              expected_sha256=model.train_sha256)
         return HotModel(None, train, int(train.X_train.nbytes + train.y_train.nbytes))
@@ -253,6 +252,11 @@ def _hot(model: Model, method: Any, row: DatasetRow) -> HotModel:
         _resources["models"] = ModelCache(_settings().model_cache_bytes)
     cache: ModelCache = _resources["models"]
     return cache.get(model.id, load)
+
+
+def _config(method: EnsembleMethod, row: DatasetRow) -> Any:
+    facts = _facts(row)
+    return method.config(facts.input_shape, facts.num_classes)
 
 
 def _facts(row: DatasetRow) -> DataFacts:
@@ -265,9 +269,9 @@ def _aggregate(claim: lifecycle.Claim) -> None:
     n = claim.params["num_models"]
     lifecycle.report(db, claim.job_id, n, n, f"{lifecycle.AGGREGATING}: voting")
     row, evaluation = _load_evaluation(claim)
-    certified = _certify_with_members(
-        claim.job_id, _ensemble(claim), _facts(row), evaluation.tests
-    )
+    method = _ensemble(claim)
+    certified = certify_members(_load_members(claim.job_id, _config(method, row)),
+                                evaluation.tests, method, _config(method, row))
     votes_sha256 = {}
     for subset, result in certified.items():
         votes = result.votes
@@ -284,28 +288,55 @@ def _aggregate(claim: lifecycle.Claim) -> None:
 
 def _certify_inputs(claim: lifecycle.Claim) -> None:
     """A certify job: new inputs against a stored model, hot in this worker's cache (an
-    ensemble needs only its members, a K-NN its training set)."""
-    db, store = _db(), _store()
+    ensemble needs only its members, stacked; a K-NN its training set).
+
+    Concurrent requests are batched: once the model is hot, the worker waits
+    ``RAB_CERTIFY_BATCH_WAIT_S`` and claims the other queued certify jobs of the same model
+    (:func:`lifecycle.claim_siblings`, up to ``RAB_CERTIFY_BATCH_INPUTS`` inputs in all), then
+    certifies every input in one pass and finishes each job with its own rows. A job's summary
+    records the batch it ran in."""
+    db, store, settings = _db(), _store(), _settings()
     with db.session() as session:
         model = session.get(Model, claim.model_id)
         if model is None or claim.inputs_sha256 is None:
             raise RuntimeError(f"certify job {claim.job_id} has no model or no inputs")
     row = _dataset_row(model.dataset_id)
-    inputs = (TestSet("inputs", load_arrays(store, claim.inputs_sha256)["X"], None),)
     method = _request(claim).method
     hot = _hot(model, method, row)
-    if isinstance(method, EnsembleMethod):
-        lifecycle.report(db, claim.job_id, 0, len(inputs[0]), "voting")
-        certified = _certify_with_members(model.job_id, method, _facts(row), inputs,
-                                          hot.members)
-    elif isinstance(method, PartitionMethod):
-        from workers import partitions
+    own = load_arrays(store, claim.inputs_sha256)["X"]
+    time.sleep(settings.certify_batch_wait_s)
+    siblings = lifecycle.claim_siblings(db, claim, settings.lease_s,
+                                        settings.certify_batch_inputs - len(own))
+    with lifecycle.Heartbeat(db, siblings, settings.lease_s):
+        try:
+            batch = [(claim, own)] + [
+                (c, load_arrays(store, str(c.inputs_sha256))["X"]) for c in siblings
+            ]
+            tests = tuple(TestSet(c.job_id, X, None) for c, X in batch)
+            if isinstance(method, EnsembleMethod):
+                lifecycle.report(db, claim.job_id, 0, len(own), "voting")
+                certified = certify_stacked(hot.stacks or (), tests, method,
+                                            _config(method, row))
+            elif isinstance(method, PartitionMethod):
+                from workers import partitions
 
-        certified = partitions.certify_hot(hot, inputs, method, row)
-    else:
-        certified = certify_test_sets(hot.train, inputs, method,
-                                      progress=_progress(claim.job_id))
-    lifecycle.succeed(db, claim, _rows(inputs, certified), {})
+                certified = partitions.certify_hot(hot, tests, method, row)
+            else:
+                certified = certify_test_sets(hot.train, tests, method)
+        except Exception as exc:
+            for sibling in siblings:  # the same error would fail each of them alone
+                lifecycle.fail(db, sibling, f"{type(exc).__name__}: {exc}")
+            raise
+        inputs = sum(len(X) for _, X in batch)
+        log.info("job %s: certified %d jobs (%d inputs) in one batch", claim.job_id,
+                 len(batch), inputs)
+        summary = {"batch": {"first_job": claim.job_id, "jobs": len(batch), "inputs": inputs}}
+        for job, _ in batch[1:]:  # the siblings first: the own job's failure stops nothing
+            try:
+                lifecycle.succeed(db, job, _input_rows(certified[job.job_id]), summary)
+            except lifecycle.JobCancelledError:
+                log.info("job %s was cancelled", job.job_id)
+    lifecycle.succeed(db, claim, _input_rows(certified[claim.job_id]), summary)
 
 
 def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None]) -> None:
@@ -326,7 +357,7 @@ def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None]) -> Non
     if claim is None:
         log.info("job %s: unit %s has nothing to run", job_id, unit)
         return
-    with lifecycle.Heartbeat(db, claim, lease_s):
+    with lifecycle.Heartbeat(db, [claim], lease_s):
         try:
             lifecycle.patiently(work, claim)
         except lifecycle.JobCancelledError:

@@ -9,6 +9,7 @@ Paper section 6.1 and Algorithm 1 (DP-SGD variant: section 6.2). Modules, one jo
   :func:`train_ensemble`;
 - ``dp``: DP-SGD through Opacus with privacy accounting;
 - ``predict``: loading models and computing their votes on x + u_k;
+- ``stacked``: many members as one stacked model (``vmap``), the votes the services use;
 - ``vote``: :class:`VoteMatrices`, stored votes (no torch);
 - ``certify``: certificates from stored votes through :mod:`rab.bounds` (no torch).
 
@@ -41,6 +42,9 @@ _EXPORTS: dict[str, str] = {
     "iter_members": "predict",
     "load_member": "predict",
     "predict_votes": "predict",
+    "StackedMembers": "stacked",
+    "stack_members": "stacked",
+    "stacked_votes": "stacked",
     "VoteMatrices": "vote",
     "certify_votes": "certify",
     "expected_certificates": "certify",

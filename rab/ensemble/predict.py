@@ -58,6 +58,13 @@ def iter_members(
         yield load_member(read_member(Path(out_dir), k), config, device=device)
 
 
+def check_inputs(X_test: np.ndarray, config: EnsembleConfig) -> None:
+    """ValueError unless ``X_test`` is float32 (m, *input_shape)."""
+    if X_test.dtype != np.float32 or X_test.shape[1:] != config.input_shape:
+        raise ValueError(f"X_test must be float32 (m, *{config.input_shape}), got "
+                         f"{X_test.dtype} {X_test.shape}")
+
+
 @torch.no_grad()
 def predict_votes(
     members: Iterable[Member],
@@ -71,9 +78,7 @@ def predict_votes(
     ``X_test`` is float32 (m, *input_shape). The hard vote comes from the logits (binary: z > 0),
     the soft vote is the class-probability vector.
     """
-    if X_test.dtype != np.float32 or X_test.shape[1:] != config.input_shape:
-        raise ValueError(f"X_test must be float32 (m, *{config.input_shape}), got "
-                         f"{X_test.dtype} {X_test.shape}")
+    check_inputs(X_test, config)
     X = torch.tensor(X_test)  # a copy: X_test may be a read-only array
     hard, soft, digests = [], [], []
     for member in members:

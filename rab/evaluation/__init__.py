@@ -34,6 +34,7 @@ from rab.evaluation.methods import (
     Progress,
     certify_members,
     certify_partition_votes,
+    certify_stacked,
     certify_test_sets,
     method_from_dict,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "certificate_rows",
     "certify_members",
     "certify_partition_votes",
+    "certify_stacked",
     "certify_test_sets",
     "chunks",
     "concat",

@@ -46,6 +46,7 @@ __all__ = [
     "Progress",
     "certify_members",
     "certify_partition_votes",
+    "certify_stacked",
     "certify_test_sets",
     "ensemble_preset_name",
     "method_from_dict",
@@ -379,14 +380,30 @@ def certify_members(
     7-18): each member ``rab.ensemble.Member`` votes on x + u_k (eq. 19), the votes are
     bounded at level 1 - alpha (Clopper-Pearson or Hoeffding) and turned into radii by eq. 14;
     the point-estimate radii (NOT certified) come beside them. The votes are kept in
-    ``Certified.votes`` for storage."""
+    ``Certified.votes`` for storage. The members are stacked ``rab.ensemble.stacked.MEMBER_CHUNK``
+    at a time (an iterator of members is consumed chunk by chunk)."""
+    require("torch", "DNN-RAB ensembles")
+    from rab.ensemble.stacked import stack_members
+
+    return certify_stacked(stack_members(members), tests, method, config)
+
+
+def certify_stacked(
+    stacks: Iterable[Any],
+    tests: Sequence[TestSet],
+    method: EnsembleMethod,
+    config: Any,
+) -> dict[str, Certified]:
+    """:func:`certify_members` with the members already stacked
+    (``rab.ensemble.stacked.StackedMembers``, e.g. hot in a worker): the same vote function,
+    so the same certificates for the same inputs."""
     require("torch", "DNN-RAB ensembles")
     from rab.ensemble.certify import certify_votes, expected_certificates
-    from rab.ensemble.predict import predict_votes
+    from rab.ensemble.stacked import stacked_votes
     from rab.ensemble.vote import VoteMatrices
 
     X_all = np.concatenate([np.asarray(t.X, dtype=np.float32) for t in tests])
-    votes = predict_votes(members, X_all, config)
+    votes = stacked_votes(stacks, X_all, config)
     out, offset = {}, 0
     for test in tests:
         part = slice(offset, offset + len(test))

@@ -75,6 +75,10 @@ FORMAT_VERSION = 1
 #: Models trained together by default on a GPU (on a CPU one at a time: stacking the small
 #: CNN's convolutions was about 4x slower there, bench/results/partition.json; 1 for BatchNorm).
 GPU_CHUNK = 32
+#: torch's CPU threads for base models: a step on a few dozen images is too small to split, and
+#: on a busy machine two threads wait on each other (the MNIST CNN on 50 images, 30 epochs:
+#: 0.59 s with one thread against 10 s with two, measured on the 2-core CI machine under load).
+BASE_MODEL_CPU_THREADS = 1
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -254,13 +258,14 @@ def train_partition(
     progress: ProgressCallback | None = None,
     device: str | torch.device | None = None,
     chunk: int | None = None,
-    cpu_threads: int | None = None,
+    cpu_threads: int | None = BASE_MODEL_CPU_THREADS,
 ) -> list[Path]:
     """Train every base model into ``out_dir``, skipping finished ones; return their paths.
 
     ``progress(done, M)`` is called at the start and after each stored model.  ``chunk``: models
     trained at a time (default: the manifest's, else 1 on a CPU and :data:`GPU_CHUNK` on a GPU;
-    1 for BatchNorm).
+    1 for BatchNorm).  ``cpu_threads``: torch's threads on a CPU (default
+    :data:`BASE_MODEL_CPU_THREADS`; None: every core).
     Raises ValueError if ``out_dir`` holds models of another configuration or training set (as
     a multiset: the row order does not matter).
     """

@@ -128,3 +128,67 @@ def test_the_reaper_requeues_lost_work_and_retry_resumes(
         assert job is not None and job.state == "queued" and job.error is None
     assert states == {"chunk-0": "pending", "chunk-2": "done", VOTE: "blocked"}
     assert _unit(db, job_id, "chunk-0").attempts == 0
+
+
+def _certify_jobs(db: Database, model_id: str, inputs: list[int]) -> list[str]:
+    """Queued certify jobs of ``model_id`` with their planned unit, one per entry of
+    ``inputs`` (its number of inputs), oldest first."""
+    ids = []
+    with db.session() as session:
+        key = ApiKey(name="batching", key_hash=utcnow().isoformat().ljust(64, "1")[:64])
+        session.add(key)
+        session.flush()
+        for i, count in enumerate(inputs):
+            job = Job(
+                owner_id=key.id, kind="certify", method="ensemble", model_id=model_id,
+                params={}, max_attempts=3, request_sha256="0" * 64, progress_total=count,
+                inputs_sha256=f"{i:064d}", created_at=utcnow() + timedelta(milliseconds=i),
+            )
+            session.add(job)
+            session.flush()
+            session.add_all(plan(job))
+            ids.append(job.id)
+    return ids
+
+
+def test_sibling_certify_jobs_are_claimed_under_leases_that_expire_with_their_worker(
+    migrated_db: tuple[Settings, Database], tmp_path: Path
+) -> None:
+    """A worker batching certify jobs of one model claims the queued ones (oldest first,
+    within its cap on inputs, none of another model), each under its own lease; their own
+    messages then find nothing to run; if the worker dies, every lease expires and the
+    reaper re-queues each job; once finished, a late message does nothing."""
+    _, db = migrated_db
+    first, *others = _certify_jobs(db, "model-a", [1, 1, 2, 5, 1])
+    (elsewhere,) = _certify_jobs(db, "model-b", [1])
+    own = lifecycle.claim(db, first, "certify", LEASE_S, owner="w1")
+    assert own is not None and own.model_id == "model-a"
+    siblings = lifecycle.claim_siblings(db, own, LEASE_S, max_inputs=4, owner="w1")
+    assert [c.job_id for c in siblings] == [others[0], others[1], others[3]]  # 1 + 2 + 1
+    assert all(c.attempt == 1 and c.lease_owner == "w1" for c in siblings)
+    for sibling in siblings:  # its message, delivered to another worker: nothing to run
+        assert lifecycle.claim(db, sibling.job_id, "certify", LEASE_S, owner="w2") is None
+        assert _unit(db, sibling.job_id, "certify").state == "running"
+    assert _unit(db, others[2], "certify").state == "pending"  # 5 inputs: over the cap
+    assert _unit(db, elsewhere, "certify").state == "pending"  # another model
+    assert lifecycle.claim_siblings(db, own, LEASE_S, max_inputs=4, owner="w2") == []
+    # the worker dies mid-batch: every claimed job's lease expires, the reaper re-queues each
+    celery = make_celery("filesystem://", {
+        "data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path),
+        "control_folder": str(tmp_path)})
+    for job_id in [first, *(c.job_id for c in siblings)]:
+        _expire(db, job_id, "certify")
+    assert reap(db, celery, resend_after_s=3600) == 4
+    assert {_unit(db, j, "certify").state for j in [first, *others]} == {"pending"}
+    # another worker takes them again (a second attempt each) and finishes them
+    again = lifecycle.claim(db, others[0], "certify", LEASE_S, owner="w3")
+    assert again is not None and again.attempt == 2
+    batch = [again, *lifecycle.claim_siblings(db, again, LEASE_S, max_inputs=100, owner="w3")]
+    assert {c.job_id for c in batch} == {first, *others}
+    for claim in batch:
+        lifecycle.succeed(db, claim, [], {"batch": {"jobs": len(batch)}})
+    for job_id in [first, *others]:  # late messages: nothing to run
+        assert lifecycle.claim(db, job_id, "certify", LEASE_S, owner="w4") is None
+    with db.session() as session:
+        states = set(session.scalars(select(Job.state).where(Job.model_id == "model-a")))
+    assert states == {"succeeded"}

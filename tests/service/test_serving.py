@@ -1,9 +1,11 @@
-"""Hot models: the worker's LRU cache bounded in bytes, certificates identical hot and cold,
-and a model whose stored bytes were damaged before it was loaded is refused, not served."""
+"""Hot models: the worker's LRU cache bounded in bytes, certificates identical hot, cold,
+evicted, after a worker restart and to the batch path's; a model whose stored bytes were
+damaged before it was loaded is refused, not served; concurrent requests batched."""
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -14,6 +16,9 @@ import rab.data as rd
 from workers.serving import HotModel, ModelCache
 
 from .conftest import Service, wait_for_job
+from .flow import all_certificates
+
+FIELDS = ("prediction", "top_class", "p_a", "p_b", "radius", "abstain")
 
 
 def test_the_cache_keeps_the_recently_used_models_within_its_bound() -> None:
@@ -35,14 +40,83 @@ def test_the_cache_keeps_the_recently_used_models_within_its_bound() -> None:
     assert loads[-2:] == ["huge", "huge"] and cache.nbytes <= 100
 
 
-def _ensemble_model(client: httpx.Client, dataset_id: str, seed: int) -> str:
+def _ensemble_job(client: httpx.Client, dataset_id: str, seed: int, **changes: Any
+                  ) -> dict[str, Any]:
     params = {"sigma": 0.5, "num_models": 4, "models_per_task": 4, "arch": "mlp", "epochs": 2,
-              "batch_size": 32, "alpha": 0.05, "num_test": 4, "seed": seed}
+              "batch_size": 32, "alpha": 0.05, "num_test": 4, "seed": seed, **changes}
     job = client.post("/v1/jobs", json={"dataset_id": dataset_id, "method": "ensemble",
                                         "params": params}).json()
     done = wait_for_job(client, job["id"], timeout=300)
     assert done["state"] == "succeeded", done
-    return str(done["links"]["model"])
+    return done
+
+
+def _ensemble_model(client: httpx.Client, dataset_id: str, seed: int) -> str:
+    return str(_ensemble_job(client, dataset_id, seed)["links"]["model"])
+
+
+def _fields(certificates: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [tuple(c[f] for f in FIELDS) for c in certificates]
+
+
+def _certify(client: httpx.Client, model: str, X: np.ndarray) -> dict[str, Any]:
+    answer = client.post(f"{model}/certify", json={"inputs": X.reshape(len(X), -1).tolist()})
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_hot_certificates_are_the_batch_paths_through_eviction_and_restart(
+    client_a: httpx.Client, service: Service
+) -> None:
+    """The evaluation job's stored certificates (the batch path: members loaded from the
+    store, stacked and voted) equal a certify request's on the same inputs, hot, with a cache
+    too small to keep anything (every request cold), and after a worker restart. Soft votes
+    (Hoeffding) are compared too: the stacked vote function is the same on both paths."""
+    dataset = client_a.post("/v1/datasets", json={"builtin": "digits", "classes": [0, 1]}).json()
+    local = rd.select_classes(rd.load_sklearn("digits"), [0, 1])
+    X = local.X_test[:6]
+    for seed, bound in ((41, "clopper-pearson"), (42, "hoeffding")):
+        job = _ensemble_job(client_a, dataset["id"], seed, num_test=6, bound=bound)
+        stored = _fields(all_certificates(client_a, job["id"], "clean"))
+        model = str(job["links"]["model"])
+        assert _fields(_certify(client_a, model, X)["certificates"]) == stored  # cold
+        assert _fields(_certify(client_a, model, X)["certificates"]) == stored  # hot
+        service.kill_worker()  # a restart: the cache is gone
+        service.start_worker(name="tiny-cache", env={"RAB_MODEL_CACHE_BYTES": "1"})
+        try:
+            for _ in range(2):  # nothing fits: loaded, verified and stacked every time
+                assert _fields(_certify(client_a, model, X)["certificates"]) == stored
+        finally:
+            service.kill_worker("tiny-cache")
+            service.start_worker()
+        assert _fields(_certify(client_a, model, X)["certificates"]) == stored
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_concurrent_requests_for_one_model_are_batched(
+    client_a: httpx.Client, service: Service
+) -> None:
+    """16 requests at once, one input each, for a hot model: the worker certifies them in
+    fewer passes than requests (each job's summary names its batch), and every request gets
+    the certificate of its own input, the one a single request for all 16 inputs gives."""
+    dataset = client_a.post("/v1/datasets", json={"builtin": "digits", "classes": [0, 1]}).json()
+    local = rd.select_classes(rd.load_sklearn("digits"), [0, 1])
+    X = local.X_test[:16]
+    model = _ensemble_model(client_a, dataset["id"], seed=43)
+    together = _certify(client_a, model, X)  # also makes the model hot
+    assert together["certificates"] and len(together["certificates"]) == 16
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: _certify(client_a, model, X[i : i + 1]), range(16)))
+    for i, answer in enumerate(answers):
+        assert _fields(answer["certificates"]) == _fields(together["certificates"][i : i + 1])
+    batches = [client_a.get(f"/v1/jobs/{a['job_id']}/summary").json()["batch"]
+               for a in answers]
+    assert len({b["first_job"] for b in batches}) < 16, batches
+    assert all(b["jobs"] == b["inputs"] for b in batches)  # one input per job
+    assert max(b["jobs"] for b in batches) > 1
 
 
 @pytest.mark.services
