@@ -30,6 +30,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -273,14 +274,13 @@ def train_partition(
     out = Path(out_dir)
     dev = resolve_device(device)
     size = _open(out, config, content_fingerprint(X, y), chunk, dev)
-    if dev.type == "cpu":
-        configure_cpu_threads(cpu_threads)
     total = config.scheme.num_classifiers
     stored = {i for i in range(total) if member_complete(out, i)}
     done = len(stored)
     if progress is not None:
         progress(done, total)
-    for artifact in train_missing(config, X, y, range(total), stored, size, device=dev):
+    for artifact in train_missing(config, X, y, range(total), stored, size, device=dev,
+                                  cpu_threads=cpu_threads):
         write_member(out, artifact)
         done += 1
         if progress is not None:
@@ -300,12 +300,15 @@ def partition_chunk(base: EnsembleConfig, device: torch.device, chunk: int | Non
 def train_missing(
     config: PartitionConfig, X: np.ndarray, y: np.ndarray, wanted: Iterable[int],
     stored: Container[int], size: int, *, device: str | torch.device | None = None,
+    cpu_threads: int | None = BASE_MODEL_CPU_THREADS,
 ) -> Iterator[MemberArtifact]:
     """Artefacts of the base models in ``wanted`` not in ``stored``, in index order, each
     yielded as soon as its chunk is trained.  Chunks are the fixed index ranges
     ``[j size, (j + 1) size)``: a chunk with a missing model is retrained whole (the others'
     artefacts dropped), so the models are those :func:`train_partition` with chunk ``size``
-    makes, whoever trains which range (the service's workers train ranges of indices)."""
+    makes, whoever trains which range (the service's workers train ranges of indices).
+    ``cpu_threads``: torch's threads on a CPU while a chunk trains (restored afterwards;
+    None: every core)."""
     dev = resolve_device(device)
     missing = sorted(i for i in {int(i) for i in wanted} if i not in stored)
     if not missing:
@@ -316,6 +319,20 @@ def train_missing(
         raise ValueError(f"base model indices must lie in 0..{total - 1}")
     for begin in sorted({i // size * size for i in missing}):
         indices = list(range(begin, min(begin + size, total)))
-        for artifact in _train_chunk(config.base, X, y, subsets, indices, dev):
-            if artifact.index in missing:
-                yield artifact
+        with _threads(dev, cpu_threads):
+            trained = _train_chunk(config.base, X, y, subsets, indices, dev)
+        yield from (a for a in trained if a.index in missing)
+
+
+@contextmanager
+def _threads(device: torch.device, threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` (None: every core) on a CPU, then restored."""
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    configure_cpu_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
