@@ -206,7 +206,8 @@ class WorkerPresence(Base):
 
 
 class Model(Base):
-    """A certified model: an ensemble of members or a K-NN configuration with its training set."""
+    """A certified model: an ensemble of members, partition base models (``ModelMember`` rows
+    too) or a K-NN configuration, with its training set."""
 
     __tablename__ = "models"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -224,8 +225,10 @@ class Model(Base):
 
 
 class ModelMember(Base):
-    """One trained ensemble member: its state_dict object, its noise seed and how it was
-    trained (``training``: the member's sidecar record, None before revision 0002)."""
+    """One trained ensemble member or partition base model (``member_index`` = partition; an
+    empty partition's model is the empty object): its state_dict object, its noise seed and
+    how it was trained (``training``: the sidecar record, with a partition's subset size and
+    SHA-256; None before revision 0002)."""
 
     __tablename__ = "model_members"
     __table_args__ = (UniqueConstraint("job_id", "member_index"),)
@@ -239,7 +242,9 @@ class ModelMember(Base):
 
 
 class Certificate(Base):
-    """One certified prediction (eq. 14) of a job, on the clean or the backdoored test set."""
+    """One certified prediction (eq. 14) of a job, on the clean or the backdoored test set;
+    with a poison-count certificate (partition and K-NN jobs, revision 0007) its count, the
+    changed points it tolerates and the prediction it is proved for (NULL otherwise)."""
 
     __tablename__ = "certificates"
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
@@ -253,6 +258,9 @@ class Certificate(Base):
     radius: Mapped[float] = mapped_column(Float)
     abstain: Mapped[bool] = mapped_column(Boolean)
     correct: Mapped[bool | None] = mapped_column(Boolean)
+    poison_count: Mapped[int | None] = mapped_column(Integer)
+    poison_modifications: Mapped[int | None] = mapped_column(Integer)
+    count_prediction: Mapped[int | None] = mapped_column(Integer)
 
 
 Index("ix_certificates_radius", Certificate.job_id, Certificate.subset, Certificate.radius)

@@ -1,4 +1,5 @@
-"""Per-key quotas: unfinished jobs, ensemble members in flight, stored dataset bytes.
+"""Per-key quotas: unfinished jobs, models in training (ensemble members, partition base
+models), stored dataset bytes.
 
 A request past a quota is refused with 429 and ``Retry-After`` before anything is stored or
 queued (jobs finish and free their share; stored data frees it when deleted)."""
@@ -12,6 +13,7 @@ from app.orm import Dataset, Job, StoredObject
 from app.problems import ProblemError
 from app.settings import Settings
 from contract.api import TERMINAL_STATES
+from contract.jobs import TRAINED_METHODS
 
 RETRY_AFTER_S = 30
 
@@ -22,8 +24,8 @@ def _refuse(detail: str) -> ProblemError:
 
 
 def check_job(db: Session, owner: str, settings: Settings, models: int) -> None:
-    """429 if one more job (training ``models`` ensemble members) would pass the key's limit
-    of unfinished jobs or of members in flight."""
+    """429 if one more job (training ``models`` ensemble members or partition base models)
+    would pass the key's limit of unfinished jobs or of models in flight."""
     unfinished = Job.owner_id == owner, Job.state.not_in(TERMINAL_STATES)
     count = db.scalar(select(func.count()).select_from(Job).where(*unfinished)) or 0
     if count + 1 > settings.quota_jobs:
@@ -32,11 +34,11 @@ def check_job(db: Session, owner: str, settings: Settings, models: int) -> None:
     if models:
         in_flight = db.scalar(
             select(func.coalesce(func.sum(Job.progress_total - Job.progress_done), 0))
-            .where(*unfinished, Job.method == "ensemble", Job.kind == "evaluate")
+            .where(*unfinished, Job.method.in_(TRAINED_METHODS), Job.kind == "evaluate")
         ) or 0
         if in_flight + models > settings.quota_models:
             raise _refuse(
-                f"this key has {in_flight} ensemble members in training; {models} more pass "
+                f"this key has {in_flight} models in training; {models} more pass "
                 f"the limit of {settings.quota_models} (RAB_QUOTA_MODELS)"
             )
 

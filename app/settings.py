@@ -83,7 +83,8 @@ class Settings(BaseSettings):
         default=32, ge=1, description="Unfinished jobs (queued or running) per API key."
     )
     quota_models: int = Field(
-        default=20_000, ge=1, description="Ensemble members in training per API key."
+        default=20_000, ge=1,
+        description="Models in training (ensemble members, partition base models) per API key.",
     )
     quota_bytes: int = Field(
         default=20 * 1024**3, ge=1, description="Bytes of stored datasets per API key."

@@ -10,7 +10,7 @@ a lost worker, broker or database connection left behind:
   of whose units is running, is sent again (a broker restarted without persistence lost it);
   a duplicate message is harmless, since a worker claims a unit only when it is pending or
   its lease has expired;
-- an ensemble whose member chunks are all done gets its vote queued.
+- an ensemble (or partition job) whose model chunks are all done gets its vote queued.
 
 So a job recovers within about a lease plus a reap interval of losing its worker, whatever
 the broker's visibility timeout.
@@ -29,17 +29,25 @@ from sqlalchemy.orm import Session, aliased
 from app.db import Database
 from app.orm import Job, WorkUnit, utcnow
 from contract.api import TERMINAL_STATES
+from contract.jobs import models_to_train
 from contract.messaging import (
     CERTIFY_TASK,
     ENSEMBLE_AGGREGATE_TASK,
     ENSEMBLE_CHUNK_TASK,
     KNN_TASK,
+    PARTITION_AGGREGATE_TASK,
+    PARTITION_CHUNK_TASK,
     queue_for,
 )
 
 log = logging.getLogger(__name__)
 
 VOTE = "vote"
+#: ``(chunk task, vote task)`` of each method that trains models (``contract.jobs``).
+_TRAINED_TASKS: dict[str, tuple[str, str]] = {
+    "ensemble": (ENSEMBLE_CHUNK_TASK, ENSEMBLE_AGGREGATE_TASK),
+    "partition": (PARTITION_CHUNK_TASK, PARTITION_AGGREGATE_TASK),
+}
 #: ``(task, args, queue)`` of one message.
 Message = tuple[str, list[Any], str]
 
@@ -54,18 +62,19 @@ def _unit(job: Job, name: str, task: str, state: str = "pending", **args: Any) -
 
 def plan(job: Job) -> list[WorkUnit]:
     """The units of a new job (its id assigned): one K-NN run or certification, or the
-    ensemble's chunks of ``models_per_task`` members and, blocked until they are done, the
-    vote."""
+    chunks of ``models_per_task`` models (ensemble members, partition base models: index
+    ranges) and, blocked until they are done, the vote."""
     if job.kind == "certify":
         return [_unit(job, "certify", CERTIFY_TASK)]
     if job.method == "knn":
         return [_unit(job, "knn", KNN_TASK)]
-    n, size = job.params["num_models"], job.params["models_per_task"]
+    chunk_task, vote_task = _TRAINED_TASKS[job.method]
+    n, size = models_to_train(job.method, job.params), job.params["models_per_task"]
     chunks = [
-        _unit(job, f"chunk-{start}", ENSEMBLE_CHUNK_TASK, start=start, stop=min(start + size, n))
+        _unit(job, f"chunk-{start}", chunk_task, start=start, stop=min(start + size, n))
         for start in range(0, n, size)
     ]
-    return [*chunks, _unit(job, VOTE, ENSEMBLE_AGGREGATE_TASK, state="blocked")]
+    return [*chunks, _unit(job, VOTE, vote_task, state="blocked")]
 
 
 def message(unit: WorkUnit) -> Message:
@@ -138,7 +147,7 @@ def reap(db: Database, celery: Any, *, resend_after_s: float, lease_grace_s: flo
 
 def retry(session: Session, job: Job) -> list[Message]:
     """Resume a failed job: its failed (and unfinished) units start over with a fresh attempt
-    budget; stored ensemble members are kept (a chunk trains only the missing ones)."""
+    budget; stored models are kept (a chunk trains only the missing ones)."""
     session.execute(
         update(WorkUnit)
         .where(WorkUnit.job_id == job.id, WorkUnit.state.in_(("failed", "running", "pending")))

@@ -28,9 +28,11 @@ from pydantic import (
 from rab.architectures import Architecture
 from rab.data.preprocess import RAW, Preprocessing, affine, pixels
 from rab.ensemble.certify import Bound
+from rab.ensemble.config import TRAINING_PRESETS
 from rab.evaluation.attack import AttackKind, PoisonMode
 from rab.evaluation.datasets import BuiltinName, SpambaseVariant
 from rab.knn.levels import EdgeRule
+from rab.partition.hashing import MAX_CLASSIFIERS, Aggregation
 from rab.seeds import MAX_SEED
 
 T = TypeVar("T")
@@ -44,7 +46,7 @@ TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"}
 TestSubset = Literal["clean", "backdoor"]
 Subset = Literal["clean", "backdoor", "inputs"]
 PreprocessingKind = Literal["auto", "raw", "pixels", "affine"]
-Method = Literal["knn", "ensemble"]
+Method = Literal["knn", "ensemble", "partition"]
 JobKind = Literal["evaluate", "certify"]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 OptionValue = StrictBool | StrictInt | StrictFloat | list[StrictInt]
@@ -245,6 +247,37 @@ class EnsembleParams(BaseModel):
     num_test: int | None = Field(default=None, ge=1)
 
 
+class PartitionParams(BaseModel):
+    """Partition aggregation (``rab.partition``): ``k`` partitions of the training set fixed by a
+    hash of each point's content, one base model per partition trained without noise, a
+    plurality vote; certified poison COUNT (points inserted, deleted or changed), no L2 radius.
+
+    ``aggregation``: dpa (Deep Partition Aggregation) or fa (Finite Aggregation, ``d`` buckets
+    per classifier, k d base models). Unset ``arch`` / ``epochs`` / ``batch_size`` / ``lr`` take
+    ``preset`` (auto: the authors' preset for the input shape)."""
+
+    model_config = ConfigDict(extra="forbid")
+    k: int = Field(default=50, ge=1, le=MAX_CLASSIFIERS, description="Partitions k.")
+    aggregation: Aggregation = Field(default="dpa", description="dpa or fa.")
+    d: int = Field(default=1, ge=1, le=MAX_CLASSIFIERS,
+                   description="fa only: buckets per classifier (dpa: 1).")
+    preset: str = Field(
+        default="auto", description="Training preset (auto: from the input shape).",
+        json_schema_extra={"enum": ["auto", *TRAINING_PRESETS]},
+    )
+    arch: Architecture | None = None
+    epochs: int | None = Field(default=None, ge=1, le=1000)
+    batch_size: int | None = Field(default=None, ge=1, le=65_536)
+    lr: float | None = Field(default=None, gt=0, le=10)
+    seed: Seed | None = Field(
+        default=None, description="Base models' initialisation and batch order; default: a "
+        "fresh seed, recorded."
+    )
+    models_per_task: int = Field(default=25, ge=1, le=10_000,
+                                 description="Fan-out chunk size (base models per task).")
+    num_test: int | None = Field(default=None, ge=1)
+
+
 class _JobBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset_id: str = Field(pattern=ID_PATTERN)
@@ -279,13 +312,26 @@ class EnsembleJobIn(_JobBase):
     )
 
 
-JobIn = Annotated[KnnJobIn | EnsembleJobIn, Field(discriminator="method")]
-_JOB_ADAPTER: TypeAdapter[KnnJobIn | EnsembleJobIn] = TypeAdapter(JobIn)
+class PartitionJobIn(_JobBase):
+    """A partition-aggregation (DPA / Finite Aggregation) evaluation job: certified poison
+    counts."""
+
+    method: Literal["partition"]
+    params: PartitionParams
+
+    model_config = _job_example(
+        "partition", {"k": 50, "aggregation": "dpa", "epochs": 10, "seed": 0, "num_test": 100}
+    )
+
+
+AnyJobIn = KnnJobIn | EnsembleJobIn | PartitionJobIn
+JobIn = Annotated[AnyJobIn, Field(discriminator="method")]
+_JOB_ADAPTER: TypeAdapter[AnyJobIn] = TypeAdapter(JobIn)
 
 
 def job_request(
     dataset_id: str, method: str, params: dict[str, Any], attack: dict[str, Any] | None = None
-) -> KnnJobIn | EnsembleJobIn:
+) -> AnyJobIn:
     """A typed job request (``pydantic.ValidationError`` naming a bad field)."""
     body: dict[str, Any] = {"dataset_id": dataset_id, "method": method, "params": params}
     if attack is not None:
@@ -382,7 +428,14 @@ class Job(_Out):
 
 class Certificate(_Out):
     """One certified prediction (eq. 14): ``prediction`` is -1 when abstaining; ``radius`` is
-    ``inf`` when the exact K-NN probability is 1 (sent as the string "Infinity")."""
+    ``inf`` when the exact K-NN probability is 1 (sent as the string "Infinity").
+
+    Where the job has a poison-count certificate: ``poison_count`` training points inserted or
+    deleted (a changed point counts 2) provably leave ``count_prediction`` unchanged, and so do
+    ``poison_modifications`` changed points (-1: abstained, no guarantee). For a partition job
+    ``count_prediction`` is ``prediction`` (radius 0: no L2 certificate); for a K-NN job it is
+    the PLAIN K-NN's prediction, which may differ from the smoothed K-NN's ``prediction``
+    (the summary's ``poison_count.classifier`` names it). None for ensembles."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", ser_json_inf_nan="strings")
 
@@ -396,6 +449,22 @@ class Certificate(_Out):
     radius: float
     abstain: bool
     correct: bool | None
+    poison_count: int | None = None
+    poison_modifications: int | None = None
+    count_prediction: int | None = None
+
+
+class CountMetrics(_Out):
+    """Certified accuracy against the poison count r (keys as printed, e.g. ``"10"``):
+    mean(count_prediction correct and poison_count >= r), for the classifier named."""
+
+    classifier: str = Field(description="The classifier the count is proved for, e.g. "
+                            "'plain K-NN (K=5)' beside a smoothed K-NN.")
+    method: str = Field(description="dpa, fa or knn.")
+    accuracy: float = Field(description="Accuracy of that classifier's own prediction.")
+    median_count: float
+    certified_accuracy: dict[str, float]
+    certified_rate: dict[str, float]
 
 
 class SetMetrics(_Out):
@@ -411,6 +480,10 @@ class SetMetrics(_Out):
     certified_accuracy_at_attack_norm: float | None = Field(
         default=None, description="Under an attack: certified accuracy at the poisoning's own "
         "total norm sqrt(sum_i ||delta_i||^2) (eq. 14)."
+    )
+    poison_count: CountMetrics | None = Field(
+        default=None, description="Partition and K-NN jobs: certified accuracy against the "
+        "number of poisoned training points."
     )
 
 

@@ -13,13 +13,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from contract.api import EnsembleJobIn, KnnJobIn
+from contract.api import AnyJobIn
 from rab.evaluation import EvaluationRequest
+from rab.partition.hashing import PartitionScheme
 
-__all__ = ["EXECUTION_KEYS", "evaluation_request", "request_of", "stored_fields"]
+__all__ = [
+    "COUNTED_METHODS",
+    "EXECUTION_KEYS",
+    "TRAINED_METHODS",
+    "evaluation_request",
+    "models_to_train",
+    "request_of",
+    "stored_fields",
+]
 
 #: Parameters of how the service runs a job, not of what it computes.
 EXECUTION_KEYS: tuple[str, ...] = ("models_per_task",)
+#: Methods whose certificates carry a poison count (the K-NN's: the plain K-NN's).
+COUNTED_METHODS: tuple[str, ...] = ("knn", "partition")
+#: Methods whose jobs train models in chunks of ``models_per_task`` and then vote.
+TRAINED_METHODS: tuple[str, ...] = ("ensemble", "partition")
 
 
 def evaluation_request(
@@ -32,7 +45,7 @@ def evaluation_request(
     )
 
 
-def request_of(spec: KnnJobIn | EnsembleJobIn) -> EvaluationRequest:
+def request_of(spec: AnyJobIn) -> EvaluationRequest:
     """The library request of a job body; seeds left out are drawn fresh (ValueError if the
     library refuses a value)."""
     attack = None if spec.attack is None else spec.attack.model_dump(exclude_none=True)
@@ -49,3 +62,13 @@ def stored_fields(
     params["num_test"] = record["num_test"]
     params.update({k: v for k, v in execution.items() if k in EXECUTION_KEYS})
     return params, record["attack"]
+
+
+def models_to_train(method: str, params: Mapping[str, Any]) -> int:
+    """Models a job of ``method`` with stored (or requested) ``params`` trains: N ensemble
+    members, the k (DPA) or k d (FA) partition base models, 0 for the K-NN."""
+    if method == "ensemble":
+        return int(params["num_models"])
+    if method == "partition":
+        return PartitionScheme(params["k"], params["aggregation"], params["d"]).num_classifiers
+    return 0

@@ -2,8 +2,8 @@
 
 The API sends tasks by name (it never imports task code), the workers register them under the
 same names; both build their Celery app with :func:`make_celery` from the broker settings they
-were given. K-NN work is numpy and runs on the ``cpu`` queue; ensembles train and vote on the
-``gpu`` queue (a GPU worker where one exists).
+were given. K-NN work is numpy and runs on the ``cpu`` queue; ensembles and partition
+aggregation train and vote on the ``gpu`` queue (a GPU worker where one exists).
 """
 
 from __future__ import annotations
@@ -17,15 +17,19 @@ if TYPE_CHECKING:
 KNN_TASK = "rab.jobs.knn"
 ENSEMBLE_CHUNK_TASK = "rab.jobs.ensemble_chunk"
 ENSEMBLE_AGGREGATE_TASK = "rab.jobs.ensemble_aggregate"
+PARTITION_CHUNK_TASK = "rab.jobs.partition_chunk"
+PARTITION_AGGREGATE_TASK = "rab.jobs.partition_aggregate"
 CERTIFY_TASK = "rab.jobs.certify_inputs"
 QUEUES: tuple[str, ...] = ("cpu", "gpu")
 #: The queue of every evaluation method's work.
-QUEUE_OF_METHOD: dict[str, str] = {"knn": "cpu", "ensemble": "gpu"}
+QUEUE_OF_METHOD: dict[str, str] = {"knn": "cpu", "ensemble": "gpu", "partition": "gpu"}
 #: The queue of every task whose queue does not depend on the job (certify: the model's method).
 ROUTES: dict[str, str] = {
     KNN_TASK: QUEUE_OF_METHOD["knn"],
     ENSEMBLE_CHUNK_TASK: QUEUE_OF_METHOD["ensemble"],
     ENSEMBLE_AGGREGATE_TASK: QUEUE_OF_METHOD["ensemble"],
+    PARTITION_CHUNK_TASK: QUEUE_OF_METHOD["partition"],
+    PARTITION_AGGREGATE_TASK: QUEUE_OF_METHOD["partition"],
 }
 
 

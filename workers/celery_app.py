@@ -1,5 +1,6 @@
 """The workers' Celery application, built from the settings with the contract's
-:func:`contract.messaging.make_celery` and registering the task module ``workers.tasks``.
+:func:`contract.messaging.make_celery` and registering the task modules ``workers.tasks`` and
+``workers.partitions``.
 
 The broker is Redis or RabbitMQ in production (``RAB_BROKER_URL``) and kombu's filesystem
 transport in the embedded mode (no server). No result backend: the job row in SQL is the
@@ -22,7 +23,8 @@ from app.settings import get_settings
 from contract.messaging import QUEUES, make_celery
 from workers.presence import Presence
 
-celery_app = make_celery(*get_settings().celery_broker(), include=["workers.tasks"])
+celery_app = make_celery(*get_settings().celery_broker(),
+                         include=["workers.tasks", "workers.partitions"])
 _presence: dict[str, Presence] = {}
 
 

@@ -28,6 +28,7 @@ from app.orm import Certificate, Job, ModelMember, WorkUnit, utcnow
 from app.replies import publish_job
 from app.units import Message, release_vote
 from contract.api import TERMINAL_STATES
+from contract.jobs import TRAINED_METHODS
 
 log = logging.getLogger(__name__)
 AGGREGATING = "aggregating"  # phase prefix while the ensemble votes
@@ -128,7 +129,7 @@ def _take(job: Job, unit: WorkUnit, lease_s: float, owner: str, gave_up: list[st
     unit.lease_expires_at = now + timedelta(seconds=lease_s)
     if job.state == "queued":
         job.state = "running"
-        job.phase = "training models" if job.method == "ensemble" else "starting"
+        job.phase = "training models" if job.method in TRAINED_METHODS else "starting"
     job.started_at = job.started_at or now
     return Claim(
         job_id=job.id, unit=unit.name, args=dict(unit.args), kind=job.kind,

@@ -5,10 +5,11 @@ rebuild of every member with its seeded initialisation and test-time noise u_k: 
 done once, when the model was loaded (its bytes verified against their SHA-256 then). An
 ensemble is kept stacked (``rab.ensemble.stacked.StackedMembers``: one set of stacked
 parameters and one u_k tensor per chunk of members, on the worker's device, CUDA when it has
-one), a K-NN model as its verified training set. The bound (``RAB_MODEL_CACHE_BYTES``) counts
-the stacked weights, buffers and noise, and the training arrays; the least recently used
-models go first, and a model larger than the whole bound is served without being kept. Cold
-or evicted, a request gets the same certificates, only later.
+one), a partition model as its base models, a K-NN model as its verified training set. The
+bound (``RAB_MODEL_CACHE_BYTES``) counts the stacked weights, buffers and noise, the base
+models' weights, and the training arrays; the least recently used models go first, and a
+model larger than the whole bound is served without being kept. Cold or evicted, a request
+gets the same certificates, only later.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ __all__ = ["HotModel", "ModelCache"]
 
 @dataclass(frozen=True)
 class HotModel:
-    """A loaded model: ``stacks`` (ensemble, ``rab.ensemble.stacked.StackedMembers``) or
-    ``train`` (K-NN, ``rab.data.Dataset``), with its size in bytes."""
+    """A loaded model: ``stacks`` (ensemble, ``rab.ensemble.stacked.StackedMembers``),
+    ``train`` (K-NN, ``rab.data.Dataset``) or ``base_models`` (partition aggregation:
+    ``rab.ensemble.Member``, None for an empty partition; ``workers.partitions``), with its
+    size in bytes."""
 
     stacks: tuple[Any, ...] | None
     train: Any
     nbytes: int
+    base_models: tuple[Any, ...] | None = None
 
 
 class ModelCache:

@@ -34,6 +34,7 @@ from rab.evaluation import (
     EnsembleMethod,
     Evaluation,
     EvaluationRequest,
+    PartitionMethod,
     TestSet,
     certificate_rows,
     certify_members,
@@ -86,8 +87,15 @@ def _rows(evaluation: tuple[TestSet, ...], certified: dict[str, Certified]) -> l
     return [
         row
         for test in evaluation
-        for row in certificate_rows(test.subset, certified[test.subset].certificates, test.labels)
+        for row in certificate_rows(test.subset, certified[test.subset].certificates, test.labels,
+                                    certified[test.subset].poison_count)
     ]
+
+
+def _input_rows(certified: Certified) -> list[dict[str, Any]]:
+    """The rows of a certify job's new inputs (with the poison count where the model has
+    one)."""
+    return certificate_rows("inputs", certified.certificates, None, certified.poison_count)
 
 
 def _dataset_row(dataset_id: str | None) -> DatasetRow:
@@ -223,9 +231,14 @@ def _load_members(job_id: str, config: Any) -> Iterator[Any]:
 
 def _hot(model: Model, method: Any, row: DatasetRow) -> HotModel:
     """The model, hot from the cache or loaded into it (``workers.serving``): an ensemble
-    stacked (``rab.ensemble.stacked``), a K-NN as its verified training set."""
+    stacked (``rab.ensemble.stacked``), a partition model as its base models
+    (``workers.partitions``), a K-NN as its verified training set."""
 
     def load() -> HotModel:
+        if isinstance(method, PartitionMethod):
+            from workers import partitions
+
+            return partitions.load_hot(model, method, row)
         if isinstance(method, EnsembleMethod):
             from rab.ensemble.stacked import stack_members
 
@@ -304,6 +317,10 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
                 lifecycle.report(db, claim.job_id, 0, len(own), "voting")
                 certified = certify_stacked(hot.stacks or (), tests, method,
                                             _config(method, row))
+            elif isinstance(method, PartitionMethod):
+                from workers import partitions
+
+                certified = partitions.certify_hot(hot, tests, method, row)
             else:
                 certified = certify_test_sets(hot.train, tests, method)
         except Exception as exc:
@@ -316,12 +333,10 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
         summary = {"batch": {"first_job": claim.job_id, "jobs": len(batch), "inputs": inputs}}
         for job, _ in batch[1:]:  # the siblings first: the own job's failure stops nothing
             try:
-                lifecycle.succeed(db, job, certificate_rows(
-                    "inputs", certified[job.job_id].certificates, None), summary)
+                lifecycle.succeed(db, job, _input_rows(certified[job.job_id]), summary)
             except lifecycle.JobCancelledError:
                 log.info("job %s was cancelled", job.job_id)
-    lifecycle.succeed(db, claim, certificate_rows(
-        "inputs", certified[claim.job_id].certificates, None), summary)
+    lifecycle.succeed(db, claim, _input_rows(certified[claim.job_id]), summary)
 
 
 def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None]) -> None:

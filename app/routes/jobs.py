@@ -1,4 +1,5 @@
-"""POST/GET/DELETE /v1/jobs, per-sample certificates, summary and the certified-accuracy plot."""
+"""POST/GET/DELETE /v1/jobs, per-sample certificates, summary and the certified-accuracy plots
+(against the radius, and against the poison count where the job has counts)."""
 
 from __future__ import annotations
 
@@ -31,16 +32,15 @@ from app.responses import json_response
 from app.units import message, plan, send
 from contract.api import (
     MAX_INT,
-    EnsembleJobIn,
+    AnyJobIn,
     JobIn,
     JobKind,
     JobState,
-    KnnJobIn,
     Method,
     Page,
     Subset,
 )
-from contract.jobs import request_of, stored_fields
+from contract.jobs import COUNTED_METHODS, models_to_train, request_of, stored_fields
 from rab.data import DataFacts
 from rab.evaluation import EvaluationRequest
 
@@ -58,6 +58,8 @@ def job_out(job: Job) -> wire.Job:
     links = {"self": base, "certificates": f"{base}/certificates"}
     if job.kind == "evaluate":
         links.update(summary=f"{base}/summary", curve=f"{base}/curve.png")
+        if job.method in COUNTED_METHODS:
+            links["count_curve"] = f"{base}/count_curve.png"
     if job.model_id:
         links["model"] = f"/v1/models/{job.model_id}"
     return wire.Job(
@@ -76,7 +78,7 @@ def facts_of(dataset: DatasetRow) -> DataFacts:
     return DataFacts(dataset.input_shape, dataset.train_counts, dataset.test_counts)
 
 
-def _checked_request(spec: KnnJobIn | EnsembleJobIn, dataset: DatasetRow) -> EvaluationRequest:
+def _checked_request(spec: AnyJobIn, dataset: DatasetRow) -> EvaluationRequest:
     """The library request of a job body, checked against the dataset with the library's own
     rules (everything a worker would refuse is a 422 here); seeds left out are drawn."""
     try:
@@ -140,11 +142,9 @@ def create_job(
     if dataset is None or dataset.owner_id != owner:
         raise bad_input(f"no dataset with id {spec.dataset_id!r}")
     evaluation = _checked_request(spec, dataset)
-    quotas.check_job(
-        db, owner, settings, spec.params.num_models if isinstance(spec, EnsembleJobIn) else 0
-    )
     params, attack = stored_fields(evaluation, spec.params.model_dump())
-    total = spec.params.num_models if isinstance(spec, EnsembleJobIn) else 0
+    total = models_to_train(spec.method, params)
+    quotas.check_job(db, owner, settings, total)
     job = Job(
         owner_id=owner, kind="evaluate", dataset_id=dataset.id, method=spec.method,
         params=params, attack=attack, max_attempts=settings.max_job_attempts,
@@ -243,7 +243,8 @@ def certificate_out(row: Certificate) -> wire.Certificate:
     return wire.Certificate(
         index=row.sample_index, subset=row.subset, label=row.label, prediction=row.prediction,
         top_class=row.top_class, p_a=row.p_a, p_b=row.p_b, radius=row.radius,
-        abstain=row.abstain, correct=row.correct,
+        abstain=row.abstain, correct=row.correct, poison_count=row.poison_count,
+        poison_modifications=row.poison_modifications, count_prediction=row.count_prediction,
     )
 
 
@@ -335,6 +336,39 @@ def get_curve(job_id: str, owner: Owner, db: DB) -> Response:
         if rows:
             pred, lab, rad = (np.asarray(col) for col in zip(*rows, strict=True))
             curves[f"{subset} test set"] = (pred, lab, rad)
+    return _png(certified_accuracy_curve, curves, f"job {job_id}")
+
+
+@router.get(
+    "/{job_id}/count_curve.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "The plot."}, **NOT_FINISHED},
+)
+def get_count_curve(job_id: str, owner: Owner, db: DB) -> Response:
+    """Certified accuracy against the poison count (training points inserted, deleted or
+    changed), for the clean (and backdoored) test set of a partition or K-NN job (the K-NN's
+    count is the plain K-NN's, with its own prediction)."""
+    from rab.plots import poison_count_curve
+
+    _finished(db, owner, job_id)
+    curves = {}
+    for subset in ("clean", "backdoor"):
+        rows = db.execute(
+            select(Certificate.count_prediction, Certificate.label, Certificate.poison_count)
+            .where(Certificate.job_id == job_id, Certificate.subset == subset,
+                   Certificate.poison_count.is_not(None))
+            .order_by(Certificate.sample_index)
+        ).all()
+        if rows:
+            pred, lab, count = (np.asarray(col) for col in zip(*rows, strict=True))
+            curves[f"{subset} test set"] = (pred, lab, count)
+    if not curves:
+        raise ProblemError(404, "Not Found", f"job {job_id} has no poison-count certificates "
+                           "(its method has none, or it ran before they were stored)")
+    return _png(poison_count_curve, curves, f"job {job_id}")
+
+
+def _png(plot: Any, curves: dict[str, Any], title: str) -> Response:
     with tempfile.TemporaryDirectory() as tmp, _PLOT_LOCK:  # pyplot is not thread-safe
-        path = certified_accuracy_curve(curves, Path(tmp) / "curve.png", title=f"job {job_id}")
+        path = plot(curves, Path(tmp) / "curve.png", title=title)
         return Response(path.read_bytes(), media_type="image/png")

@@ -93,6 +93,30 @@ def results_table(
     return table
 
 
+def count_table(summary: Summary, title: str) -> Table | None:
+    """Certified accuracy over certified rate against the poison count r, one row per test
+    set with a count certificate (partition jobs; the K-NN's plain-K-NN count, with the
+    accuracy of ITS prediction), None where there is none."""
+    counted = {name: m.poison_count for name, m in summary.sets.items()
+               if m.poison_count is not None}
+    if not counted:
+        return None
+    counts = list(next(iter(counted.values())).certified_accuracy)
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=0,
+                  caption="r columns: certified accuracy (upper) and certified rate (lower) "
+                  "against r poisoned training points (inserted or deleted; a changed point "
+                  "counts 2)")
+    for name in ("test set", "classifier", "acc", "median r",
+                 *[f"r={r}" if i == 0 else r for i, r in enumerate(counts)]):
+        table.add_column(name, justify="left" if name in ("test set", "classifier") else "right",
+                         no_wrap=True)
+    for name, c in counted.items():
+        table.add_row(name, c.classifier, f"{c.accuracy:.3f}", f"{c.median_count:g}",
+                      *[f"{c.certified_accuracy[r]:.3f}\n{c.certified_rate[r]:.3f}"
+                        for r in counts])
+    return table
+
+
 def timestamp(moment: datetime | None) -> str:
     """A time as the commands print it (``-`` for none)."""
     return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S}"

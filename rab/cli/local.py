@@ -19,6 +19,7 @@ from contract.api import Summary
 from rab.cli._common import (
     attack_label,
     console,
+    count_table,
     fail,
     parse_classes,
     progress_bar,
@@ -84,7 +85,11 @@ def run_local(
                               vanilla=vanilla, progress=report, workdir=out / "models")
     except (ValueError, FileNotFoundError, KeyError) as exc:
         fail(str(exc))
-    stdout.print(results_table(Summary.model_validate(result.metrics), title, result.vanilla))
+    summary = Summary.model_validate(result.metrics)
+    stdout.print(results_table(summary, title, result.vanilla))
+    count_results = count_table(summary, f"{title} | poison counts")
+    if count_results is not None:
+        stdout.print(count_results)
     if "attack_total_norm" in result.metrics:
         stdout.print(
             f"The poisoned training points carry patterns of total norm "
@@ -96,16 +101,6 @@ def run_local(
             ),
             highlight=False,
         )
-    for test in result.evaluation.tests:
-        block = result.metrics.get(test.subset, {}).get("poison_count")
-        if block:
-            stdout.print(
-                f"{test.subset}: poison-count certificate of the {block['classifier']} "
-                f"(accuracy {block['accuracy']:.3f}, median count {block['median_count']:g}); "
-                "certified accuracy at r poisoned points: "
-                + ", ".join(f"r={r} {a:.3f}" for r, a in block["certified_accuracy"].items()),
-                highlight=False,
-            )
     json_path, png_path = out / "result.json", out / "certified_accuracy.png"
     record = {"command": title, "dataset_spec": spec.to_dict(), **result.to_dict()}
     write_json(json_path, record)

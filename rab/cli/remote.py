@@ -26,6 +26,7 @@ from rab.cli._common import (
     BAD_INPUT,
     attack_label,
     console,
+    count_table,
     fail,
     parse_classes,
     print_records,
@@ -125,11 +126,12 @@ def write_results(
 ) -> Summary:
     """Print a succeeded job's summary table; write its job+summary JSON and its plot PNG."""
     summary = client.summary(job.id)
-    stdout.print(results_table(
-        summary,
-        f"job {job.id} | {job.method} sigma={job.params.get('sigma', '?')} | "
-        f"{attack_label(job.attack)}",
-    ))
+    title = (f"job {job.id} | {job.method} sigma={job.params.get('sigma', 0)} | "
+             f"{attack_label(job.attack)}")
+    stdout.print(results_table(summary, title))
+    counts = count_table(summary, f"job {job.id} | poison counts")
+    if counts is not None:
+        stdout.print(counts)
     if json_path is not None:
         record = {"job": job.model_dump(mode="json"),
                   "summary": summary.model_dump(mode="json", exclude_none=True)}
@@ -171,8 +173,10 @@ def submit(
     dataset: Annotated[str, typer.Argument(
         help="An .npz / .csv file to upload, or a built-in name: digits, breast_cancer, "
              "spambase, mnist, mnist01, cifar.")],
-    sigma: Annotated[float, typer.Option(help="Smoothing noise sigma (> 0).")],
-    method: Annotated[str, typer.Option(help="knn (exact smoothed K-NN) or ensemble.")] = "knn",
+    sigma: Annotated[float | None, typer.Option(
+        help="Smoothing noise sigma (> 0; knn and ensemble).")] = None,
+    method: Annotated[str, typer.Option(
+        help="knn (exact smoothed K-NN), ensemble or partition (DPA / FA).")] = "knn",
     classes: Annotated[str | None, typer.Option(
         help="Classes to keep, comma-separated; the first becomes class 0.")] = None,
     train_size: Annotated[int | None, typer.Option(
@@ -189,9 +193,16 @@ def submit(
     spread: Annotated[float | None, typer.Option(
         help="K-NN: edge spread (1.0 images, 0.1 Spambase).")] = None,
     num_models: Annotated[int | None, typer.Option(help="Ensemble: models N.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Ensemble: training epochs.")] = None,
+    partitions: Annotated[int | None, typer.Option(
+        help="Partition: number of content-hash partitions k.")] = None,
+    aggregation: Annotated[str | None, typer.Option(
+        help="Partition: dpa (Deep Partition Aggregation) or fa (Finite Aggregation).")] = None,
+    fa_d: Annotated[int | None, typer.Option(
+        help="Partition, fa: buckets per classifier d.")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        help="Ensemble / partition: training epochs.")] = None,
     arch: Annotated[str | None, typer.Option(
-        help="Ensemble: mnist_cnn, preact_resnet, mlp or resnet18.")] = None,
+        help="Ensemble / partition: mnist_cnn, preact_resnet, mlp or resnet18.")] = None,
     alpha: Annotated[float | None, typer.Option(help="Ensemble: 1 - confidence level.")] = None,
     bound: Annotated[str | None, typer.Option(
         help="Ensemble: clopper-pearson (hard votes) or hoeffding (soft votes).")] = None,
@@ -208,8 +219,8 @@ def submit(
     poison_seed: Annotated[int | None, typer.Option(
         help="Seed drawing the poisoned rows (default: a fresh one, recorded).")] = None,
     train_seed: Annotated[int | None, typer.Option(
-        help="Ensemble: seed of the members' initialisation and noise (default: fresh, "
-             "recorded).")] = None,
+        help="Ensemble / partition: seed of the models' initialisation, noise and batch order "
+             "(default: fresh, recorded).")] = None,
     idempotency_key: Annotated[str | None, typer.Option(
         help="Resubmitting with the same key returns the first job.")] = None,
     wait: Annotated[bool, typer.Option(
@@ -220,13 +231,16 @@ def submit(
 ) -> None:
     """Upload (or name) a dataset and submit a certification job; prints the job id."""
     if method not in get_args(Method):
-        error(f"--method must be knn or ensemble, got {method!r}")
+        error(f"--method must be one of {', '.join(get_args(Method))}, got {method!r}")
+    if method != "partition" and sigma is None:
+        error(f"the {method} method needs --sigma")
     if file_format not in (None, "npz", "csv"):
         error(f"--format must be npz or csv, got {file_format!r}")
     params = {
-        **_given(sigma=sigma, k=k, num_levels=num_levels, spread=spread, num_models=num_models,
-                 epochs=epochs, arch=arch, alpha=alpha, bound=bound, num_test=num_test,
-                 seed=train_seed),
+        **_given(sigma=sigma, k=partitions if method == "partition" else k,
+                 num_levels=num_levels, spread=spread, num_models=num_models,
+                 aggregation=aggregation, d=fa_d, epochs=epochs, arch=arch, alpha=alpha,
+                 bound=bound, num_test=num_test, seed=train_seed),
         **_pairs(param or [], "--param"),
     }
     options = {

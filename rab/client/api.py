@@ -19,14 +19,13 @@ import numpy as np
 from pydantic import BaseModel
 
 from contract.api import (
+    AnyJobIn,
     Certificate,
     CertifyResult,
     Dataset,
-    EnsembleJobIn,
     Job,
     JobKind,
     JobState,
-    KnnJobIn,
     Method,
     ModelInfo,
     ModelSummary,
@@ -193,10 +192,12 @@ class Client:
     # -- jobs -------------------------------------------------------------------------------
 
     def submit_job(
-        self, request: KnnJobIn | EnsembleJobIn, *, idempotency_key: str | None = None
+        self, request: AnyJobIn, *, idempotency_key: str | None = None
     ) -> Job:
         """Submit an evaluation job (``contract.api.job_request`` builds one): exact smoothed
-        K-NN (Theorem 3) or a DNN-RAB ensemble, optionally under a backdoor attack. Seeds left
+        K-NN (Theorem 3; its certificates also carry the plain K-NN's poison count), a DNN-RAB
+        ensemble or partition aggregation (DPA / FA: poison counts), optionally under a
+        backdoor attack. Seeds left
         out are drawn by the service and recorded in the job (``job.seeds``). With an
         ``idempotency_key`` a repeated submission returns the first job."""
         body = request.model_dump(mode="json", exclude_none=True)
@@ -295,6 +296,11 @@ class Client:
     def curve_png(self, job_id: str) -> bytes:
         """The certified-accuracy-against-radius plot of a succeeded job, as PNG bytes."""
         return self._request("GET", f"/v1/jobs/{job_id}/curve.png").content
+
+    def count_curve_png(self, job_id: str) -> bytes:
+        """The certified-accuracy-against-poison-count plot of a succeeded partition or K-NN
+        job, as PNG bytes."""
+        return self._request("GET", f"/v1/jobs/{job_id}/count_curve.png").content
 
     # -- models -----------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ __all__ = [
     "PartitionMethod",
     "Progress",
     "certify_members",
+    "certify_partition_votes",
     "certify_stacked",
     "certify_test_sets",
     "ensemble_preset_name",
@@ -280,7 +281,13 @@ class PartitionMethod:
         return base if vanilla else PartitionConfig(scheme, base)
 
     def check(self, facts: DataFacts) -> None:
-        """ValueError unless the base models can be trained on data of ``facts``."""
+        """ValueError unless the base models can be trained on data of ``facts``: at most one
+        partition per training point (more would leave partitions empty for sure), and an
+        architecture that takes the inputs."""
+        if self.k > facts.train_size:
+            raise ValueError(
+                f"k={self.k} partitions but the training set has {facts.train_size} points"
+            )
         self.config(facts.input_shape, facts.num_classes)
 
 
@@ -444,6 +451,26 @@ def _certify_ensemble(
         return run(Path(tmp))
 
 
+def certify_partition_votes(
+    votes: np.ndarray, tests: Sequence[TestSet], scheme: Any, num_classes: int
+) -> dict[str, Certified]:
+    """Certify every test set from the (M, sum of test sizes) votes of the base models on the
+    test sets concatenated in order: plurality vote as a radius-free ``CertificateBatch``, the
+    DPA / FA poison count of ``scheme`` (``rab.partition.PartitionScheme``) beside it, the votes
+    kept for storage. The service's vote unit and :func:`certify_test_sets` share it."""
+    from rab.partition.certify import certify_votes, vote_certificates
+
+    out, offset = {}, 0
+    for test in tests:
+        part = votes[:, offset : offset + len(test)]
+        offset += len(test)
+        out[test.subset] = Certified(
+            vote_certificates(part, num_classes), votes=part,
+            poison_count=certify_votes(part, scheme, num_classes),
+        )
+    return out
+
+
 def _certify_partition(
     train: Dataset,
     tests: Sequence[TestSet],
@@ -452,7 +479,6 @@ def _certify_partition(
     workdir: Path | None,
     train_batch: int | None,
 ) -> dict[str, Certified]:
-    from rab.partition.certify import certify_votes, vote_certificates
     from rab.partition.predict import partition_votes
     from rab.partition.train import train_partition
 
@@ -468,15 +494,8 @@ def _certify_partition(
         if progress is not None:
             progress("voting", 0, 1)
         X_all = np.concatenate([np.asarray(t.X, dtype=np.float32) for t in tests])
-        votes = partition_votes(directory, X_all)
-        out, offset = {}, 0
-        for test in tests:
-            part = votes[:, offset : offset + len(test)]
-            offset += len(test)
-            out[test.subset] = Certified(
-                vote_certificates(part, train.num_classes), votes=part,
-                poison_count=certify_votes(part, config.scheme, train.num_classes),
-            )
+        out = certify_partition_votes(partition_votes(directory, X_all), tests, config.scheme,
+                                      train.num_classes)
         if progress is not None:
             progress("voting", 1, 1)
         return out

@@ -9,13 +9,16 @@ success rate: the share of triggered inputs predicted as the attacker's label.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rab.bounds import ABSTAIN, CertificateBatch
 from rab.evaluation.testsets import TestSet
 from rab.metrics import DEFAULT_RADII, summarize
+
+if TYPE_CHECKING:
+    from rab.partition.certificate import PoisonCountBatch
 
 __all__ = [
     "attack_success_rate",
@@ -105,9 +108,15 @@ def summary(
 
 
 def certificate_rows(
-    subset: str, batch: CertificateBatch, labels: np.ndarray | None
+    subset: str, batch: CertificateBatch, labels: np.ndarray | None,
+    count: PoisonCountBatch | None = None,
 ) -> list[dict[str, Any]]:
-    """One JSON-ready row per test point: label, prediction, top class, pA, pB, radius."""
+    """One JSON-ready row per test point: label, prediction, top class, pA, pB, radius; with
+    a poison-count certificate ``count`` also ``poison_count``, ``poison_modifications`` and
+    ``count_prediction`` (the prediction the count is proved for: the plain K-NN's beside a
+    smoothed K-NN, the same vote for partition aggregation)."""
+    if count is not None and len(count) != len(batch):
+        raise ValueError(f"{len(count)} poison counts for {len(batch)} certificates")
     rows = []
     for i in range(len(batch)):
         prediction = int(batch.prediction[i])
@@ -126,4 +135,8 @@ def certificate_rows(
                 "correct": None if label is None else prediction == label,
             }
         )
+        if count is not None:
+            rows[-1].update(poison_count=int(count.count[i]),
+                            poison_modifications=int(count.modifications[i]),
+                            count_prediction=int(count.prediction[i]))
     return rows

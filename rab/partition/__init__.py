@@ -36,10 +36,14 @@ _EXPORTS: dict[str, str] = {
     "certify_with_learner": "certify",
     "vote_certificates": "certify",
     "PartitionConfig": "config",
+    "partition_chunk": "train",
     "read_partition_config": "train",
     "train_partition": "train",
+    "train_missing": "train",
     "train_subset": "train",
     "train_subsets_batched": "train",
+    "base_model_votes": "predict",
+    "load_base_model": "predict",
     "partition_votes": "predict",
 }
 

@@ -29,7 +29,8 @@ import copy
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,9 @@ from rab.partition.optim import MaskedOptimizer, steps_per_epoch
 __all__ = [
     "MANIFEST",
     "content_fingerprint",
+    "partition_chunk",
     "read_partition_config",
+    "train_missing",
     "train_partition",
     "train_subset",
     "train_subsets_batched",
@@ -233,11 +236,7 @@ def _open(out: Path, config: PartitionConfig, data_sha256: str, chunk: int | Non
                                  f"({found.get(key)} != {wanted[key]}); use a new directory")
         if chunk is None or chunk == found["chunk"]:
             return int(found["chunk"])
-    size = (GPU_CHUNK if device.type != "cpu" else 1) if chunk is None else chunk
-    if size < 1:
-        raise ValueError(f"chunk must be at least 1, got {size}")
-    if config.base.uses_batchnorm:
-        size = 1
+    size = partition_chunk(config.base, device, chunk)
     atomic_write(path, (json.dumps({**wanted, "chunk": size}, indent=1, sort_keys=True)
                         + "\n").encode())
     return size
@@ -275,22 +274,65 @@ def train_partition(
     out = Path(out_dir)
     dev = resolve_device(device)
     size = _open(out, config, content_fingerprint(X, y), chunk, dev)
-    if dev.type == "cpu":
-        configure_cpu_threads(cpu_threads)
-    subsets = config.scheme.subsets(X, y)
     total = config.scheme.num_classifiers
-    done = sum(member_complete(out, i) for i in range(total))
+    stored = {i for i in range(total) if member_complete(out, i)}
+    done = len(stored)
     if progress is not None:
         progress(done, total)
-    for begin in range(0, total, size):
-        indices = list(range(begin, min(begin + size, total)))
-        missing = [i for i in indices if not member_complete(out, i)]
-        if not missing:
-            continue
-        for artifact in _train_chunk(config.base, X, y, subsets, indices, dev):
-            if artifact.index in missing:
-                write_member(out, artifact)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+    for artifact in train_missing(config, X, y, range(total), stored, size, device=dev,
+                                  cpu_threads=cpu_threads):
+        write_member(out, artifact)
+        done += 1
+        if progress is not None:
+            progress(done, total)
     return [model_path(out, i) for i in range(total)]
+
+
+def partition_chunk(base: EnsembleConfig, device: torch.device, chunk: int | None = None) -> int:
+    """Models trained at a time: ``chunk`` if given, else 1 on a CPU and :data:`GPU_CHUNK` on a
+    GPU; always 1 for BatchNorm (no stacked training)."""
+    size = (GPU_CHUNK if device.type != "cpu" else 1) if chunk is None else chunk
+    if size < 1:
+        raise ValueError(f"chunk must be at least 1, got {size}")
+    return 1 if base.uses_batchnorm else size
+
+
+def train_missing(
+    config: PartitionConfig, X: np.ndarray, y: np.ndarray, wanted: Iterable[int],
+    stored: Container[int], size: int, *, device: str | torch.device | None = None,
+    cpu_threads: int | None = BASE_MODEL_CPU_THREADS,
+) -> Iterator[MemberArtifact]:
+    """Artefacts of the base models in ``wanted`` not in ``stored``, in index order, each
+    yielded as soon as its chunk is trained.  Chunks are the fixed index ranges
+    ``[j size, (j + 1) size)``: a chunk with a missing model is retrained whole (the others'
+    artefacts dropped), so the models are those :func:`train_partition` with chunk ``size``
+    makes, whoever trains which range (the service's workers train ranges of indices).
+    ``cpu_threads``: torch's threads on a CPU while a chunk trains (restored afterwards;
+    None: every core)."""
+    dev = resolve_device(device)
+    missing = sorted(i for i in {int(i) for i in wanted} if i not in stored)
+    if not missing:
+        return
+    subsets = config.scheme.subsets(X, y)
+    total = config.scheme.num_classifiers
+    if missing[0] < 0 or missing[-1] >= total:
+        raise ValueError(f"base model indices must lie in 0..{total - 1}")
+    for begin in sorted({i // size * size for i in missing}):
+        indices = list(range(begin, min(begin + size, total)))
+        with _threads(dev, cpu_threads):
+            trained = _train_chunk(config.base, X, y, subsets, indices, dev)
+        yield from (a for a in trained if a.index in missing)
+
+
+@contextmanager
+def _threads(device: torch.device, threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` (None: every core) on a CPU, then restored."""
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    configure_cpu_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -81,7 +81,7 @@ def test_openapi_documents_the_v1_api(service: Service) -> None:
                     assert document["schema"] == problem["application/problem+json"]["schema"]
                     assert document["example"]["status"] == int(status), (method, path, status)
     assert "HTTPValidationError" not in schemas  # FastAPI's own shape is never sent
-    for name in ("KnnJobIn", "EnsembleJobIn", "BuiltinDatasetIn", "CertifyIn"):
+    for name in ("KnnJobIn", "EnsembleJobIn", "PartitionJobIn", "BuiltinDatasetIn", "CertifyIn"):
         assert schemas[name].get("examples"), name
     summary = spec["paths"]["/v1/jobs/{job_id}/summary"]["get"]["responses"]["200"]
     assert summary["content"]["application/json"]["schema"]["$ref"].endswith("/Summary")

@@ -229,6 +229,7 @@ async function jobPage(main, id) {
   if (job.state !== "succeeded") return;
   if (job.links.summary) main.append(await summary(job));
   if (job.links.curve) main.append(await curve(job));
+  if (job.links.count_curve) main.append(await countCurve(job));
   main.append(certificates(job));
 }
 
@@ -267,10 +268,26 @@ async function summary(job) {
         certified_accuracy_at_attack_norm: m.certified_accuracy_at_attack_norm }, `summary-${name}`),
       table(["radius R", "certified accuracy", "certified rate"],
         Object.keys(m.certified_accuracy).map((r) => [r, m.certified_accuracy[r], m.certified_rate[r]]),
-        `radii-${name}`)];
+        `radii-${name}`), m.poison_count ? counts(m.poison_count, name) : null];
   });
   return h("section", { id: "summary" }, h("h2", { text: "Summary" }),
     top.length ? table(["figure", "value"], top, "summary-top") : null, sets);
+}
+
+/** Certified accuracy against the poison count, of the classifier the count is proved for. */
+function counts(c, name) {
+  return [h("h4", { text: `poison count: ${c.classifier} (${c.method}), accuracy ${fmt(c.accuracy)}, median ${c.median_count}` }),
+    table(["poison count r", "certified accuracy", "certified rate"],
+      Object.keys(c.certified_accuracy).map((r) => [r, c.certified_accuracy[r], c.certified_rate[r]]),
+      `counts-${name}`)];
+}
+
+async function countCurve(job) {
+  const response = await api(job.links.count_curve, { raw: true }).catch(() => null);
+  if (!response) return null; // a K-NN job from before the counts were stored
+  const url = URL.createObjectURL(await response.blob());
+  return h("section", { id: "count-curve" }, h("h2", { text: "Certified accuracy against the poison count" }),
+    h("img", { class: "curve", id: "count-curve-img", src: url, alt: "certified accuracy against the poison count" }));
 }
 
 async function curve(job) {
@@ -307,11 +324,14 @@ function certificates(job) {
     cursors[pageNo + 1] = page.next_cursor;
     const num = (v) => (v === "Infinity" ? Infinity : v);
     const items = [...page.items];
+    const counted = items.some((c) => c.poison_count !== null && c.poison_count !== undefined);
     if (sort.value !== "index") items.sort((a, b) => num(b[sort.value]) - num(a[sort.value]));
     body.replaceChildren(
-      table(["index", "label", "prediction", "p_A", "p_B", "radius", "abstain", "correct"],
-        items.map((c) => [c.index, c.label, c.prediction, c.p_a, c.p_b, c.radius, c.abstain, c.correct]),
-        "cert-table"),
+      table(["index", "label", "prediction", "p_A", "p_B", "radius", "abstain", "correct",
+        ...(counted ? ["poison count", "count prediction"] : [])],
+      items.map((c) => [c.index, c.label, c.prediction, c.p_a, c.p_b, c.radius, c.abstain, c.correct,
+        ...(counted ? [c.poison_count, c.count_prediction] : [])]),
+      "cert-table"),
       h("p", { class: "controls" },
         h("button", { id: "cert-prev", type: "button", disabled: pageNo === 0,
           onclick: () => load(pageNo - 1).catch(showError) }, "Previous page"),
