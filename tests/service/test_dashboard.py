@@ -1,6 +1,7 @@
 """The dashboard at ``/`` driven in headless Chromium against the real service (API, worker,
 PostgreSQL, Redis), offline: sign in, upload Spambase, submit a K-NN job and watch it finish,
-read its summary, curve and certificates, then cancel a running ensemble. Every figure checked
+read its summary, curve and certificates, submit a partition job and read its poison counts,
+then cancel a running ensemble. Every figure checked
 on the page is compared with what the API answers. Screenshots of each page go to the test
 run's temporary directory."""
 
@@ -129,6 +130,31 @@ def test_dashboard_flow(
         assert model["id"] in page.inner_text("#models")
         assert dataset["id"] in page.inner_text("#datasets")
         page.screenshot(path=str(shots / "07-overview.png"), full_page=True)
+
+        # a partition job (poison-count certificates, no sigma) from the same form
+        page.click("text=Submit a job")
+        page.wait_for_selector("#job-form")
+        page.select_option("#f-method", "partition")
+        assert not page.is_visible("#f-sigma")
+        page.fill("#f-num_test", "24")
+        page.fill("#f-p_k", "6")
+        page.fill("#f-p_epochs", "1")
+        page.fill("#f-p_seed", "7")
+        page.click("#job-submit")
+        page.wait_for_selector("#job")
+        partition_id = page.url.rsplit("/", 1)[-1]
+        page.wait_for_selector("#job [data-state=succeeded]", timeout=240 * SECOND)
+        partition = api.get(f"/v1/jobs/{partition_id}").json()
+        assert partition["method"] == "partition" and "sigma" not in partition["params"]
+        assert partition["params"]["k"] == 6 and partition["params"]["seed"] == 7
+        counted = api.get(f"/v1/jobs/{partition_id}/summary").json()["clean"]["poison_count"]
+        median = float(counted["median_count"])  # printed as JavaScript prints a number
+        assert f"median {int(median) if median.is_integer() else median}" in page.inner_text(
+            "#main")
+        page.wait_for_function(
+            "document.querySelector('#count-curve-img')?.naturalWidth > 0", timeout=30 * SECOND
+        )
+        page.screenshot(path=str(shots / "08a-job-partition.png"), full_page=True)
 
         # an ensemble far too large to finish: cancel it once it runs
         page.click("text=Submit a job")

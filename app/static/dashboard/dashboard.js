@@ -386,16 +386,25 @@ async function submitPage(main, query) {
   const datasets = await api("/v1/datasets?limit=1000");
   const chosen = new URLSearchParams(query).get("dataset");
   const method = h("select", { name: "method", id: "f-method" },
-    ["knn", "ensemble"].map((v) => h("option", { value: v, text: v })));
+    ["knn", "ensemble", "partition"].map((v) => h("option", { value: v, text: v })));
   const knn = h("fieldset", { id: "knn-fields" }, h("legend", { text: "K-NN (Theorem 3)" }),
     num("k", { value: 5 }), num("num_levels", { value: 200 }), num("spread", { value: 1.0 }));
   const ensemble = h("fieldset", { id: "ensemble-fields", hidden: true }, h("legend", { text: "Ensemble (DNN-RAB)" }),
     num("num_models", { value: 100 }), num("epochs"), num("batch_size"), num("lr"), num("alpha", { value: 0.001 }),
     num("seed"), h("label", {}, "arch ", h("select", { name: "arch" },
       ["", "mlp", "mnist_cnn", "preact_resnet", "resnet18"].map((v) => h("option", { value: v, text: v || "preset" })))));
+  const partition = h("fieldset", { id: "partition-fields", hidden: true },
+    h("legend", { text: "Partition aggregation (poison-count certificates; no sigma)" }),
+    num("p_k", { value: 50, min: 1 }), h("label", {}, "aggregation ", h("select", { name: "p_aggregation" },
+      ["dpa", "fa"].map((v) => h("option", { value: v, text: v })))), num("p_d", { min: 1 }),
+    num("p_epochs"), num("p_batch_size"), num("p_lr"), num("p_seed"));
+  const sigma = num("sigma", { value: 1.0, required: true });
   method.addEventListener("change", () => {
     knn.hidden = method.value !== "knn";
     ensemble.hidden = method.value !== "ensemble";
+    partition.hidden = method.value !== "partition";
+    sigma.style.display = method.value === "partition" ? "none" : "";
+    sigma.querySelector("input").required = method.value !== "partition";
   });
   const attack = h("fieldset", {}, h("legend", {}, h("label", {},
     h("input", { type: "checkbox", name: "with_attack", id: "f-with-attack" }), " backdoor attack")),
@@ -407,9 +416,15 @@ async function submitPage(main, query) {
     const f = event.target;
     const read = (names) => Object.fromEntries(names.filter((n) => f[n].value !== "")
       .map((n) => [n, Number(f[n].value)]));
-    const params = { sigma: Number(f.sigma.value), ...read(["num_test"]) };
+    const params = read(["num_test"]);
+    if (method.value !== "partition") params.sigma = Number(f.sigma.value);
     if (method.value === "knn") Object.assign(params, read(["k", "num_levels", "spread"]));
-    else {
+    else if (method.value === "partition") {
+      const fields = read(["p_k", "p_d", "p_epochs", "p_batch_size", "p_lr"]);
+      for (const [name, value] of Object.entries(fields)) params[name.slice(2)] = value;
+      params.aggregation = f.p_aggregation.value;
+      if (f.p_seed.value !== "") params.seed = exactInt(f.p_seed.value);
+    } else {
       Object.assign(params, read(["num_models", "epochs", "batch_size", "lr", "alpha"]));
       if (f.seed.value !== "") params.seed = exactInt(f.seed.value);
       if (f.arch.value) params.arch = f.arch.value;
@@ -429,8 +444,8 @@ async function submitPage(main, query) {
   h("label", {}, "Dataset ", h("select", { name: "dataset_id", id: "f-dataset", required: true },
     datasets.items.map((d) => h("option", { value: d.id, selected: d.id === chosen, text: `${d.name} (${d.id})` })))),
   h("label", {}, "Method ", method), h("br"),
-  num("sigma", { value: 1.0, required: true }), num("num_test", { min: 1 }),
-  knn, ensemble, attack, h("button", { type: "submit", id: "job-submit", text: "Submit job" }));
+  sigma, num("num_test", { min: 1 }),
+  knn, ensemble, partition, attack, h("button", { type: "submit", id: "job-submit", text: "Submit job" }));
   main.append(h("section", {}, h("h2", { text: "Submit an evaluation job" }), form));
 }
 
