@@ -28,7 +28,7 @@ from rab.experiments import (
     markdown_table,
     named_config,
     named_configs,
-    plot_curves,
+    plot_grid,
     run_experiment,
     summary_record,
     write_json,
@@ -67,7 +67,7 @@ def reproduce(name: str, *, force: bool, report_only: bool) -> int:
     if len(record.results) < len(config.cells):
         table = (f"**Partial: {len(record.results)} of {len(config.cells)} cells finished.**\n\n"
                  + table)
-    plots = plot_curves(config, record.results, work / "plots")
+    plots = plot_grid(config, record.results, work / "plots")
     text = table + "\nPlots: " + ", ".join(str(p.relative_to(ROOT)) for p in plots) + "\n"
     text += (f"\nProduced by `{summary['command']}`: {len(record.computed)} cells computed in "
              f"{seconds:.0f} s this run, {len(record.skipped)} kept from earlier runs; "
