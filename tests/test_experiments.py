@@ -23,6 +23,7 @@ from rab.experiments import (
     run_experiment,
     summary_record,
 )
+from rab.experiments.runner import cell_path
 from rab.experiments.status import (
     MARKERS,
     Ungridded,
@@ -30,7 +31,6 @@ from rab.experiments.status import (
     status_rows,
     write_between_markers,
 )
-from rab.experiments.runner import cell_path
 from rab.metrics import certified_accuracy
 
 CONFIG = """

@@ -3,12 +3,13 @@
 One line per ``[[reference]]`` entry of every grid (a (table, data set, attack, setting, sigma)
 row of the paper), read from the grid and from the summary its benchmark run wrote
 (``bench/results/reproduce_<name>.json``, :func:`rab.experiments.summary_record`).  A row is
-*reproduced* when every published figure it has lies within :data:`TOLERANCE` of ours, *differs*
-otherwise, *not run* without a finished cell.  A stored cell is found by its key, else by the
-reference's fields (data set, attack, setting, sigma) in its stored settings; such a cell,
-stored under an earlier encoding of the settings, is marked "(earlier settings encoding)".  Published rows no grid holds (no data set here,
-e.g. ImageNet) are listed as :class:`Ungridded` groups.  :func:`write_between_markers` puts the
-table into a document between ``<!-- reproduction-status:start -->`` and ``...:end -->``.
+*reproduced* when every published figure it has lies within :data:`TOLERANCE` of ours,
+*differs* otherwise, *not run* without a finished cell.  A stored cell is found by its key,
+else by the reference's fields (data set, attack, setting, sigma) in its stored settings; such
+a cell, stored under an earlier encoding of the settings, is marked "(earlier settings
+encoding)".  Published rows no grid holds (no data set here, e.g. ImageNet) are listed as
+:class:`Ungridded` groups.  :func:`write_between_markers` puts the table into a document
+between ``<!-- reproduction-status:start -->`` and ``<!-- reproduction-status:end -->``.
 """
 
 from __future__ import annotations
