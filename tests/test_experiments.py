@@ -157,6 +157,7 @@ def test_report_against_stored_certificates(config_file, tmp_path):
     # per (data set, attack): the radius curves and the plain K-NN's poison-count curves
     assert len(plots) == 4 and all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)
     assert sum(p.name.endswith("__poison_count.png") for p in plots) == 2
+    assert any(p.name.endswith("r_p_0.05.png") for p in plots)  # "0.05" is not a suffix
 
 
 #: The grids of issue 14's "rest of the paper" (ensembles at reduced scale, and the GPU ones).

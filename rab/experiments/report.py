@@ -187,8 +187,9 @@ def plot_curves(config: ExperimentConfig, results: dict[str, dict[str, Any]],
                     np.asarray(count["count"]))
         stem = out_dir / f"{_slug(dataset)}__{_slug(attack)}"
         if curves:
-            paths.append(certified_accuracy_curve(
-                curves, stem.with_suffix(".png"), title=f"{dataset}, {attack}: certified accuracy"))
+            paths.append(certified_accuracy_curve(  # not with_suffix: "r_p_0.02" is no suffix
+                curves, stem.parent / f"{stem.name}.png",
+                title=f"{dataset}, {attack}: certified accuracy"))
         if counts:
             paths.append(poison_count_curve(
                 counts, stem.parent / f"{stem.name}__poison_count.png",
