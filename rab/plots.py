@@ -1,5 +1,6 @@
-"""Certified accuracy against the radius (the paper's Figure 4 style) or the poison count, and
-pictures of the backdoor patterns (its Figure 5), rendered with matplotlib.
+"""Certified accuracy against the radius (the paper's Figure 4 style) or the poison count,
+grouped accuracy bars (its Figure 3) and pictures of the backdoor patterns (its Figure 5),
+rendered with matplotlib.
 
 Uses the non-interactive Agg backend, so it works on servers without a display.
 """
@@ -68,6 +69,44 @@ def poison_count_curve(
                  "poison count r (training points inserted, deleted or changed)", step=True)
 
 
+def accuracy_bars(
+    groups: Mapping[str, Mapping[str, float]],
+    path: str | Path,
+    *,
+    title: str = "Empirical accuracy",
+    ylabel: str = "accuracy on backdoored inputs",
+) -> Path:
+    """Grouped bars: ``groups`` maps a group (e.g. an attack) to ``{bar label: value}`` (e.g. the
+    vanilla model and the smoothed one per sigma); bars of the same label share a colour.
+    Returns the PNG's path."""
+    if not groups:
+        raise ValueError("accuracy_bars needs at least one group")
+    labels = list(dict.fromkeys(label for bars in groups.values() for label in bars))
+    plt = _pyplot("accuracy bars")
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=120)
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        values = [bars.get(label, np.nan) for bars in groups.values()]
+        ax.bar(np.arange(len(groups)) + (i - (len(labels) - 1) / 2) * width, values, width,
+               label=label)
+    ax.set_xticks(np.arange(len(groups)), list(groups), rotation=10)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    return _save(fig, plt, path)
+
+
+def _save(fig: Any, plt: Any, path: str | Path) -> Path:
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out
+
+
 def _plot(lines: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str,
           xlabel: str, *, step: bool = False) -> Path:
     plt = _pyplot("certified-accuracy plots")
@@ -83,12 +122,7 @@ def _plot(lines: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    plt.close(fig)
-    return out
+    return _save(fig, plt, path)
 
 
 def _pyplot(purpose: str) -> Any:

@@ -19,10 +19,18 @@ from rab.experiments import (
     named_configs,
     parse_config,
     plot_curves,
+    plot_grid,
     run_experiment,
     summary_record,
 )
 from rab.experiments.runner import cell_path
+from rab.experiments.status import (
+    MARKERS,
+    Ungridded,
+    render_status,
+    status_rows,
+    write_between_markers,
+)
 from rab.metrics import certified_accuracy
 
 CONFIG = """
@@ -149,12 +157,92 @@ def test_report_against_stored_certificates(config_file, tmp_path):
     # per (data set, attack): the radius curves and the plain K-NN's poison-count curves
     assert len(plots) == 4 and all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)
     assert sum(p.name.endswith("__poison_count.png") for p in plots) == 2
+    assert any(p.name.endswith("r_p_0.05.png") for p in plots)  # "0.05" is not a suffix
+
+
+#: The grids of issue 14's "rest of the paper" (ensembles at reduced scale, and the GPU ones).
+NEW_GRIDS = ("table3-fig3-mnist-reduced", "table4-mnist-dp-reduced", "table6-mnist10-reduced",
+             "tableC7-mnist68-reduced", "fig4a-mnist-reduced", "table2-mnist-full-gpu",
+             "table2-cifar-gpu")
+
+
+def test_new_grids_state_seeds_scale_and_their_table():
+    for name in NEW_GRIDS:
+        config = named_config(name)
+        assert config.table and config.scale, name
+        assert "seed" in config.raw["method"], name
+        for cell in config.cells:
+            assert cell.dataset.shuffle_seed == 0, name
+            if cell.dataset.train_size or cell.dataset.test_size:
+                assert "subset_seed" in next(d for d in config.raw["datasets"]
+                                             if d.get("name") == cell.dataset.name), name
+            assert cell.method.name == "ensemble"
+            if cell.attack is not None:
+                assert "seed" in config.raw["attack"], name
+    dp = named_config("table4-mnist-dp-reduced").cells[0].method
+    assert (dp.dp_noise_multiplier, dp.dp_max_grad_norm) == (4.0, 5.0)  # type: ignore[union-attr]
+    table3 = named_config("table3-fig3-mnist-reduced")
+    assert sum(c.attack is None for c in table3.cells) == 2  # r_p = 0 at sigma 1 and 2
+    assert table3.plots == ("curves", "empirical")
+
+
+def test_no_attack_cells_and_vanilla_reference_figures(config_file, tmp_path):
+    text = config_file.read_text().replace('[[attacks]]\nkind = "blending"',
+                                           '[[attacks]]\nkind = "none"\n[[attacks]]\n'
+                                           'kind = "blending"')
+    text += ('\n[[reference]]\ndataset = "digits"\nsigma = 1.0\n'
+             'vanilla_clean_accuracy = 0.5\nclean_accuracy = 0.25\n')
+    text = text.replace('name = "tiny"', 'name = "tiny"\nplots = ["empirical"]')
+    config = parse_config(__import__("tomllib").loads(text))
+    assert len(config.cells) == 6 and [c.attack for c in config.cells[:2]] == [None, None]
+    ref = config.reference_for(config.cells[1])
+    assert ref is not None and ref.values["vanilla_clean_accuracy"] == 0.5
+    record = run_experiment(config, tmp_path, max_cells=3)
+    assert len(record.computed) == 3 and len(record.results) == 3  # a partial run
+    table = markdown_table(config, record.results)
+    assert "clean acc, vanilla" in table and "(0.500)" in table and "(0.250)" in table
+    bars = plot_grid(config, record.results, tmp_path / "plots")
+    assert [p.name for p in bars] == ["digits__empirical.png"]
+    assert bars[0].read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="no other keys"):
+        parse_config(__import__("tomllib").loads(
+            text.replace('kind = "none"', 'kind = "none"\nnorm = 1.0')))
+
+
+def test_reproduction_status_on_a_synthetic_grid(config_file, tmp_path):
+    config = load_config(config_file)
+    cell = next(c for c in config.cells if config.reference_for(c) is not None)
+    results = tmp_path / "results"
+    results.mkdir()
+    assert status_rows([config], results)[0].state == "not run"
+    ours = {"clean_accuracy": 0.15, "certified_accuracy": [0.456, 0.70],
+            "vanilla_success_rate": 0.9}
+    summary = {"cells": [{"key": cell.key, "settings": cell.settings(), "ours": ours}]}
+    (results / "reproduce_tiny.json").write_text(json.dumps(summary))
+    (row,) = status_rows([config], results)
+    assert row.state == "differs" and row.max_diff == pytest.approx(0.089)
+    assert row.worst == "CA[1]" and row.attack == "blending" and row.sigma == 0.5
+    ours["certified_accuracy"] = [0.456, 0.789]
+    summary["cells"][0]["key"] = "stale"  # found by its stored settings instead
+    (results / "reproduce_tiny.json").write_text(json.dumps(summary))
+    (row,) = status_rows([config], results)
+    assert row.state == "reproduced (earlier settings encoding)"
+    assert row.max_diff == pytest.approx(0.027)
+    text = render_status([row], [Ungridded("Table 9", "x", 3, "none here")])
+    assert "1 published rows in grids" in text and "3 more without a grid" in text
+    assert "| Table 9 | x | 3 | none here |" in text
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"intro\n{MARKERS[0]}\nold\n{MARKERS[1]}\noutro\n")
+    write_between_markers(doc, text)
+    assert doc.read_text() == f"intro\n{MARKERS[0]}\n{text}{MARKERS[1]}\noutro\n"
+    with pytest.raises(ValueError, match="no"):
+        write_between_markers(config_file, text)
 
 
 def test_shipped_configurations_parse_and_match_their_references():
     names = named_configs()
     for required in ("table5-spambase", "table5-mnist", "table5-cifar-subset",
-                     "table2-mnist-reduced", "fig4b-curves"):
+                     "table2-mnist-reduced", "fig4b-curves", *NEW_GRIDS):
         assert required in names
     for name in names:
         config = named_config(name)

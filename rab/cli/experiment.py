@@ -24,7 +24,7 @@ from rab.experiments import (
     markdown_table,
     named_config,
     named_configs,
-    plot_curves,
+    plot_grid,
     run_experiment,
     summary_record,
     write_json,
@@ -64,7 +64,7 @@ def _execute(config: ExperimentConfig, out: Path, force: bool) -> None:
     write_json(out / "results.json", summary_record(config, record.results))
     table = markdown_table(config, record.results)
     (out / "report.md").write_text(table)
-    plots = plot_curves(config, record.results, out / "plots")
+    plots = plot_grid(config, record.results, out / "plots")
     stdout = Console()
     stdout.print(table, markup=False, highlight=False)
     stdout.print(f"{len(record.computed)} cells computed, {len(record.skipped)} skipped; wrote "

@@ -8,7 +8,13 @@
 
 from rab.experiments.config import Cell, ExperimentConfig, Reference, load_config, parse_config
 from rab.experiments.named import experiments_dir, named_config, named_configs
-from rab.experiments.report import markdown_table, plot_curves, summary_record
+from rab.experiments.report import (
+    markdown_table,
+    plot_curves,
+    plot_empirical,
+    plot_grid,
+    summary_record,
+)
 from rab.experiments.runner import (
     RunRecord,
     finished_cells,
@@ -31,6 +37,8 @@ __all__ = [
     "named_configs",
     "parse_config",
     "plot_curves",
+    "plot_empirical",
+    "plot_grid",
     "run_experiment",
     "summary_record",
     "write_json",

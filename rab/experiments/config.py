@@ -8,6 +8,9 @@ method; the grid is their product, one *cell* per (data set, attack, setting, si
     radii = [0.05, 0.1, 0.2, 0.5, 1.0]
     sigmas = [1.0, 2.0]
     vanilla = true            # also score the undefended model (Figure 3)
+    table = "Table 5"         # optional: the paper's table or figure (reproduction status)
+    scale = "..."             # optional: the reduced scale, stated beside every figure
+    plots = ["curves"]        # optional: "curves" (Figure 4b), "empirical" (Figure 3 bars)
     # num_test = 200          # optional: first N points of each test set
 
     [method]                  # rab.evaluation.method_from_dict, without sigma
@@ -24,7 +27,7 @@ method; the grid is their product, one *cell* per (data set, attack, setting, si
     [attack]                  # fields shared by every attack (target, seed, mode, ...)
     target = 0
 
-    [[attacks]]               # kind (+ options)
+    [[attacks]]               # kind (+ options); kind = "none": no attack (r_p = 0), one cell
     kind = "one_pixel"
 
     [[settings]]              # one attack setting: norm and rate
@@ -35,6 +38,8 @@ method; the grid is their product, one *cell* per (data set, attack, setting, si
     dataset = "spambase"; kind = "one_pixel"; norm = 1.0; rate = 0.1; sigma = 1.0
     success_rate = 0.452; clean_accuracy = 0.756; backdoor_accuracy = 0.709
     certified_accuracy = [...]; certified_rate = [...]   # at reference_radii
+    # vanilla_clean_accuracy / vanilla_backdoor_accuracy: the undefended model's (Table 3's
+    # sigma = 0 rows); a reference without kind matches the cell without attack
 
 A setting may be ``{}`` with no attack at all when ``attacks`` is empty.
 """
@@ -52,16 +57,23 @@ from typing import Any
 from rab.evaluation import AttackSpec, DatasetSpec, EvaluationRequest, Method
 from rab.evaluation.methods import UNSMOOTHED_METHODS
 
-__all__ = ["Cell", "ExperimentConfig", "Reference", "load_config", "parse_config"]
+__all__ = ["NO_ATTACK", "PLOTS", "Cell", "ExperimentConfig", "Reference", "load_config",
+           "parse_config"]
+
+#: The ``[[attacks]]`` kind of the cell without any attack (r_p = 0, Table 3's benign rows).
+NO_ATTACK = "none"
+#: Plot kinds a grid may ask for (``rab.experiments.report``).
+PLOTS: tuple[str, ...] = ("curves", "empirical")
 
 _TOP_KEYS = {
     "name", "description", "radii", "sigmas", "vanilla", "num_test", "method", "methods",
     "datasets",
     "attack", "attacks", "settings", "reference", "reference_radii", "reference_source", "notes",
+    "table", "scale", "plots",
 }
 _MATCH_KEYS = {"dataset", "kind", "norm", "rate", "sigma"}
 _FIGURE_KEYS = {"success_rate", "clean_accuracy", "backdoor_accuracy", "certified_accuracy",
-                "certified_rate"}
+                "certified_rate", "vanilla_clean_accuracy", "vanilla_backdoor_accuracy"}
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,9 @@ class ExperimentConfig:
     reference_source: str
     notes: str
     raw: Mapping[str, Any] = field(repr=False)
+    table: str = ""
+    scale: str = ""
+    plots: tuple[str, ...] = ("curves",)
 
     def reference_for(self, cell: Cell) -> Reference | None:
         return next((r for r in self.references if r.matches(cell)), None)
@@ -194,6 +209,11 @@ def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
     shared = dict(data.get("attack") or {})
     attacks: list[dict[str, Any] | None] = []
     for kind in data.get("attacks") or []:
+        if kind.get("kind") == NO_ATTACK:
+            if set(kind) != {"kind"}:
+                raise ValueError(f'kind = "{NO_ATTACK}" (no attack) takes no other keys')
+            attacks.append(None)
+            continue
         for setting in data.get("settings") or [{}]:
             values = {**shared, **kind, **setting}
             if "seed" not in values:
@@ -213,12 +233,16 @@ def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
     if len(set(keys)) != len(keys):
         raise ValueError("the grid has duplicate cells (repeated dataset, attack or sigma)")
     references = tuple(_reference(r) for r in data.get("reference") or [])
+    plots = tuple(data.get("plots", ["curves"]))
+    if not set(plots) <= set(PLOTS):
+        raise ValueError(f"unknown plots {sorted(set(plots) - set(PLOTS))}; known: {list(PLOTS)}")
     return ExperimentConfig(
         name=data["name"], description=str(data.get("description", "")), cells=cells,
         references=references,
         reference_radii=tuple(float(r) for r in data.get("reference_radii", [])),
         reference_source=str(data.get("reference_source", "")),
         notes=str(data.get("notes", "")), raw=dict(data),
+        table=str(data.get("table", "")), scale=str(data.get("scale", "")), plots=plots,
     )
 
 

@@ -9,7 +9,9 @@ published value.  The undefended success rate is printed with both denominators
 (``rab.evaluation.vanilla``): the backdoored test inputs (the paper's figure is put beside
 this one) and all test points.  The trigger norm column adds the largest effective norm of the
 poisoned training patterns where clipping made it smaller.  Plots: certified accuracy against R
-for every sigma (Figure 4b).  Cells with a poison-count certificate (partition aggregation, and
+for every sigma (Figure 4b) and, where the grid asks for ``plots = ["empirical"]``, bars of the
+accuracy on the backdoored test set of the undefended model beside the smoothed one per sigma
+(Figure 3).  Cells with a poison-count certificate (partition aggregation, and
 the plain K-NN's count beside a K-NN's radius) add the certified accuracy at poison counts
 (``poison_count`` in the row, a column of the table, one more plot per data set and attack).
 """
@@ -27,9 +29,10 @@ import numpy as np
 from rab.evaluation import AttackSpec
 from rab.experiments.config import Cell, ExperimentConfig
 from rab.metrics import certified_accuracy, certified_rate
-from rab.plots import certified_accuracy_curve, poison_count_curve
+from rab.plots import accuracy_bars, certified_accuracy_curve, poison_count_curve
 
-__all__ = ["cell_row", "markdown_table", "plot_curves", "summary_record"]
+__all__ = ["cell_row", "markdown_table", "plot_curves", "plot_empirical", "plot_grid",
+           "summary_record"]
 
 
 def _fmt(value: float | None) -> str:
@@ -118,10 +121,12 @@ def markdown_table(config: ExperimentConfig, results: dict[str, dict[str, Any]])
     rs = "/".join(f"{r:g}" for r in radii)
     head = ["data set", "method", "attack", "‖δ‖", "r_p", "σ",
             "success rate, vanilla (÷ backdoored inputs)", "success rate, vanilla (÷ all test)",
-            "success rate, smoothed", "clean acc", "backdoor acc"]
+            "success rate, smoothed", "clean acc, vanilla", "backdoor acc, vanilla",
+            "clean acc", "backdoor acc"]
     head += [f"cert. acc R={r:g}" for r in radii] + [f"cert. rate R={r:g}" for r in radii]
     head += ["cert. acc at poison count r"]
-    lines = [f"### {config.name}", "", config.description.strip(), "",
+    scale = [f"Scale: {config.scale.strip()}", ""] if config.scale else []
+    lines = [f"### {config.name}", "", config.description.strip(), "", *scale,
              f"Figures: ours (paper). Certified accuracy / rate on the backdoored test set at "
              f"R = {rs}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -137,6 +142,8 @@ def markdown_table(config: ExperimentConfig, results: dict[str, dict[str, Any]])
                 _pair(row["vanilla_success_rate"], paper.get("success_rate")),
                 _fmt(row["vanilla_success_rate_all_test"]),
                 _fmt(row["success_rate"]),
+                _pair(row["vanilla_clean_accuracy"], paper.get("vanilla_clean_accuracy")),
+                _pair(row["vanilla_backdoor_accuracy"], paper.get("vanilla_backdoor_accuracy")),
                 _pair(row["clean_accuracy"], paper.get("clean_accuracy")),
                 _pair(row["backdoor_accuracy"], paper.get("backdoor_accuracy"))]
         for name in ("certified_accuracy", "certified_rate"):
@@ -180,10 +187,43 @@ def plot_curves(config: ExperimentConfig, results: dict[str, dict[str, Any]],
                     np.asarray(count["count"]))
         stem = out_dir / f"{_slug(dataset)}__{_slug(attack)}"
         if curves:
-            paths.append(certified_accuracy_curve(
-                curves, stem.with_suffix(".png"), title=f"{dataset}, {attack}: certified accuracy"))
+            paths.append(certified_accuracy_curve(  # not with_suffix: "r_p_0.02" is no suffix
+                curves, stem.parent / f"{stem.name}.png",
+                title=f"{dataset}, {attack}: certified accuracy"))
         if counts:
             paths.append(poison_count_curve(
                 counts, stem.parent / f"{stem.name}__poison_count.png",
                 title=f"{dataset}, {attack}: certified accuracy vs poison count"))
+    return paths
+
+
+def plot_empirical(config: ExperimentConfig, results: dict[str, dict[str, Any]],
+                   out_dir: Path) -> list[Path]:
+    """Figure 3: per data set, the accuracy on the backdoored test set (triggered non-target
+    inputs, true labels) of the undefended model and of the smoothed model at each sigma, one
+    group of bars per attack; one PNG per data set."""
+    groups: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    for cell in config.cells:
+        if cell.key not in results or cell.attack is None:
+            continue
+        row = cell_row(results[cell.key]["result"], _radii(config))
+        if row["backdoor_accuracy"] is None:
+            continue
+        bars = groups[cell.dataset.label].setdefault(cell.attack.label, {})
+        if row["vanilla_backdoor_accuracy"] is not None:
+            bars["vanilla"] = row["vanilla_backdoor_accuracy"]
+        bars[f"RAB σ = {cell.method.sigma:g}"] = row["backdoor_accuracy"]
+    return [
+        accuracy_bars(bars, out_dir / f"{_slug(dataset)}__empirical.png",
+                      title=f"{dataset}: accuracy on backdoored inputs")
+        for dataset, bars in groups.items()
+    ]
+
+
+def plot_grid(config: ExperimentConfig, results: dict[str, dict[str, Any]],
+              out_dir: Path) -> list[Path]:
+    """The plots the grid asks for (``plots``: "curves" and / or "empirical")."""
+    paths = plot_curves(config, results, out_dir) if "curves" in config.plots else []
+    if "empirical" in config.plots:
+        paths += plot_empirical(config, results, out_dir)
     return paths

@@ -71,8 +71,10 @@ def run_experiment(
     on_cell: CellCallback | None = None,
     progress: Progress | None = None,
     keep_models: bool = False,
+    max_cells: int | None = None,
 ) -> RunRecord:
-    """Evaluate every cell of ``config`` not finished in ``out_dir`` (all with ``force``).
+    """Evaluate every cell of ``config`` not finished in ``out_dir`` (all with ``force``);
+    ``max_cells``: compute at most that many (in grid order), leaving the rest for a later run.
 
     Data sets are loaded once per run.  An ensemble's models live in ``out_dir/models`` while
     its cell runs (an interrupted cell resumes training where it stopped) and are deleted once
@@ -89,6 +91,8 @@ def run_experiment(
         if stored is not None:
             record.skipped.append(cell.key)
             record.results[cell.key] = stored
+            continue
+        if max_cells is not None and len(record.computed) >= max_cells:
             continue
         spec_key = json.dumps(cell.dataset.to_dict(), sort_keys=True)
         if spec_key not in loaded:
