@@ -25,11 +25,15 @@ __all__ = ["HotModel", "ModelCache"]
 @dataclass(frozen=True)
 class HotModel:
     """A loaded model: ``stacks`` (ensemble, ``rab.ensemble.stacked.StackedMembers``) or
-    ``train`` (K-NN, ``rab.data.Dataset``), with its size in bytes."""
+    ``train`` (K-NN, ``rab.data.Dataset``), with its size in bytes, and the model's and its
+    dataset's rows as read when it was loaded (both immutable), so that a request for a hot
+    model reads neither again."""
 
     stacks: tuple[Any, ...] | None
     train: Any
     nbytes: int
+    model: Any = None
+    dataset: Any = None
 
 
 class ModelCache:

@@ -221,24 +221,31 @@ def _load_members(job_id: str, config: Any) -> Iterator[Any]:
     )
 
 
-def _hot(model: Model, method: Any, row: DatasetRow) -> HotModel:
-    """The model, hot from the cache or loaded into it (``workers.serving``): an ensemble
-    stacked (``rab.ensemble.stacked``), a K-NN as its verified training set."""
+def _hot(model_id: str, method: Any) -> HotModel:
+    """The model ``model_id``, hot from the cache or loaded into it (``workers.serving``) with
+    its row and its dataset's: an ensemble stacked (``rab.ensemble.stacked``), a K-NN as its
+    verified training set."""
 
     def load() -> HotModel:
+        with _db().session() as session:
+            model = session.get(Model, model_id)
+        if model is None:  # the API checked it: unreachable but for a deleted database
+            raise RuntimeError(f"model {model_id} does not exist")
+        row = _dataset_row(model.dataset_id)
         if isinstance(method, EnsembleMethod):
             from rab.ensemble.stacked import stack_members
 
             stacks = tuple(stack_members(_load_members(model.job_id, _config(method, row))))
-            return HotModel(stacks, None, sum(s.nbytes for s in stacks))
+            return HotModel(stacks, None, sum(s.nbytes for s in stacks), model, row)
         train = load_dataset(_store(), model.train_object_sha256, row,
                              expected_sha256=model.train_sha256)
-        return HotModel(None, train, int(train.X_train.nbytes + train.y_train.nbytes))
+        return HotModel(None, train, int(train.X_train.nbytes + train.y_train.nbytes),
+                        model, row)
 
     if "models" not in _resources:
         _resources["models"] = ModelCache(_settings().model_cache_bytes)
     cache: ModelCache = _resources["models"]
-    return cache.get(model.id, load)
+    return cache.get(model_id, load)
 
 
 def _config(method: EnsembleMethod, row: DatasetRow) -> Any:
@@ -277,23 +284,25 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
     """A certify job: new inputs against a stored model, hot in this worker's cache (an
     ensemble needs only its members, stacked; a K-NN its training set).
 
-    Concurrent requests are batched: once the model is hot, the worker waits
-    ``RAB_CERTIFY_BATCH_WAIT_S`` and claims the other queued certify jobs of the same model
-    (:func:`lifecycle.claim_siblings`, up to ``RAB_CERTIFY_BATCH_INPUTS`` inputs in all), then
-    certifies every input in one pass and finishes each job with its own rows. A job's summary
-    records the batch it ran in."""
+    Concurrent requests are batched: the worker claims the other queued certify jobs of the
+    same model (:func:`lifecycle.claim_siblings`, up to ``RAB_CERTIFY_BATCH_INPUTS`` inputs in
+    all), certifies every input in one pass and finishes every job of the batch, each with its
+    own rows, in one transaction (:func:`lifecycle.succeed_all`). While the model is under
+    concurrent load (its last batch had siblings) the worker first waits
+    ``RAB_CERTIFY_BATCH_WAIT_S`` for more to arrive; a lone request does not wait. A job's
+    summary records the batch it ran in."""
     db, store, settings = _db(), _store(), _settings()
-    with db.session() as session:
-        model = session.get(Model, claim.model_id)
-        if model is None or claim.inputs_sha256 is None:
-            raise RuntimeError(f"certify job {claim.job_id} has no model or no inputs")
-    row = _dataset_row(model.dataset_id)
+    if claim.model_id is None or claim.inputs_sha256 is None:
+        raise RuntimeError(f"certify job {claim.job_id} has no model or no inputs")
     method = _request(claim).method
-    hot = _hot(model, method, row)
+    hot = _hot(claim.model_id, method)
     own = load_arrays(store, claim.inputs_sha256)["X"]
-    time.sleep(settings.certify_batch_wait_s)
+    busy: set[str] = _resources.setdefault("busy_models", set())
+    if claim.model_id in busy:
+        time.sleep(settings.certify_batch_wait_s)
     siblings = lifecycle.claim_siblings(db, claim, settings.lease_s,
                                         settings.certify_batch_inputs - len(own))
+    (busy.add if siblings else busy.discard)(claim.model_id)
     with lifecycle.Heartbeat(db, siblings, settings.lease_s):
         try:
             batch = [(claim, own)] + [
@@ -303,7 +312,7 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
             if isinstance(method, EnsembleMethod):
                 lifecycle.report(db, claim.job_id, 0, len(own), "voting")
                 certified = certify_stacked(hot.stacks or (), tests, method,
-                                            _config(method, row))
+                                            _config(method, hot.dataset))
             else:
                 certified = certify_test_sets(hot.train, tests, method)
         except Exception as exc:
@@ -314,14 +323,14 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
         log.info("job %s: certified %d jobs (%d inputs) in one batch", claim.job_id,
                  len(batch), inputs)
         summary = {"batch": {"first_job": claim.job_id, "jobs": len(batch), "inputs": inputs}}
-        for job, _ in batch[1:]:  # the siblings first: the own job's failure stops nothing
-            try:
-                lifecycle.succeed(db, job, certificate_rows(
-                    "inputs", certified[job.job_id].certificates, None), summary)
-            except lifecycle.JobCancelledError:
-                log.info("job %s was cancelled", job.job_id)
-    lifecycle.succeed(db, claim, certificate_rows(
-        "inputs", certified[claim.job_id].certificates, None), summary)
+        skipped = lifecycle.succeed_all(db, [
+            (job, certificate_rows("inputs", certified[job.job_id].certificates, None), summary)
+            for job, _ in batch
+        ])
+    for job in skipped:
+        if job is claim:
+            raise lifecycle.JobCancelledError(job.job_id)
+        log.info("job %s was cancelled", job.job_id)
 
 
 def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None]) -> None:
