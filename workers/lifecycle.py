@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -109,11 +109,22 @@ def _runnable(session: Session, job_id: str, unit_name: str) -> bool:
     return not (unit_state == "running" and expires is not None and expires > utcnow())
 
 
+def _lease_commit(session: Session) -> None:
+    """Let PostgreSQL commit this lease-taking transaction without waiting for its log to
+    reach the disk (``synchronous_commit = off``, this transaction only): a claim lost in a
+    database crash only leaves its unit where it was, so the work's result is refused as
+    that of a job no longer running and the reaper sends the unit again; and the job's
+    final transaction, committed durably, makes every earlier one durable with it."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+
+
 def _claim(db: Database, job_id: str, unit_name: str, lease_s: float, owner: str,
            gave_up: list[str]) -> Claim | None:
     with db.session() as session:
         if not _runnable(session, job_id, unit_name):
             return None
+        _lease_commit(session)
         job = session.get(Job, job_id, with_for_update=True)
         unit = session.get(WorkUnit, (job_id, unit_name), with_for_update=True)
         if job is None or unit is None:
@@ -170,6 +181,7 @@ def claim_siblings(db: Database, first: Claim, lease_s: float, max_inputs: int,
     if first.kind != "certify" or first.model_id is None or max_inputs < 1:
         return []
     with db.session() as session:
+        _lease_commit(session)
         rows = session.execute(
             select(Job, WorkUnit).join(WorkUnit, WorkUnit.job_id == Job.id)
             .where(Job.kind == "certify", Job.model_id == first.model_id, Job.id != first.job_id,
