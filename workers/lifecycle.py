@@ -90,31 +90,14 @@ def claim(db: Database, job_id: str, unit_name: str, lease_s: float,
     return claimed
 
 
-def _runnable(session: Session, job_id: str, unit_name: str) -> bool:
-    """Whether the unit may be claimable, read without locks. A unit found done, blocked or
-    failed, under a live lease, or of a finished job is left alone at once: locking its rows
-    would cost a durable commit (row locks write to PostgreSQL's log), which every batched
-    sibling's own late message would pay for nothing. A unit can only become claimable again
-    by a new message (a retry, the reaper), so nothing is missed."""
-    found = session.execute(
-        select(Job.state, WorkUnit.state, WorkUnit.lease_expires_at)
-        .join(WorkUnit, WorkUnit.job_id == Job.id)
-        .where(Job.id == job_id, WorkUnit.name == unit_name)
-    ).first()
-    if found is None:
-        return False
-    job_state, unit_state, expires = found
-    if job_state in TERMINAL_STATES or unit_state not in ("pending", "running"):
-        return False
-    return not (unit_state == "running" and expires is not None and expires > utcnow())
-
-
 def _lease_commit(session: Session) -> None:
     """Let PostgreSQL commit this lease-taking transaction without waiting for its log to
-    reach the disk (``synchronous_commit = off``, this transaction only): a claim lost in a
-    database crash only leaves its unit where it was, so the work's result is refused as
-    that of a job no longer running and the reaper sends the unit again; and the job's
-    final transaction, committed durably, makes every earlier one durable with it."""
+    reach the disk (``synchronous_commit = off``, this transaction only; its row locks alone
+    would make even a claim that takes nothing wait for the disk, as every batched sibling's
+    own late message does). A claim lost in a database crash only leaves its unit where it
+    was: the work's result is refused as that of a job no longer running and the reaper
+    sends the unit again; and the job's final transaction, committed durably, makes every
+    earlier one durable with it."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
@@ -122,14 +105,12 @@ def _lease_commit(session: Session) -> None:
 def _claim(db: Database, job_id: str, unit_name: str, lease_s: float, owner: str,
            gave_up: list[str]) -> Claim | None:
     with db.session() as session:
-        if not _runnable(session, job_id, unit_name):
-            return None
         _lease_commit(session)
-        job = session.get(Job, job_id, with_for_update=True)
-        unit = session.get(WorkUnit, (job_id, unit_name), with_for_update=True)
-        if job is None or unit is None:
-            return None
-        return _take(job, unit, lease_s, owner, gave_up)
+        found = session.execute(
+            select(Job, WorkUnit).join(WorkUnit, WorkUnit.job_id == Job.id)
+            .where(Job.id == job_id, WorkUnit.name == unit_name).with_for_update()
+        ).first()
+        return None if found is None else _take(*found, lease_s, owner, gave_up)
 
 
 def _take(job: Job, unit: WorkUnit, lease_s: float, owner: str, gave_up: list[str]

@@ -230,13 +230,17 @@ def _finished_state(db: Session, job: Job) -> str | None:
     return job.state if job.state in TERMINAL_STATES else None
 
 
-def _outcome(db: Session, job: Job) -> Response:
+def _outcome(db: Session, job: Job, state: str | None) -> Response:
     """The answer for the job as it is now: its certificates once it succeeded, a 422 problem
-    if it failed, else 202 with the job to poll."""
-    db.refresh(job)
-    if job.state == "failed":
+    if it failed, else 202 with the job to poll. ``state``: the one its wait ended on; a job
+    known to have succeeded (its certificates are committed before it is said to have) is not
+    read again."""
+    if state != "succeeded":
+        db.refresh(job)
+        state = job.state
+    if state == "failed":
         raise ProblemError(422, "Certification failed", job.error or "unknown error")
-    if job.state != "succeeded":
+    if state != "succeeded":
         return json_response(
             job_out(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
         )
@@ -281,9 +285,9 @@ async def certify(
         job = await run_in_threadpool(
             _submit, request, db, store, settings, owner, model, X, job_id
         )
-        await reply.wait(
+        state = await reply.wait(
             time.monotonic() + settings.certify_wait_s,
             lambda: run_in_threadpool(_finished_state, db, job),
         )
     bind_request_context(reply=reply.via)
-    return await run_in_threadpool(_outcome, db, job)
+    return await run_in_threadpool(_outcome, db, job, state)
