@@ -162,7 +162,6 @@ def claim_siblings(db: Database, first: Claim, lease_s: float, max_inputs: int,
     if first.kind != "certify" or first.model_id is None or max_inputs < 1:
         return []
     with db.session() as session:
-        _lease_commit(session)
         rows = session.execute(
             select(Job, WorkUnit).join(WorkUnit, WorkUnit.job_id == Job.id)
             .where(Job.kind == "certify", Job.model_id == first.model_id, Job.id != first.job_id,
@@ -173,6 +172,8 @@ def claim_siblings(db: Database, first: Claim, lease_s: float, max_inputs: int,
         claims: list[Claim] = []
         gave_up: list[str] = []
         room = max_inputs
+        if rows:  # rows locked: the commit would wait for the disk
+            _lease_commit(session)
         for job, unit in rows:
             if job.progress_total > room:  # a certify job's total is its number of inputs
                 continue
