@@ -327,10 +327,25 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
             (job, certificate_rows("inputs", certified[job.job_id].certificates, None), summary)
             for job, _ in batch
         ])
+    _finished_here([c.job_id for c, _ in batch[1:] if c not in skipped])
     for job in skipped:
         if job is claim:
             raise lifecycle.JobCancelledError(job.job_id)
         log.info("job %s was cancelled", job.job_id)
+
+
+#: The most certify jobs a worker remembers having finished in another job's batch.
+_FINISHED_KEPT = 4096
+
+
+def _finished_here(job_ids: list[str]) -> None:
+    """Remember certify jobs this worker finished in another job's batch: each one's own
+    message, delivered afterwards, is then dropped without a database round trip (its job
+    succeeded, a state no job leaves)."""
+    finished: dict[str, None] = _resources.setdefault("finished", {})
+    finished.update(dict.fromkeys(job_ids))
+    while len(finished) > _FINISHED_KEPT:
+        del finished[next(iter(finished))]
 
 
 def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None]) -> None:
@@ -343,6 +358,9 @@ def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None]) -> Non
     db, lease_s = _db(), _settings().lease_s
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(job_id=job_id, unit=unit)  # on every log line
+    if job_id in _resources.get("finished", {}):
+        log.info("job %s: finished in an earlier batch of this worker", job_id)
+        return
     try:
         claim = lifecycle.patiently(lifecycle.claim, db, job_id, unit, lease_s)
     except lifecycle.TRANSIENT_DB_ERRORS:
