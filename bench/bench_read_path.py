@@ -8,7 +8,8 @@ of ``bench_service.py`` (Theorem 3; sigma = 1, K = 5, spread = 0.1, 200 test poi
 1. ``GET /v1/jobs/{id}/certificates/{index}`` at 32 connections from ``wrk`` (Debian's C load
    generator, 2 threads, ``--duration`` seconds) against the service and against two anchors
    on the same database (``bench/anchors``: the same key check and certificate read, with sync
-   SQLAlchemy, and with asyncpg + orjson), each with the same number of uvicorn workers;
+   SQLAlchemy, and with asyncpg + orjson), each with the same number of uvicorn workers,
+   served as ``rab serve`` serves the API (``rab.cli.service.serve_processes``: TCP_NODELAY);
    interleaved rounds, medians of ``--rounds`` (3). Ratios to the async anchor; targets:
    throughput >= 0.6x, p99 <= 2x.
 2. ``POST /v1/models/{id}/certify`` with one Spambase input (the same row each time), from
