@@ -8,7 +8,8 @@ of ``bench_service.py`` (Theorem 3; sigma = 1, K = 5, spread = 0.1, 200 test poi
 1. ``GET /v1/jobs/{id}/certificates/{index}`` at 32 connections from ``wrk`` (Debian's C load
    generator, 2 threads, ``--duration`` seconds) against the service and against two anchors
    on the same database (``bench/anchors``: the same key check and certificate read, with sync
-   SQLAlchemy, and with asyncpg + orjson), each with the same number of uvicorn workers;
+   SQLAlchemy, and with asyncpg + orjson), each with the same number of uvicorn workers,
+   served as ``rab serve`` serves the API (``rab.cli.service.serve_processes``: TCP_NODELAY);
    interleaved rounds, medians of ``--rounds`` (3). Ratios to the async anchor; targets:
    throughput >= 0.6x, p99 <= 2x.
 2. ``POST /v1/models/{id}/certify`` with one Spambase input (the same row each time), from
@@ -20,7 +21,8 @@ of ``bench_service.py`` (Theorem 3; sigma = 1, K = 5, spread = 0.1, 200 test poi
 Writes ``bench/results/read_path.json``. Usage: ``python bench/bench_read_path.py
 [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 [--broker-url redis://127.0.0.1:6379/13] [--api-workers 2] [--rounds 3] [--duration 5]
-[--certify-requests 300] [--quick]``.
+[--certify-requests 300] [--quick] [--only all|get|certify]``; ``--only`` measures one part
+and keeps the other part of the JSON as it was (each part names the command that measured it).
 """
 
 from __future__ import annotations
@@ -82,6 +84,16 @@ def wrk(url: str, key: str, duration: float) -> dict[str, float]:
     }
 
 
+#: An anchor served as the service is (``rab.cli.service.serve_processes``: TCP_NODELAY on
+#: its connections; uvicorn's own command line leaves every kept-alive answer 40 ms late).
+_ANCHOR_SERVER = (
+    f"import sys; sys.path.insert(0, {str(ANCHORS)!r}); "
+    "from rab.cli.service import serve_processes; "
+    "serve_processes(sys.argv[1] + ':app', '127.0.0.1', int(sys.argv[2]), int(sys.argv[3]), "
+    "log_level='warning', access_log=False)"
+)
+
+
 @contextmanager
 def anchor(module: str, database_url: str, workers: int, log: Path) -> Iterator[str]:
     """An anchor app under uvicorn: its base URL while it runs."""
@@ -89,9 +101,7 @@ def anchor(module: str, database_url: str, workers: int, log: Path) -> Iterator[
     env = {**os.environ, "ANCHOR_DATABASE_URL": database_url}
     with log.open("ab") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(ANCHORS), f"{module}:app",
-             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-             "--log-level", "warning", "--no-access-log"],
+            [sys.executable, "-c", _ANCHOR_SERVER, module, str(port), str(workers)],
             env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
@@ -146,43 +156,55 @@ def measure(args: argparse.Namespace, data_dir: Path, database_url: str) -> dict
             job = client.wait(client.submit_job(job_request(dataset.id, "knn", KNN_PARAMS)).id,
                               timeout=600)
         assert job.model_id is not None
-        path = f"/v1/jobs/{job.id}/certificates/7"
-        runs: dict[str, list[dict[str, float]]] = {"service": [], "sync_anchor": [],
-                                                   "async_anchor": []}
-        with anchor("sync_app", database_url, args.api_workers, data_dir / "sync.log") as s, \
-                anchor("async_app", database_url, args.api_workers, data_dir / "async.log") as a:
-            targets = {"service": url, "sync_anchor": s, "async_anchor": a}
-            for name, base in targets.items():  # each answers the same document
-                answer = httpx.get(base + path, headers={"X-API-Key": key})
-                assert answer.status_code == 200, (name, answer.text)
-                wrk(base + path, key, 1)  # warm-up
-            for _ in range(args.rounds):
-                for name, base in targets.items():
-                    runs[name].append(wrk(base + path, key, args.duration))
-        reads = {name: _median(r) for name, r in runs.items()}
-        fastest = reads["async_anchor"]
-        ratios = {name: {"throughput": r["throughput_rps"] / fastest["throughput_rps"],
-                         "p99": r["p99_ms"] / fastest["p99_ms"]} for name, r in reads.items()}
-        body = {"inputs": [x.tolist()]}
-        certify = [("POST", f"/v1/models/{job.model_id}/certify", body)]
-        asyncio.run(_load(url, key, certify * 10, 1))  # warm-up: the model gets hot
-        sequential = asyncio.run(_load(url, key, certify * (args.certify_requests // 3), 1))
-        parallel = asyncio.run(_load(url, key, certify * args.certify_requests, CONNECTIONS))
-    library = library_seconds(spambase, job.params, x)
-    return {
-        "get_certificate": {"connections": CONNECTIONS, "duration_s": args.duration,
-                            "rounds": args.rounds, "medians": reads,
-                            "ratios_to_async_anchor": ratios,
-                            "targets": {"throughput": ">= 0.6", "p99": "<= 2"},
-                            "met": {"throughput": ratios["service"]["throughput"] >= 0.6,
-                                    "p99": ratios["service"]["p99"] <= 2}},
-        "knn_certify_one_input": {
+        out: dict[str, Any] = {}
+        if args.only in ("all", "get"):
+            out["get_certificate"] = measure_get(args, data_dir, database_url, url, key, job.id)
+        if args.only in ("all", "certify"):
+            body = {"inputs": [x.tolist()]}
+            certify = [("POST", f"/v1/models/{job.model_id}/certify", body)]
+            asyncio.run(_load(url, key, certify * 10, 1))  # warm-up: the model gets hot
+            sequential = asyncio.run(_load(url, key, certify * (args.certify_requests // 3), 1))
+            parallel = asyncio.run(_load(url, key, certify * args.certify_requests, CONNECTIONS))
+    if args.only in ("all", "certify"):
+        library = library_seconds(spambase, job.params, x)
+        out["knn_certify_one_input"] = {
             "library_ms": library, "sequential": sequential, "clients_32": parallel,
             "p50_over_library": {"sequential": sequential["p50_ms"] / library["median_ms"],
                                  "clients_32": parallel["p50_ms"] / library["median_ms"]},
             "targets": {"p50_over_library": "<= 3", "throughput_32_rps": ">= 150"},
-        },
-    }
+            "met": {"sequential": sequential["p50_ms"] <= 3 * library["median_ms"],
+                    "clients_32": parallel["p50_ms"] <= 3 * library["median_ms"],
+                    "throughput_32_rps": parallel["throughput_rps"] >= 150},
+        }
+    return out
+
+
+def measure_get(args: argparse.Namespace, data_dir: Path, database_url: str, url: str,
+                key: str, job_id: str) -> dict[str, Any]:
+    """``GET`` one certificate of job ``job_id``: the service at ``url`` against both anchors
+    on the same database, interleaved ``wrk`` rounds; medians and ratios to the async one."""
+    path = f"/v1/jobs/{job_id}/certificates/7"
+    runs: dict[str, list[dict[str, float]]] = {"service": [], "sync_anchor": [],
+                                               "async_anchor": []}
+    with anchor("sync_app", database_url, args.api_workers, data_dir / "sync.log") as s, \
+            anchor("async_app", database_url, args.api_workers, data_dir / "async.log") as a:
+        targets = {"service": url, "sync_anchor": s, "async_anchor": a}
+        for name, base in targets.items():  # each answers the same document
+            answer = httpx.get(base + path, headers={"X-API-Key": key})
+            assert answer.status_code == 200, (name, answer.text)
+            wrk(base + path, key, 1)  # warm-up
+        for _ in range(args.rounds):
+            for name, base in targets.items():
+                runs[name].append(wrk(base + path, key, args.duration))
+    reads = {name: _median(r) for name, r in runs.items()}
+    fastest = reads["async_anchor"]
+    ratios = {name: {"throughput": r["throughput_rps"] / fastest["throughput_rps"],
+                     "p99": r["p99_ms"] / fastest["p99_ms"]} for name, r in reads.items()}
+    return {"connections": CONNECTIONS, "duration_s": args.duration, "rounds": args.rounds,
+            "medians": reads, "ratios_to_async_anchor": ratios,
+            "targets": {"throughput": ">= 0.6", "p99": "<= 2"},
+            "met": {"throughput": ratios["service"]["throughput"] >= 0.6,
+                    "p99": ratios["service"]["p99"] <= 2}}
 
 
 def main() -> None:
@@ -195,36 +217,48 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--certify-requests", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s, 60 certify")
+    parser.add_argument("--only", choices=("all", "get", "certify"), default="all",
+                        help="measure one part; the other part of --output is kept")
     parser.add_argument("--output", type=Path, default=RESULT)
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration, args.certify_requests = 1, 2.0, 60
-    if shutil.which("wrk") is None:
+    if args.only != "certify" and shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     data_dir = Path(tempfile.mkdtemp(prefix="rab-bench-read-"))
     with fresh_pg_database(args.database_url) as database_url:
         result = measure(args, data_dir, database_url)
     shutil.rmtree(data_dir, ignore_errors=True)
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    for part in result.values():
+        part["command"] = command
+    if args.only != "all" and args.output.is_file():  # keep the part not measured now
+        kept = json.loads(args.output.read_text())
+        for name in ("get_certificate", "knn_certify_one_input"):
+            if name in kept and name not in result:
+                result[name] = {"command": kept.get("command"), **kept[name]}
     result.update({
         "benchmark": "read path and direct replies, service vs bare FastAPI anchors",
         "backend": "postgresql+redis", "api_workers": args.api_workers,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command,
         "python": platform.python_version(), "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "note": "wrk, the API, the anchors, PostgreSQL, Redis and one Celery worker share "
-                "this machine's CPUs",
+                "this machine's CPUs; each part records the command that measured it",
     })
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    reads = result["get_certificate"]
-    for name, r in reads["medians"].items():
+    reads = result.get("get_certificate", {})
+    for name, r in reads.get("medians", {}).items():
         ratio = reads["ratios_to_async_anchor"][name]
         print(f"GET certificate {name}: {r['throughput_rps']:.0f} req/s, p50 {r['p50_ms']:.1f} "
               f"ms, p99 {r['p99_ms']:.1f} ms ({ratio['throughput']:.2f}x / {ratio['p99']:.2f}x)")
-    knn = result["knn_certify_one_input"]
-    print(f"K-NN certify: library {knn['library_ms']['median_ms']:.1f} ms; sequential p50 "
-          f"{knn['sequential']['p50_ms']:.1f} ms; 32 clients p50 {knn['clients_32']['p50_ms']:.1f}"
-          f" ms, {knn['clients_32']['throughput_rps']:.0f} req/s")
+    knn = result.get("knn_certify_one_input")
+    if knn is not None:
+        print(f"K-NN certify: library {knn['library_ms']['median_ms']:.1f} ms; sequential p50 "
+              f"{knn['sequential']['p50_ms']:.1f} ms; 32 clients p50 "
+              f"{knn['clients_32']['p50_ms']:.1f} ms, {knn['clients_32']['throughput_rps']:.0f}"
+              " req/s")
     print(f"wrote {args.output}")
 
 

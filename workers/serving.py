@@ -28,12 +28,15 @@ class HotModel:
     """A loaded model: ``stacks`` (ensemble, ``rab.ensemble.stacked.StackedMembers``),
     ``train`` (K-NN, ``rab.data.Dataset``) or ``base_models`` (partition aggregation:
     ``rab.ensemble.Member``, None for an empty partition; ``workers.partitions``), with its
-    size in bytes."""
+    size in bytes, and the model's and its dataset's rows as read when it was loaded (both
+    immutable), so that a request for a hot model reads neither again."""
 
     stacks: tuple[Any, ...] | None
     train: Any
     nbytes: int
     base_models: tuple[Any, ...] | None = None
+    model: Any = None
+    dataset: Any = None
 
 
 class ModelCache:

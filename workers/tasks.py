@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -229,29 +230,36 @@ def _load_members(job_id: str, config: Any) -> Iterator[Any]:
     )
 
 
-def _hot(model: Model, method: Any, row: DatasetRow) -> HotModel:
-    """The model, hot from the cache or loaded into it (``workers.serving``): an ensemble
-    stacked (``rab.ensemble.stacked``), a partition model as its base models
-    (``workers.partitions``), a K-NN as its verified training set."""
+def _hot(model_id: str, method: Any) -> HotModel:
+    """The model ``model_id``, hot from the cache or loaded into it (``workers.serving``) with
+    its row and its dataset's: an ensemble stacked (``rab.ensemble.stacked``), a partition
+    model as its base models (``workers.partitions``), a K-NN as its verified training set."""
 
     def load() -> HotModel:
+        with _db().session() as session:
+            model = session.get(Model, model_id)
+        if model is None:  # the API checked it: unreachable but for a deleted database
+            raise RuntimeError(f"model {model_id} does not exist")
+        row = _dataset_row(model.dataset_id)
         if isinstance(method, PartitionMethod):
             from workers import partitions
 
-            return partitions.load_hot(model, method, row)
+            return replace(partitions.load_hot(model, method, row), model=model, dataset=row)
         if isinstance(method, EnsembleMethod):
             from rab.ensemble.stacked import stack_members
 
             stacks = tuple(stack_members(_load_members(model.job_id, _config(method, row))))
-            return HotModel(stacks, None, sum(s.nbytes for s in stacks))
+            return HotModel(stacks, None, sum(s.nbytes for s in stacks), model=model,
+                            dataset=row)
         train = load_dataset(_store(), model.train_object_sha256, row,
                              expected_sha256=model.train_sha256)
-        return HotModel(None, train, int(train.X_train.nbytes + train.y_train.nbytes))
+        return HotModel(None, train, int(train.X_train.nbytes + train.y_train.nbytes),
+                        model=model, dataset=row)
 
     if "models" not in _resources:
         _resources["models"] = ModelCache(_settings().model_cache_bytes)
     cache: ModelCache = _resources["models"]
-    return cache.get(model.id, load)
+    return cache.get(model_id, load)
 
 
 def _config(method: EnsembleMethod, row: DatasetRow) -> Any:
@@ -290,23 +298,25 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
     """A certify job: new inputs against a stored model, hot in this worker's cache (an
     ensemble needs only its members, stacked; a K-NN its training set).
 
-    Concurrent requests are batched: once the model is hot, the worker waits
-    ``RAB_CERTIFY_BATCH_WAIT_S`` and claims the other queued certify jobs of the same model
-    (:func:`lifecycle.claim_siblings`, up to ``RAB_CERTIFY_BATCH_INPUTS`` inputs in all), then
-    certifies every input in one pass and finishes each job with its own rows. A job's summary
-    records the batch it ran in."""
+    Concurrent requests are batched: the worker claims the other queued certify jobs of the
+    same model (:func:`lifecycle.claim_siblings`, up to ``RAB_CERTIFY_BATCH_INPUTS`` inputs in
+    all), certifies every input in one pass and finishes every job of the batch, each with its
+    own rows, in one transaction (:func:`lifecycle.succeed_all`). While the model is under
+    concurrent load (its last batch had siblings) the worker first waits
+    ``RAB_CERTIFY_BATCH_WAIT_S`` for more to arrive; a lone request does not wait. A job's
+    summary records the batch it ran in."""
     db, store, settings = _db(), _store(), _settings()
-    with db.session() as session:
-        model = session.get(Model, claim.model_id)
-        if model is None or claim.inputs_sha256 is None:
-            raise RuntimeError(f"certify job {claim.job_id} has no model or no inputs")
-    row = _dataset_row(model.dataset_id)
+    if claim.model_id is None or claim.inputs_sha256 is None:
+        raise RuntimeError(f"certify job {claim.job_id} has no model or no inputs")
     method = _request(claim).method
-    hot = _hot(model, method, row)
+    hot = _hot(claim.model_id, method)
     own = load_arrays(store, claim.inputs_sha256)["X"]
-    time.sleep(settings.certify_batch_wait_s)
+    busy: set[str] = _resources.setdefault("busy_models", set())
+    if claim.model_id in busy:
+        time.sleep(settings.certify_batch_wait_s)
     siblings = lifecycle.claim_siblings(db, claim, settings.lease_s,
                                         settings.certify_batch_inputs - len(own))
+    (busy.add if siblings else busy.discard)(claim.model_id)
     with lifecycle.Heartbeat(db, siblings, settings.lease_s):
         try:
             batch = [(claim, own)] + [
@@ -316,11 +326,11 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
             if isinstance(method, EnsembleMethod):
                 lifecycle.report(db, claim.job_id, 0, len(own), "voting")
                 certified = certify_stacked(hot.stacks or (), tests, method,
-                                            _config(method, row))
+                                            _config(method, hot.dataset))
             elif isinstance(method, PartitionMethod):
                 from workers import partitions
 
-                certified = partitions.certify_hot(hot, tests, method, row)
+                certified = partitions.certify_hot(hot, tests, method, hot.dataset)
             else:
                 certified = certify_test_sets(hot.train, tests, method)
         except Exception as exc:
@@ -331,12 +341,29 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
         log.info("job %s: certified %d jobs (%d inputs) in one batch", claim.job_id,
                  len(batch), inputs)
         summary = {"batch": {"first_job": claim.job_id, "jobs": len(batch), "inputs": inputs}}
-        for job, _ in batch[1:]:  # the siblings first: the own job's failure stops nothing
-            try:
-                lifecycle.succeed(db, job, _input_rows(certified[job.job_id]), summary)
-            except lifecycle.JobCancelledError:
-                log.info("job %s was cancelled", job.job_id)
-    lifecycle.succeed(db, claim, _input_rows(certified[claim.job_id]), summary)
+        skipped = lifecycle.succeed_all(db, [
+            (job, _input_rows(certified[job.job_id]), summary)
+            for job, _ in batch
+        ])
+    _finished_here([c.job_id for c, _ in batch[1:] if c not in skipped])
+    for job in skipped:
+        if job is claim:
+            raise lifecycle.JobCancelledError(job.job_id)
+        log.info("job %s was cancelled", job.job_id)
+
+
+#: The most certify jobs a worker remembers having finished in another job's batch.
+_FINISHED_KEPT = 4096
+
+
+def _finished_here(job_ids: list[str]) -> None:
+    """Remember certify jobs this worker finished in another job's batch: each one's own
+    message, delivered afterwards, is then dropped without a database round trip (its job
+    succeeded, a state no job leaves)."""
+    finished: dict[str, None] = _resources.setdefault("finished", {})
+    finished.update(dict.fromkeys(job_ids))
+    while len(finished) > _FINISHED_KEPT:
+        del finished[next(iter(finished))]
 
 
 def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None]) -> None:
@@ -349,6 +376,9 @@ def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None]) -> Non
     db, lease_s = _db(), _settings().lease_s
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(job_id=job_id, unit=unit)  # on every log line
+    if job_id in _resources.get("finished", {}):
+        log.info("job %s: finished in an earlier batch of this worker", job_id)
+        return
     try:
         claim = lifecycle.patiently(lifecycle.claim, db, job_id, unit, lease_s)
     except lifecycle.TRANSIENT_DB_ERRORS:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -166,14 +168,32 @@ def _inputs(raw: Any, input_shape: tuple[int, ...]) -> np.ndarray:
     return X
 
 
+#: Models recently certified with, and their datasets' input shapes, by model id: both rows
+#: are immutable (nothing updates or deletes them), so a certify request for one of these
+#: reads neither; the owner is checked on every request all the same.
+_MODELS: OrderedDict[str, tuple[Model, tuple[int, ...]]] = OrderedDict()
+_MODELS_KEPT = 1024
+_MODELS_LOCK = threading.Lock()  # the handlers run in the thread pool
+
+
 def _input_shape(db: Session, owner: str, model_id: str) -> tuple[Model, tuple[int, ...]]:
     """The owned model and the input shape of its dataset (the connection is released)."""
+    with _MODELS_LOCK:
+        known = _MODELS.get(model_id)
+        if known is not None and known[0].owner_id == owner:
+            _MODELS.move_to_end(model_id)
+            return known
     model = owned(db, Model, owner, model_id)
     dataset = db.get(DatasetRow, model.dataset_id)
     if dataset is None:  # the foreign key makes this unreachable
         raise RuntimeError(f"model {model_id} has lost its dataset {model.dataset_id}")
     db.commit()
-    return model, tuple(dataset.input_shape)
+    known = model, tuple(dataset.input_shape)
+    with _MODELS_LOCK:
+        _MODELS[model_id] = known
+        while len(_MODELS) > _MODELS_KEPT:
+            _MODELS.popitem(last=False)
+    return known
 
 
 def _submit(
@@ -181,15 +201,23 @@ def _submit(
     model: Model, X: np.ndarray, job_id: str,
 ) -> Job:
     """Store the inputs, commit the certify job ``job_id`` and enqueue it (the job row comes
-    first)."""
+    first).
+
+    The inputs' object row is written last: its upsert holds that row locked until the commit
+    (``app.artefacts.put_object``), and concurrent requests certifying the same inputs queue
+    on that lock, so it is held only for the units' insert and the commit."""
     quotas.check_job(db, owner, settings, 0)
-    inputs_sha = put_object(db, store, npz_bytes({"X": X}), "inputs")
+    data = npz_bytes({"X": X})
+    inputs_sha = hashlib.sha256(data).hexdigest()
     job = Job(
         id=job_id, owner_id=owner, kind="certify", dataset_id=model.dataset_id, model_id=model.id,
         method=model.method, params=model.params, attack=None,
         inputs_sha256=inputs_sha, progress_total=len(X), max_attempts=settings.max_job_attempts,
         request_sha256=hashlib.sha256(inputs_sha.encode()).hexdigest(),
     )
+    db.add(job)
+    db.flush()
+    put_object(db, store, data, "inputs")
     commit_with_units(request, db, job)
     return job
 
@@ -202,13 +230,17 @@ def _finished_state(db: Session, job: Job) -> str | None:
     return job.state if job.state in TERMINAL_STATES else None
 
 
-def _outcome(db: Session, job: Job) -> Response:
+def _outcome(db: Session, job: Job, state: str | None) -> Response:
     """The answer for the job as it is now: its certificates once it succeeded, a 422 problem
-    if it failed, else 202 with the job to poll."""
-    db.refresh(job)
-    if job.state == "failed":
+    if it failed, else 202 with the job to poll. ``state``: the one its wait ended on; a job
+    known to have succeeded (its certificates are committed before it is said to have) is not
+    read again."""
+    if state != "succeeded":
+        db.refresh(job)
+        state = job.state
+    if state == "failed":
         raise ProblemError(422, "Certification failed", job.error or "unknown error")
-    if job.state != "succeeded":
+    if state != "succeeded":
         return json_response(
             job_out(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
         )
@@ -253,9 +285,9 @@ async def certify(
         job = await run_in_threadpool(
             _submit, request, db, store, settings, owner, model, X, job_id
         )
-        await reply.wait(
+        state = await reply.wait(
             time.monotonic() + settings.certify_wait_s,
             lambda: run_in_threadpool(_finished_state, db, job),
         )
     bind_request_context(reply=reply.via)
-    return await run_in_threadpool(_outcome, db, job)
+    return await run_in_threadpool(_outcome, db, job, state)

@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,6 +27,8 @@ from rab.cli._common import fail, print_records, timestamp
 from rab.extras import require
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from app.db import Database
     from app.settings import Settings
 
@@ -113,6 +116,29 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def listening_socket(config: uvicorn.Config) -> socket.socket:
+    """The socket uvicorn's ``config`` binds, with ``TCP_NODELAY``, which Linux passes on to
+    the connections it accepts. uvicorn binds it with protocol 0, and asyncio sets
+    ``TCP_NODELAY`` only on connections of an ``IPPROTO_TCP`` socket; without it every answer
+    on a kept-alive connection, written as its headers then its body, waits for the client's
+    delayed acknowledgement (40 ms on Linux: ``GET /healthz`` took 52 ms instead of 6 ms
+    with 2 API workers)."""
+    sock = config.bind_socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def serve_processes(app: str, host: str, port: int, workers: int, **options: Any) -> None:
+    """uvicorn's ``workers`` processes of the app ``app`` (an import string; ``options`` go
+    to ``uvicorn.Config``) as ``uvicorn.run`` serves them, on a :func:`listening_socket`."""
+    from uvicorn import Config
+    from uvicorn.supervisors import Multiprocess
+
+    config = Config(app, host=host, port=port, workers=workers, **options)
+    with suppress(KeyboardInterrupt):
+        Multiprocess(config, sockets=[listening_socket(config)]).run()
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
@@ -144,8 +170,8 @@ def serve(
     try:
         # uvicorn leaves logging to the app (JSON lines, app.logs)
         if settings.api_workers > 1:
-            uvicorn.run("app.main:create_app", factory=True, workers=settings.api_workers,
-                        host=host, port=port, log_config=None)
+            serve_processes("app.main:create_app", host, port, settings.api_workers,
+                            factory=True, log_config=None)
         else:
             uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
     finally:

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from rab.knn.backend import ArrayOps, get_backend
 from rab.knn.inputs import KnnProblem, check_problem
@@ -71,6 +71,9 @@ _ROUNDING_PER_TERM = 4 * float(np.finfo(np.float64).eps)
 _TEST_CHUNK = 256
 # Working memory of one batch of the dynamic programme, in float64 values.
 _BATCH_VALUES = 2**24
+# The loaded BLAS libraries, found once (a search of the process's libraries costs up to a few
+# ms per call with torch loaded); numpy's own BLAS, the one used here, is loaded before.
+_BLAS: list[ThreadpoolController] = []
 
 
 @dataclass(frozen=True)
@@ -285,7 +288,9 @@ def exact_knn(
     )
     # The matrix products here are small: BLAS threads only add synchronisation (10x slower
     # measured with OpenBLAS on a loaded 2-core machine), so they run single-threaded.
-    with threadpool_limits(limits=1, user_api="blas"):
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())
+    with _BLAS[0].limit(limits=1, user_api="blas"):
         return _solve(problem, get_backend(backend))
 
 

@@ -42,3 +42,24 @@ def test_keys_create_stores_only_a_hash(tmp_path: Path) -> None:
         engine.dispose()
     assert rows == [("ci", hashlib.sha256(secret.encode()).hexdigest())]
     assert secret.encode() not in (tmp_path / "rab.db").read_bytes()
+
+
+def test_api_processes_listen_with_tcp_nodelay() -> None:
+    """``rab serve --api-workers N``: the connections of its listening socket have TCP_NODELAY
+    (a kept-alive answer otherwise waits 40 ms for the client's delayed ACK)."""
+    import socket
+
+    import uvicorn
+
+    from rab.cli.service import listening_socket
+
+    server = listening_socket(uvicorn.Config("app.main:create_app", host="127.0.0.1", port=0))
+    try:
+        server.listen()
+        with socket.create_connection(server.getsockname()) as client:
+            client.sendall(b"x")
+            accepted, _ = server.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        server.close()
