@@ -196,5 +196,6 @@ def test_a_read_takes_one_connection_with_its_key_lookup(
             assert statements[0] == statements[3] + 1 and statements[1:3] == statements[4:]
             assert bodies[0] == {"index": 0, "subset": "clean", "label": 1, "prediction": 1,
                                  "top_class": 1, "p_a": 0.9, "p_b": 0.1, "radius": 0.5,
-                                 "abstain": False, "correct": True}
+                                 "abstain": False, "correct": True, "poison_count": None,
+                                 "poison_modifications": None, "count_prediction": None}
             assert bodies[:3] == bodies[3:]
