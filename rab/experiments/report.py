@@ -54,6 +54,7 @@ def cell_row(result: dict[str, Any], radii: Sequence[float]) -> dict[str, Any]:
     pred, lab, rad = (np.asarray(cert[k]) for k in ("prediction", "label", "radius"))
     vanilla = result.get("vanilla") or {}
     metrics = result["metrics"]
+    no_radius, none = result["method"]["name"] == "partition", [None] * len(radii)
     return {
         "vanilla_success_rate": vanilla.get("backdoor", {}).get("attack_success_rate"),
         "vanilla_success_rate_all_test": vanilla.get("backdoor", {}).get(
@@ -67,8 +68,10 @@ def cell_row(result: dict[str, Any], radii: Sequence[float]) -> dict[str, Any]:
         "backdoor_accuracy": metrics.get("backdoor", {}).get("accuracy"),
         "scored_set": subset,
         "num_points": len(lab),
-        "certified_accuracy": certified_accuracy(pred, lab, rad, list(radii)).tolist(),
-        "certified_rate": certified_rate(rad, list(radii)).tolist(),
+        # a partition vote certifies no radius: its columns read "-", not a certified 0
+        "certified_accuracy": none if no_radius
+        else certified_accuracy(pred, lab, rad, list(radii)).tolist(),
+        "certified_rate": none if no_radius else certified_rate(rad, list(radii)).tolist(),
         "method": result["method"]["name"],
         "poison_count": metrics[subset].get("poison_count"),
     }
