@@ -431,23 +431,43 @@ def _certify_ensemble(
 
     config = method.config(train.input_shape, train.num_classes)
     X, y = np.asarray(train.X_train), np.asarray(train.y_train)
+    return _train_then_vote(
+        lambda directory, report: train_ensemble(config, X, y, directory, progress=report,
+                                                 chunk=train_batch),
+        lambda directory: certify_members(iter_members(directory), tests, method, config),
+        progress, "training ensemble", workdir,
+        f"ensemble-{config.member_fingerprint()[:12]}-{train.sha256[:12]}",
+    )
+
+
+def _train_then_vote(
+    train: Callable[[Path, Callable[[int, int], None]], object],
+    vote: Callable[[Path], dict[str, Certified]],
+    progress: Progress | None,
+    stage: str,
+    workdir: Path | None,
+    name: str,
+) -> dict[str, Certified]:
+    """``train(directory, report)`` then ``vote(directory)``, reporting ``stage`` and "voting"
+    progress; the directory is ``workdir / name`` (finished models kept: a rerun resumes) or,
+    without a workdir, a temporary one."""
+
+    def report(done: int, total: int) -> None:
+        if progress is not None:
+            progress(stage, done, total)
 
     def run(directory: Path) -> dict[str, Certified]:
-        def report(done: int, total: int) -> None:
-            if progress is not None:
-                progress("training ensemble", done, total)
-
-        train_ensemble(config, X, y, directory, progress=report, chunk=train_batch)
+        train(directory, report)
         if progress is not None:
             progress("voting", 0, 1)
-        out = certify_members(iter_members(directory), tests, method, config)
+        out = vote(directory)
         if progress is not None:
             progress("voting", 1, 1)
         return out
 
     if workdir is not None:
-        return run(workdir / f"ensemble-{config.member_fingerprint()[:12]}-{train.sha256[:12]}")
-    with tempfile.TemporaryDirectory(prefix="rab-ensemble-") as tmp:
+        return run(workdir / name)
+    with tempfile.TemporaryDirectory(prefix=f"rab-{name.split('-')[0]}-") as tmp:
         return run(Path(tmp))
 
 
@@ -485,25 +505,17 @@ def _certify_partition(
     config = method.config(train.input_shape, train.num_classes)
     X, y = np.asarray(train.X_train), np.asarray(train.y_train)
 
-    def run(directory: Path) -> dict[str, Certified]:
-        def report(done: int, total: int) -> None:
-            if progress is not None:
-                progress("training partition models", done, total)
-
-        train_partition(config, X, y, directory, progress=report, chunk=train_batch)
-        if progress is not None:
-            progress("voting", 0, 1)
+    def vote(directory: Path) -> dict[str, Certified]:
         X_all = np.concatenate([np.asarray(t.X, dtype=np.float32) for t in tests])
-        out = certify_partition_votes(partition_votes(directory, X_all), tests, config.scheme,
-                                      train.num_classes)
-        if progress is not None:
-            progress("voting", 1, 1)
-        return out
+        return certify_partition_votes(partition_votes(directory, X_all), tests, config.scheme,
+                                       train.num_classes)
 
-    if workdir is not None:
-        return run(workdir / f"partition-{config.fingerprint()[:12]}-{train.sha256[:12]}")
-    with tempfile.TemporaryDirectory(prefix="rab-partition-") as tmp:
-        return run(Path(tmp))
+    return _train_then_vote(
+        lambda directory, report: train_partition(config, X, y, directory, progress=report,
+                                                  chunk=train_batch),
+        vote, progress, "training partition models", workdir,
+        f"partition-{config.fingerprint()[:12]}-{train.sha256[:12]}",
+    )
 
 
 def certify_test_sets(
