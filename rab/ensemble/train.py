@@ -172,6 +172,22 @@ def train_member(
     return MemberArtifact.from_bytes(k, serialize_state_dict(model), meta)
 
 
+
+def stacked_initial_models(config: EnsembleConfig, seeds: Sequence[MemberSeeds],
+                           device: torch.device
+                           ) -> tuple[list[nn.Module], dict[str, torch.Tensor], nn.Module]:
+    """The seeded initial models of ``seeds`` (to receive their trained weights), the same as
+    one set of stacked trainable parameters on ``device``, and a storage-free ("meta") copy of
+    the architecture for ``functional_call``; ValueError for a model with buffers (BatchNorm),
+    which cannot be trained stacked."""
+    models = [initial_model(config, s) for s in seeds]
+    stacked, buffers = stack_module_state(models)
+    if buffers:
+        raise ValueError(f"batched training needs a model without buffers; {config.arch} with "
+                         f"norm={config.norm!r} has {sorted(buffers)}")
+    params = {name: p.detach().to(device).requires_grad_() for name, p in stacked.items()}
+    return models, params, copy.deepcopy(models[0]).to("meta")
+
 @deterministic_kernels
 def train_members_batched(
     config: EnsembleConfig,
@@ -193,13 +209,7 @@ def train_members_batched(
     dev = resolve_device(device)
     seeds = [member_seeds(config.seed, k) for k in ks]
     start = time.perf_counter()
-    models = [initial_model(config, s) for s in seeds]
-    params, buffers = stack_module_state(models)
-    if buffers:
-        raise ValueError(f"batched training needs a model without buffers; {config.arch} with "
-                         f"norm={config.norm!r} has {sorted(buffers)}")
-    params = {name: p.detach().to(dev).requires_grad_() for name, p in params.items()}
-    skeleton = copy.deepcopy(models[0]).to("meta")
+    models, params, skeleton = stacked_initial_models(config, seeds, dev)
     noisy = torch.stack([_noisy_copy(config, X, s) for s in seeds]).to(dev)
     labels = torch.tensor(y, device=dev)
 

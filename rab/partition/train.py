@@ -25,7 +25,6 @@ software.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -36,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.func import functional_call, stack_module_state
+from torch.func import functional_call
 
 from rab.ensemble.artifacts import (
     MemberArtifact,
@@ -55,6 +54,7 @@ from rab.ensemble.train import (
     initial_model,
     resolve_device,
     serialize_state_dict,
+    stacked_initial_models,
 )
 from rab.nets import classification_loss
 from rab.partition.config import PartitionConfig
@@ -153,13 +153,7 @@ def train_subsets_batched(
     dev = resolve_device(device)
     seeds = [member_seeds(base.seed, i) for i in indices]
     start = time.perf_counter()
-    models = [initial_model(base, s) for s in seeds]
-    stacked, buffers = stack_module_state(models)
-    if buffers:
-        raise ValueError(f"batched training needs a model without buffers; {base.arch} with "
-                         f"norm={base.norm!r} has {sorted(buffers)}")
-    params = {name: p.detach().to(dev).requires_grad_() for name, p in stacked.items()}
-    skeleton = copy.deepcopy(models[0]).to("meta")
+    models, params, skeleton = stacked_initial_models(base, seeds, dev)
     count, widest = len(sizes), max(sizes)
     data = torch.zeros((count, widest, *base.input_shape))
     labels = torch.zeros((count, widest), dtype=torch.int64)
