@@ -192,3 +192,27 @@ def test_sibling_certify_jobs_are_claimed_under_leases_that_expire_with_their_wo
     with db.session() as session:
         states = set(session.scalars(select(Job.state).where(Job.model_id == "model-a")))
     assert states == {"succeeded"}
+
+
+def test_the_reaper_releases_only_the_votes_whose_chunks_are_all_done(
+    migrated_db: tuple[Settings, Database], tmp_path: Path
+) -> None:
+    """A vote whose release was lost (its last chunk finished, the worker died before
+    sending it) is released by the reaper, once; a vote with a chunk still to do is not."""
+    _, db = migrated_db
+    queue = tmp_path / "queue"
+    queue.mkdir()
+    celery = make_celery("filesystem://", {
+        "data_folder_in": str(queue), "data_folder_out": str(queue),
+        "control_folder": str(tmp_path)})
+    ready, waiting = _ensemble(db, 4, 2), _ensemble(db, 4, 2)
+    with db.session() as session:  # every chunk done, the vote left blocked
+        session.execute(update(WorkUnit).where(WorkUnit.job_id.in_((ready, waiting)),
+                                               WorkUnit.name != VOTE).values(state="done"))
+        session.execute(update(WorkUnit).where(WorkUnit.job_id == waiting,
+                                               WorkUnit.name == "chunk-2")
+                        .values(state="pending", enqueued_at=utcnow()))
+    assert reap(db, celery, resend_after_s=3600) == 1 and _messages(queue) == 1
+    assert _unit(db, ready, VOTE).state == "pending"
+    assert _unit(db, waiting, VOTE).state == "blocked"
+    assert reap(db, celery, resend_after_s=3600) == 0  # released once
