@@ -74,6 +74,24 @@ def _count(value: int, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def _check_training(method: Any, positive: Sequence[str]) -> None:
+    """ValueError unless ``method``'s training options are valid: ``preset``, ``arch``,
+    ``epochs`` / ``batch_size`` counts, and the ``positive`` fields (floats, set back as
+    floats) when given. Shared by the ensemble and the partition method."""
+    if method.preset not in ("auto", *TRAINING_PRESETS):
+        raise ValueError(
+            f"preset must be auto or one of {sorted(TRAINING_PRESETS)}, got {method.preset!r}"
+        )
+    if method.arch is not None and method.arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {list(ARCHITECTURES)}, got {method.arch!r}")
+    for name in ("epochs", "batch_size"):
+        if getattr(method, name) is not None:
+            _count(getattr(method, name), name)
+    for name in positive:
+        if getattr(method, name) is not None:
+            object.__setattr__(method, name, _positive(getattr(method, name), name))
+
+
 @dataclass(frozen=True)
 class KnnMethod:
     """Exact smoothed K-NN: K neighbours, noise sigma, L levels, the authors' edge ``spread``
@@ -161,18 +179,7 @@ class EnsembleMethod:
             raise ValueError(f"alpha must lie in (0, 1), got {self.alpha!r}")
         if self.bound not in BOUNDS:
             raise ValueError(f"bound must be one of {list(BOUNDS)}, got {self.bound!r}")
-        if self.preset not in ("auto", *TRAINING_PRESETS):
-            raise ValueError(
-                f"preset must be auto or one of {sorted(TRAINING_PRESETS)}, got {self.preset!r}"
-            )
-        if self.arch is not None and self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch must be one of {list(ARCHITECTURES)}, got {self.arch!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) is not None:
-                _count(getattr(self, name), name)
-        for name in ("lr", "dp_noise_multiplier", "dp_max_grad_norm"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, _positive(getattr(self, name), name))
+        _check_training(self, ("lr", "dp_noise_multiplier", "dp_max_grad_norm"))
         if (self.dp_noise_multiplier is None) != (self.dp_max_grad_norm is None):
             raise ValueError("DP-SGD needs both dp_noise_multiplier and dp_max_grad_norm")
         object.__setattr__(self, "seed", resolve_seed(self.seed, "seed"))
@@ -242,17 +249,7 @@ class PartitionMethod:
         from rab.partition.hashing import PartitionScheme
 
         PartitionScheme(self.k, self.aggregation, self.d)  # ValueError naming the problem
-        if self.preset not in ("auto", *TRAINING_PRESETS):
-            raise ValueError(
-                f"preset must be auto or one of {sorted(TRAINING_PRESETS)}, got {self.preset!r}"
-            )
-        if self.arch is not None and self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch must be one of {list(ARCHITECTURES)}, got {self.arch!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) is not None:
-                _count(getattr(self, name), name)
-        if self.lr is not None:
-            object.__setattr__(self, "lr", _positive(self.lr, "lr"))
+        _check_training(self, ("lr",))
         object.__setattr__(self, "seed", resolve_seed(self.seed, "seed"))
 
     @property
