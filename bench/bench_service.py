@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,33 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def run_and_write(
+    run: Callable[[argparse.Namespace, Path, dict[str, str]], dict[str, Any]],
+    args: argparse.Namespace, prefix: str, settings: dict[str, str], database_url: str | None,
+) -> dict[str, Any]:
+    """``run(args, data_dir, settings)`` in a fresh data directory (kept, and named, when it
+    fails) against the embedded default or, with ``database_url``, a fresh PostgreSQL database
+    and ``args.broker_url`` under a key prefix of its own; the result written to
+    ``args.output`` as JSON and returned. SIGTERM stops the service too."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    database = nullcontext(None) if database_url is None else fresh_pg_database(database_url)
+    try:
+        with database as fresh_url:
+            if fresh_url is not None:
+                settings = {**settings, "RAB_DATABASE_URL": fresh_url,
+                            "RAB_BROKER_URL": args.broker_url,
+                            "RAB_BROKER_KEY_PREFIX": f"rabbench-{uuid.uuid4().hex[:8]}:"}
+            result = run(args, data_dir, settings)
+    except BaseException:
+        print(f"failed; the service's data and log are kept in {data_dir}", file=sys.stderr)
+        raise
+    shutil.rmtree(data_dir, ignore_errors=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="GET certificate requests")
@@ -187,25 +214,8 @@ def main() -> None:
     if (args.database_url is None) != (args.broker_url is None):
         parser.error("--database-url and --broker-url go together")
 
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # stop the service on SIGTERM too
-    data_dir = Path(tempfile.mkdtemp(prefix="rab-bench-service-"))
-    settings = {"RAB_CERTIFY_WAIT_S": str(CERTIFY_WAIT_S)}
-    database = nullcontext(None) if args.database_url is None else fresh_pg_database(
-        args.database_url)
-    try:
-        with database as database_url:
-            if database_url is not None:
-                settings.update({
-                    "RAB_DATABASE_URL": database_url, "RAB_BROKER_URL": args.broker_url,
-                    "RAB_BROKER_KEY_PREFIX": f"rabbench-{uuid.uuid4().hex[:8]}:",
-                })
-            result = run(args, data_dir, settings)
-    except BaseException:
-        print(f"failed; the service's data and log are kept in {data_dir}", file=sys.stderr)
-        raise
-    shutil.rmtree(data_dir, ignore_errors=True)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    result = run_and_write(run, args, "rab-bench-service-",
+                           {"RAB_CERTIFY_WAIT_S": str(CERTIFY_WAIT_S)}, args.database_url)
     for name in ("get_certificate", "post_certify_one_input"):
         r = result[name]
         print(f"{name}: {r['requests']} requests, {r['concurrency']} clients, "

@@ -29,23 +29,17 @@ Usage: ``python bench/bench_serving.py [--sizes 100 1000] [--requests 15]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-from bench_service import fresh_pg_database, shared_data
+from bench_service import run_and_write, shared_data
 
 from contract.api import job_request
 from rab.cli.demo import embedded_service
@@ -201,10 +195,6 @@ def run(args: argparse.Namespace, data_dir: Path, settings: dict[str, str]) -> d
     }
 
 
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
@@ -217,24 +207,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.requests < 1 or min(args.sizes) < 1:
         parser.error("sizes and requests must be at least 1")
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    data_dir = Path(tempfile.mkdtemp(prefix="rab-bench-serving-"))
-    settings = {"RAB_CERTIFY_WAIT_S": "600", "RAB_TRAIN_BATCH": str(TRAIN_BATCH)}
-    database = nullcontext(None) if args.embedded else fresh_pg_database(args.database_url)
-    try:
-        with database as database_url:
-            if database_url is not None:
-                settings.update({
-                    "RAB_DATABASE_URL": database_url, "RAB_BROKER_URL": args.broker_url,
-                    "RAB_BROKER_KEY_PREFIX": f"rabbench-{uuid.uuid4().hex[:8]}:",
-                })
-            result = run(args, data_dir, settings)
-    except BaseException:
-        print(f"failed; the service's data and log are kept in {data_dir}", file=sys.stderr)
-        raise
-    shutil.rmtree(data_dir, ignore_errors=True)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    run_and_write(run, args, "rab-bench-serving-",
+                  {"RAB_CERTIFY_WAIT_S": "600", "RAB_TRAIN_BATCH": str(TRAIN_BATCH)},
+                  None if args.embedded else args.database_url)
     print(f"wrote {args.output}")
 
 
