@@ -13,11 +13,11 @@ import hashlib
 import secrets
 import threading
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from fastapi import Request
 from fastapi.security import APIKeyHeader
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.logs import bind_request_context
@@ -104,7 +104,8 @@ class KeyCache:
                     del self._entries[digest]
 
 
-def _digest(secret: str | None) -> str:
+def digest_of(secret: str | None) -> str:
+    """The stored hash of ``secret`` (401 problem when there is no key at all)."""
     if not secret:
         raise ProblemError(401, "Unauthorized", "missing X-API-Key header")
     return hash_key(secret)
@@ -113,25 +114,32 @@ def _digest(secret: str | None) -> str:
 def cached_caller(request: Request, secret: str | None) -> Caller | None:
     """The caller of ``secret`` if this process trusts it without reading (401 problem when
     there is no key at all)."""
-    caller = request.app.state.keys.get(_digest(secret))
+    caller = request.app.state.keys.get(digest_of(secret))
     if caller is not None:
         bind_request_context(key_id=caller.key_id)
     return caller
 
 
+#: An unrevoked API key by the SHA-256 of its secret (read by the session or ``app.fastreads``).
+KEY_READ = select(ApiKey.id, ApiKey.operator).where(
+    ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None)
+)
+
+
 def authenticate(request: Request, secret: str | None, session: Session) -> Caller:
     """The key ``secret``, read in the request's ``session`` (401 problem if missing, unknown
     or revoked) and cached; its id is recorded on the request for the logs (``app.logs``)."""
-    digest, cache = _digest(secret), request.app.state.keys
-    generation = cache.generation
-    found = session.execute(
-        select(ApiKey.id, ApiKey.operator).where(
-            ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None)
-        )
-    ).one_or_none()
+    digest, generation = digest_of(secret), request.app.state.keys.generation
+    found = session.execute(KEY_READ, {"digest": digest}).one_or_none()
+    return accept(request, digest, generation, found)
+
+
+def accept(request: Request, digest: str, generation: int, found: Any) -> Caller:
+    """The caller of the key row ``found`` ((id, operator); None: 401 problem), read for
+    hash ``digest`` when the key cache's generation was ``generation``; cached."""
     if found is None:
         raise ProblemError(401, "Unauthorized", "unknown or revoked API key")
-    caller = Caller(found.id, found.operator)
-    cache.put(digest, caller, generation)
+    caller = Caller(found[0], bool(found[1]))
+    request.app.state.keys.put(digest, caller, generation)
     bind_request_context(key_id=caller.key_id)
     return caller

@@ -2,11 +2,12 @@
 session, the store and the settings; and the one rule of resource ownership (another key's
 resources are not found).
 
-A request has one database session, and the key is looked up in it (or found in the key
-cache, ``app.auth``). The dependencies are coroutines that reach the database only through
-the thread pool, and only when they must: a session is created without a connection, a cached
-key needs none, and a session whose transaction the handler already ended is closed without
-one; so a request costs as few thread hops as its handler needs."""
+A request has one database session, and the key is looked up in it, or on PostgreSQL from the
+event loop (``app.fastreads``), unless the key cache (``app.auth``) has it. The dependencies
+are coroutines that reach the database through the thread pool only when they must: a
+session is created without a connection, a cached key needs none, and a session whose
+transaction the handler already ended is closed without one; so a request costs as few
+thread hops as its handler needs."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from fastapi import Depends, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from app.auth import API_KEY_HEADER, Caller, authenticate, cached_caller
+from app.auth import API_KEY_HEADER, Caller, accept, authenticate, cached_caller, digest_of
 from app.db import finish
 from app.orm import Dataset, Job, Model, is_id
 from app.problems import ProblemError, not_found
@@ -51,11 +52,16 @@ async def release(db: Session) -> None:
         await run_in_threadpool(db.commit)
 
 
-async def _caller(request: Request, secret: str | None, db: Session) -> Caller:
+async def _caller(request: Request, secret: str | None, db: Session | None) -> Caller:
     cached = cached_caller(request, secret)
     if cached is not None:
         return cached
-    return await run_in_threadpool(authenticate, request, secret, db)
+    reads = request.app.state.reads
+    if reads is None:
+        assert db is not None, "a key read needs a session where there is no fast-read pool"
+        return await run_in_threadpool(authenticate, request, secret, db)
+    digest, generation = digest_of(secret), request.app.state.keys.generation
+    return accept(request, digest, generation, await reads.key(digest))
 
 
 async def owner_id(
@@ -76,6 +82,25 @@ async def operator_id(
     return caller.key_id
 
 
+async def reader_id(
+    request: Request, secret: Annotated[str | None, Security(API_KEY_HEADER)]
+) -> str:
+    """:func:`owner_id` for a route that takes no session (the hot reads of
+    ``app.fastreads``): the key from the cache, else from the fast-read pool, else (SQLite) read
+    in a short session of its own."""
+    cached = cached_caller(request, secret)
+    if cached is not None:
+        return cached.key_id
+    if request.app.state.reads is not None:
+        return (await _caller(request, secret, None)).key_id
+
+    def read() -> Caller:
+        with request.app.state.db.session() as session:
+            return authenticate(request, secret, session)
+
+    return (await run_in_threadpool(read)).key_id
+
+
 def store(request: Request) -> ObjectStore:
     """The artefact store."""
     return request.app.state.store
@@ -87,6 +112,7 @@ def settings(request: Request) -> Settings:
 
 
 Owner = Annotated[str, Depends(owner_id)]
+Reader = Annotated[str, Depends(reader_id)]
 Operator = Annotated[str, Depends(operator_id)]
 Store = Annotated[ObjectStore, Depends(store)]
 AppSettings = Annotated[Settings, Depends(settings)]

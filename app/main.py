@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,10 +11,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from app import fastreads
 from app.auth import KeyCache
 from app.dashboard import install_dashboard
 from app.db import Database
 from app.docs import install_docs
+from app.fastreads import FastReads
 from app.logs import RequestLogMiddleware, configure_logging
 from app.migrate import upgrade
 from app.observability import install_metrics
@@ -64,15 +67,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = settings.open_store()
         app.state.celery = make_celery(*settings.celery_broker())
         app.state.keys = keys = KeyCache(settings.key_cache_ttl_s)
+        app.state.reads = FastReads(settings) if fastreads.available(settings) else None
         app.state.signals = signals = Signals(settings, keys)
         reaper = asyncio.create_task(_reap_forever(app, settings))
         subscriber = asyncio.create_task(signals.run())
+        # What start-up built lives as long as the process: out of the collector's sight, a full
+        # collection no longer walks it (~180k objects, 150 ms measured, every such pause in
+        # the tail of the reads' latency).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
             reaper.cancel()
             subscriber.cancel()
             await signals.close()
+            if app.state.reads is not None:
+                await app.state.reads.close()
             app.state.db.engine.dispose()
 
     app = FastAPI(
@@ -88,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_dashboard(app)
     install_metrics(app)
     app.add_middleware(RequestLogMiddleware)  # outermost: its request id covers everything
-    for router in (health.router, datasets.router, jobs.router, models.router, queues.router):
+    # Starlette tries routes in order: the jobs' (the hot certificate reads) first
+    for router in (jobs.router, models.router, datasets.router, health.router, queues.router):
         app.include_router(router)
     return app

@@ -132,6 +132,11 @@ class Settings(BaseSettings):
         description="How long an API process trusts a looked-up key without reading it again "
         "(only while it hears revocations on Redis; 0: every request reads it).",
     )
+    read_pool_size: int = Field(
+        default=10, ge=1,
+        description="Connections of each API process's pool for hot reads on PostgreSQL (the key "
+        "lookup and GET of one certificate, from the event loop: app.fastreads).",
+    )
     api_workers: int = Field(
         default=1, ge=1, description="uvicorn worker processes of `rab serve` (production: ~ CPUs)."
     )

@@ -20,6 +20,7 @@ from rab.evaluation import (
     prepare,
     set_metrics,
     summary,
+    take,
 )
 from rab.knn import certify_knn
 
@@ -214,6 +215,41 @@ def test_chunked_certificates_equal_one_call(digits):
     assert len(halves) == 2 * len(whole) and halves.sigma == whole.sigma
     with pytest.raises(ValueError, match="at least one"):
         concat([])
+
+
+
+def test_many_test_sets_certified_in_one_pass_equal_each_alone(digits):
+    """A worker's batch of certify jobs (many small test sets, one pass) gives every set the
+    certificates and poison counts it gets alone."""
+    method = KnnMethod(sigma=0.5, k=3)
+    sizes = [1, 3, 1, 20, 2]
+    cuts = np.cumsum([0, *sizes])
+    tests = [TestSet(f"job{i}", digits.X_test[a:b], None)
+             for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))]
+    together = certify_test_sets(digits, tests, method)
+    for test in tests:
+        alone = certify_test_sets(digits, [test], method)[test.subset]
+        got = together[test.subset]
+        assert len(got.certificates) == len(test)
+        for name in ("prediction", "top_class", "p_a", "p_b", "radius"):
+            np.testing.assert_allclose(getattr(got.certificates, name),
+                                       getattr(alone.certificates, name), rtol=1e-9, atol=1e-12)
+        assert got.certificates.sigma == alone.certificates.sigma
+        for name in ("prediction", "count", "modifications"):
+            np.testing.assert_array_equal(getattr(got.poison_count, name),
+                                          getattr(alone.poison_count, name))
+        assert got.poison_count.classifier == alone.poison_count.classifier
+
+
+def test_take_inverts_concat(digits):
+    whole = certify_knn(digits.X_train, digits.y_train, digits.X_test[:5], sigma=0.5, k=3,
+                        num_classes=2, backend="numpy")
+    parts = [take(whole, slice(0, 2)), take(whole, slice(2, 5))]
+    assert [len(p) for p in parts] == [2, 3]
+    again = concat(parts)
+    for name in ("prediction", "top_class", "p_a", "p_b", "radius"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(whole, name))
+    assert (again.sigma, again.method) == (whole.sigma, whole.method)
 
 
 # ---- the pipeline -------------------------------------------------------------------------------

@@ -8,19 +8,23 @@ import json
 import logging
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import contract.api as wire
 from app import quotas, units
-from app.deps import DB, AppSettings, Owner, owned
+from app.db import Database
+from app.deps import DB, AppSettings, Owner, Reader, owned
+from app.fastreads import CERTIFICATE_READ
 from app.logs import bind_request_context
 from app.orm import Certificate, Job, is_id, utcnow
 from app.orm import Dataset as DatasetRow
@@ -238,13 +242,18 @@ def retry_job(request: Request, job_id: str, owner: Owner, db: DB) -> wire.Job:
     return job_out(locked)
 
 
-def certificate_out(row: Certificate) -> wire.Certificate:
-    """The API view of a certificate row."""
+#: A certificate row's columns, read as a mapping (a session's, or asyncpg's in app.fastreads).
+CERTIFICATE_COLUMNS = tuple(Certificate.__table__.columns)
+
+
+def certificate_out(row: Mapping[str, Any] | Any) -> wire.Certificate:
+    """The API view of a certificate row (its columns by name)."""
     return wire.Certificate(
-        index=row.sample_index, subset=row.subset, label=row.label, prediction=row.prediction,
-        top_class=row.top_class, p_a=row.p_a, p_b=row.p_b, radius=row.radius,
-        abstain=row.abstain, correct=row.correct, poison_count=row.poison_count,
-        poison_modifications=row.poison_modifications, count_prediction=row.count_prediction,
+        index=row["sample_index"], subset=row["subset"], label=row["label"],
+        prediction=row["prediction"], top_class=row["top_class"], p_a=row["p_a"],
+        p_b=row["p_b"], radius=row["radius"], abstain=row["abstain"], correct=row["correct"],
+        poison_count=row["poison_count"], poison_modifications=row["poison_modifications"],
+        count_prediction=row["count_prediction"],
     )
 
 
@@ -262,7 +271,9 @@ def list_certificates(
 ) -> Response:
     """Per-sample certificates in index order, filtered; keyset pagination on the index."""
     owned(db, Job, owner, job_id)
-    query = select(Certificate).where(Certificate.job_id == job_id, Certificate.subset == subset)
+    query = select(*CERTIFICATE_COLUMNS).where(
+        Certificate.job_id == job_id, Certificate.subset == subset
+    )
     if min_radius is not None:
         query = query.where(Certificate.radius >= min_radius)
     if correct is not None:
@@ -271,30 +282,43 @@ def list_certificates(
         query = query.where(Certificate.abstain.is_(abstain))
     if after is not None:
         query = query.where(Certificate.sample_index > after)
-    rows = db.scalars(query.order_by(Certificate.sample_index).limit(limit + 1)).all()
+    rows = db.execute(query.order_by(Certificate.sample_index).limit(limit + 1)).mappings().all()
     more = len(rows) > limit
     rows = rows[:limit]
     return json_response(Page[wire.Certificate](
         items=[certificate_out(r) for r in rows],
-        next_cursor=str(rows[-1].sample_index) if more else None,
+        next_cursor=str(rows[-1]["sample_index"]) if more else None,
     ))
 
 
 @router.get("/{job_id}/certificates/{index}", response_model=wire.Certificate)
-def get_certificate(
-    job_id: str, index: Annotated[int, PathParam(ge=0, le=MAX_INT)], owner: Owner, db: DB,
-    subset: Subset = "clean",
+async def get_certificate(
+    request: Request, job_id: str, index: Annotated[int, PathParam(ge=0, le=MAX_INT)],
+    owner: Reader, subset: Subset = "clean",
 ) -> Response:
     """One certified prediction with its radius."""
-    row = db.scalar(  # the ownership check and the read in one query
-        select(Certificate).join(Job, Job.id == Certificate.job_id)
-        .where(Certificate.job_id == job_id, Certificate.subset == subset,
-               Certificate.sample_index == index, Job.owner_id == owner)
-    ) if is_id(job_id) else None
+    where = {"job_id": job_id, "subset": subset, "index": index, "owner": owner}
+    reads, db = request.app.state.reads, request.app.state.db
+    if not is_id(job_id):  # a NUL byte never reaches SQL
+        row = None
+    elif reads is not None:  # the ownership check and the read in one query
+        row = await reads.certificate(**where)
+    else:
+        row = await run_in_threadpool(_read_certificate, db, where)
     if row is None:
-        owned(db, Job, owner, job_id)  # 404 for the job, or else for the certificate
+        await run_in_threadpool(_job_owned, db, owner, job_id)  # 404 for the job, or else
         raise not_found("certificate", f"{job_id}/{subset}/{index}")
     return json_response(certificate_out(row))
+
+
+def _read_certificate(db: Database, where: dict[str, Any]) -> Any:
+    with db.session() as session:
+        return session.execute(CERTIFICATE_READ, where).mappings().first()
+
+
+def _job_owned(db: Database, owner: str, job_id: str) -> None:
+    with db.session() as session:
+        owned(session, Job, owner, job_id)
 
 
 def _finished(db: Session, owner: str, job_id: str) -> Job:

@@ -27,7 +27,7 @@ from app.orm import Dataset as DatasetRow
 from app.paging import Cursor, Limit, RowId, keyset_page
 from app.problems import ProblemError, bad_input
 from app.responses import json_response
-from app.routes.jobs import certificate_out, commit_with_units, job_out
+from app.routes.jobs import CERTIFICATE_COLUMNS, certificate_out, commit_with_units, job_out
 from app.settings import Settings
 from app.uploads import read_upload
 from contract.api import MAX_INPUTS, TERMINAL_STATES, CertifyIn, Method, Page
@@ -244,11 +244,11 @@ def _outcome(db: Session, job: Job, state: str | None) -> Response:
         return json_response(
             job_out(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
         )
-    rows = db.scalars(
-        select(Certificate)
+    rows = db.execute(
+        select(*CERTIFICATE_COLUMNS)
         .where(Certificate.job_id == job.id, Certificate.subset == "inputs")
         .order_by(Certificate.sample_index)
-    ).all()
+    ).mappings().all()
     db.commit()
     return json_response(
         wire.CertifyResult(job_id=job.id, certificates=tuple(certificate_out(r) for r in rows))

@@ -47,6 +47,7 @@ from rab.evaluation.summary import (
     concat,
     set_metrics,
     summary,
+    take,
 )
 from rab.evaluation.testsets import Evaluation, TestSet, prepare
 from rab.evaluation.vanilla import vanilla_metrics, vanilla_predictions
@@ -84,6 +85,7 @@ __all__ = [
     "shared_data_dir",
     "subsample",
     "summary",
+    "take",
     "vanilla_metrics",
     "vanilla_predictions",
 ]

@@ -29,7 +29,7 @@ from rab.bounds import CertificateBatch
 from rab.data import DataFacts, Dataset
 from rab.ensemble.certify import BOUNDS, VOTES_OF_BOUND, Bound, VoteKind
 from rab.ensemble.config import TRAINING_PRESETS
-from rab.evaluation.summary import chunks, concat
+from rab.evaluation.summary import chunks, concat, take
 from rab.evaluation.testsets import TestSet
 from rab.extras import require
 from rab.knn.levels import EDGE_RULES, EdgeRule
@@ -343,27 +343,31 @@ def _certify_knn(
     from rab.knn import certify_knn
     from rab.partition.knn import plain_knn_certificate
 
-    total = sum(len(t) for t in tests)
+    # All test sets in one pass (a worker's batch of certify jobs is many one-row sets).
+    X = np.concatenate([np.asarray(t.X) for t in tests])
     stage = "K-NN certifying " + " + ".join(t.subset for t in tests)
-    done, out = 0, {}
-    for test in tests:
-        batches, counts = [], []
-        for part in chunks(len(test), _KNN_CHUNK):
-            if progress is not None:
-                progress(stage, done, total)
-            batches.append(
-                certify_knn(
-                    train.X_train, train.y_train, test.X[part], sigma=method.sigma, k=method.k,
-                    num_classes=train.num_classes, num_levels=method.num_levels,
-                    spread=method.spread, backend=method.backend, edge_rule=method.edge_rule,
-                )
+    batches, counts = [], []
+    for part in chunks(len(X), _KNN_CHUNK):
+        if progress is not None:
+            progress(stage, part.start, len(X))
+        batches.append(
+            certify_knn(
+                train.X_train, train.y_train, X[part], sigma=method.sigma, k=method.k,
+                num_classes=train.num_classes, num_levels=method.num_levels,
+                spread=method.spread, backend=method.backend, edge_rule=method.edge_rule,
             )
-            counts.append(plain_knn_certificate(train.X_train, train.y_train, test.X[part],
-                                                k=method.k, num_classes=train.num_classes))
-            done += part.stop - part.start
-        out[test.subset] = Certified(concat(batches), poison_count=concat_counts(counts))
+        )
+        counts.append(plain_knn_certificate(train.X_train, train.y_train, X[part],
+                                            k=method.k, num_classes=train.num_classes))
     if progress is not None:
-        progress(stage, total, total)
+        progress(stage, len(X), len(X))
+    certificates, poison_count = concat(batches), concat_counts(counts)
+    out, offset = {}, 0
+    for test in tests:
+        rows = slice(offset, offset + len(test))
+        offset += len(test)
+        out[test.subset] = Certified(take(certificates, rows),
+                                     poison_count=take(poison_count, rows))
     return out
 
 

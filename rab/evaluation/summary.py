@@ -8,8 +8,9 @@ success rate: the share of triggered inputs predicted as the attacker's label.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -27,6 +28,7 @@ __all__ = [
     "concat",
     "set_metrics",
     "summary",
+    "take",
 ]
 
 
@@ -64,6 +66,21 @@ def concat(batches: Sequence[CertificateBatch]) -> CertificateBatch:
         **arrays, sigma=first.sigma, method=first.method, alpha=first.alpha,
         num_votes=num_votes, rule=first.rule,
     )
+
+
+_Batch = TypeVar("_Batch", CertificateBatch, "PoisonCountBatch")
+
+
+def take(batch: _Batch, rows: slice) -> _Batch:
+    """The test points ``rows`` of a batch of per-point certificates (the inverse of
+    :func:`concat`): every per-point array sliced, the batch's settings kept."""
+    n = len(batch)
+    values = {}
+    for field in dataclasses.fields(batch):
+        value = getattr(batch, field.name)
+        per_point = isinstance(value, np.ndarray) and value.shape[:1] == (n,)
+        values[field.name] = value[rows] if per_point else value
+    return type(batch)(**values)
 
 
 def attack_success_rate(prediction: np.ndarray, attack_labels: np.ndarray) -> float:

@@ -1,0 +1,69 @@
+"""The PostgreSQL pool: idle connections are tested before use, busy ones are not (app.db)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from app.db import PING_AFTER_IDLE_S, Database
+from app.settings import Settings
+
+from .conftest import fresh_pg_database
+
+pytestmark = pytest.mark.services
+
+
+def _backend_pid(db: Database) -> int:
+    with db.engine.connect() as conn:
+        return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _counted_pings(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The times the pool tested a connection (the dialect's own ping, still run)."""
+    pings: list[float] = []
+    ping = db.engine.dialect.do_ping
+
+    def counted(dbapi_conn: object) -> bool:
+        pings.append(time.monotonic())
+        return ping(dbapi_conn)
+
+    monkeypatch.setattr(db.engine.dialect, "do_ping", counted)
+    return pings
+
+
+def test_a_connection_dropped_while_idle_is_replaced_before_use(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with fresh_pg_database(postgres_url) as url:
+        db = Database(Settings(database_url=url, data_dir=tmp_path))
+        pings = _counted_pings(db, monkeypatch)
+        try:
+            first = _backend_pid(db)
+            admin = create_engine(url)
+            with admin.connect() as conn:  # the server ends it while it lies in the pool
+                assert conn.execute(text("SELECT pg_terminate_backend(:pid)"),
+                                    {"pid": first}).scalar_one()
+            admin.dispose()
+            time.sleep(PING_AFTER_IDLE_S + 0.1)
+            assert _backend_pid(db) != first  # no error: tested, discarded, replaced
+            assert len(pings) == 1
+        finally:
+            db.engine.dispose()
+
+
+def test_a_connection_in_steady_use_is_not_tested(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with fresh_pg_database(postgres_url) as url:
+        db = Database(Settings(database_url=url, data_dir=tmp_path))
+        pings = _counted_pings(db, monkeypatch)
+        try:
+            pids = {_backend_pid(db) for _ in range(50)}
+            assert len(pids) == 1 and pings == []  # one connection, reused, never pinged
+            time.sleep(PING_AFTER_IDLE_S + 0.1)
+            assert _backend_pid(db) in pids and len(pings) == 1  # idle: tested, still good
+        finally:
+            db.engine.dispose()
