@@ -18,8 +18,8 @@ from torch import nn
 
 from rab.ensemble.artifacts import MemberArtifact, read_config, read_member
 from rab.ensemble.config import EnsembleConfig
-from rab.ensemble.noise import inference_noise, member_seeds
-from rab.ensemble.train import initial_model, resolve_device
+from rab.ensemble.noise import inference_noise
+from rab.ensemble.train import resolve_device, trained_model
 from rab.ensemble.vote import VoteMatrices
 from rab.nets import logits_to_class, logits_to_proba
 
@@ -37,12 +37,12 @@ class Member:
 def load_member(
     artifact: MemberArtifact, config: EnsembleConfig, *, device: str | torch.device | None = None
 ) -> Member:
-    """Rebuild model k from its artefact (hash verified on construction) and draw its u_k."""
+    """Model k from its artefact (hash verified on construction; the architecture given the
+    stored weights, no initialisation drawn) and its u_k."""
     dev = resolve_device(device)
     state = torch.load(io.BytesIO(artifact.state_dict_bytes), map_location="cpu",
                        weights_only=True)
-    model = initial_model(config, member_seeds(config.seed, artifact.index))
-    model.load_state_dict(state)
+    model = trained_model(config, state)
     noise = inference_noise(artifact.noise_seed, config.input_shape, config.sigma)
     return Member(artifact.index, artifact.sha256, model.to(dev).eval(),
                   torch.from_numpy(noise).to(dev))

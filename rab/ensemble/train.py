@@ -112,6 +112,22 @@ def initial_model(config: EnsembleConfig, seeds: MemberSeeds) -> nn.Module:
                            norm=config.norm)
 
 
+def trained_model(config: EnsembleConfig, state: dict[str, torch.Tensor]) -> nn.Module:
+    """The architecture of ``config`` holding the trained ``state``: built on the meta device
+    (no weights allocated, nothing drawn) and given the state's tensors, so a loaded member
+    costs no initialisation that its weights would overwrite (``initial_model`` is for
+    training). ValueError if the state misses a parameter or buffer of the architecture."""
+    with torch.device("meta"):
+        model = build_model(config.arch, config.input_shape, config.num_classes,
+                            norm=config.norm)
+    model.load_state_dict(state, assign=True)
+    missing = [name for name, t in (*model.named_parameters(), *model.named_buffers())
+               if t.is_meta]
+    if missing:
+        raise ValueError(f"the stored state lacks {missing}")
+    return model
+
+
 def _noisy_copy(config: EnsembleConfig, X: np.ndarray, seeds: MemberSeeds) -> torch.Tensor:
     """X + d_k as a CPU tensor (Algorithm 1 lines 2-3)."""
     noisy = training_noise(seeds, X.shape, config.sigma)
