@@ -41,7 +41,7 @@ prediction, so a float64 probability of exactly 1 never yields an infinite radiu
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +67,10 @@ _POINT_DROP_TOL = 1e-18
 _T_GRID = np.array([0.5, 2.0, 8.0, 32.0, 128.0])[:, None]
 # Absolute rounding error per operation on values in [0, 1] (forward error of the DP).
 _ROUNDING_PER_TERM = 4 * float(np.finfo(np.float64).eps)
+# Rows and levels of one slice of the Chernoff bounds on the boundary level (6 x 82 bins each
+# on Spambase: at most 2^22 values).
+_LEVEL_ROWS = 32
+_LEVEL_SLICE = 64
 # Test points whose noncentralities are held at once.
 _TEST_CHUNK = 256
 # Working memory of one batch of the dynamic programme, in float64 values.
@@ -105,38 +109,94 @@ def _log_bernoulli_mgf(p: np.ndarray, t: np.ndarray) -> np.ndarray:
         return np.logaddexp(np.log1p(-p), np.log(p) + t)
 
 
-def boundary_levels(lam: np.ndarray, problem: KnnProblem, table: ChiSquareTable) -> tuple[int, int]:
-    """Levels [l_lo, l_hi] outside which the K-th ranked point lies w.p. < 1e-16 per side.
+def boundary_levels(
+    lam: np.ndarray, problem: KnnProblem, table: ChiSquareTable
+) -> np.ndarray:
+    """Levels [l_lo, l_hi] (rows, 2) outside which the K-th ranked point lies w.p. < 1e-16 per
+    side, for each row of lam (rows, n); each row as if alone.
 
     P(boundary <= l) = P(N_l >= K) and P(boundary > l) = P(N_l <= K - 1), N_l the number of
     points at level <= l.  Chernoff: P(N >= K) <= min_t e^{-tK} prod_j (1 - u_j + u_j e^t) with
     u_j >= P(S_j <= l), and P(N <= K-1) <= min_t e^{t(K-1)} prod_j (1 - v_j + v_j e^{-t}) with
     v_j <= P(S_j <= l).  u_j, v_j are CDF bounds at the ends of the point's lambda bin (the CDF
     decreases in lambda).  Only the choice of range relies on these bounds: the mass outside it
-    is measured afterwards as 1 - sum(proba).
+    is measured afterwards as 1 - sum(proba).  l_lo is the first level whose bound on
+    P(boundary <= l) exceeds the tolerance, l_hi the first (at least l_lo) whose bound on
+    P(boundary > l) is within it; the bounds are evaluated from level 0 up only until both are
+    found (:func:`_first_levels`).
     """
-    lam_sorted = np.sort(lam)
-    starts, ends = _lambda_bins(lam_sorted)
-    count = (ends - starts).astype(np.float64)[:, None]
-    bound_lo, bound_hi = cdf_bounds(lam_sorted[np.concatenate([starts, ends - 1])], table)
-    upper, lower = bound_hi[: starts.size], bound_lo[starts.size :]
+    lam = np.atleast_2d(lam)
+    upper, lower, count = [], [], None
+    for row in lam:
+        lam_sorted = np.sort(row)
+        starts, ends = _lambda_bins(lam_sorted)
+        count = (ends - starts).astype(np.float64)[:, None]
+        bound_lo, bound_hi = cdf_bounds(lam_sorted[np.concatenate([starts, ends - 1])], table)
+        upper.append(bound_hi[: starts.size])
+        lower.append(bound_lo[starts.size :])
+    assert count is not None  # the bins depend on n only: the same for every row
+    u, v = np.stack(upper), np.stack(lower)  # (rows, bins, L - 1)
     k = problem.k
     # Chernoff parameters: optimal for a Poisson count of the same mean, and a fixed grid.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        t_up = np.log(k / (count * upper).sum(0))[None, :]
-        t_down = np.log((count * lower).sum(0) / max(k - 1, 1e-300))[None, :]
-        grid = np.broadcast_to(_T_GRID, (_T_GRID.size, upper.shape[1]))
-        t_up = np.vstack([np.where(t_up > 0, t_up, 1.0), grid])[:, None, :]
-        t_down = np.vstack([np.where(t_down > 0, t_down, 1.0), grid])[:, None, :]
-        log_up = (count * _log_bernoulli_mgf(upper, t_up)).sum(1) - t_up[:, 0] * k
-        log_down = (count * _log_bernoulli_mgf(lower, -t_down)).sum(1) + t_down[:, 0] * (k - 1)
-    log_up, log_down = log_up.min(0), log_down.min(0)
+        t_up = np.log(k / (count * u).sum(1))[:, None, :]
+        t_down = np.log((count * v).sum(1) / max(k - 1, 1e-300))[:, None, :]
+        grid = np.broadcast_to(_T_GRID[None], (lam.shape[0], _T_GRID.size, u.shape[2]))
+        t_up = np.concatenate([np.where(t_up > 0, t_up, 1.0), grid], axis=1)
+        t_down = np.concatenate([np.where(t_down > 0, t_down, 1.0), grid], axis=1)
+        possible, settled = np.empty((2, lam.shape[0]), dtype=np.int64)
+        for s in range(0, lam.shape[0], _LEVEL_ROWS):  # t = inf (no mass at <= l): nan, no hit
+            r = slice(s, s + _LEVEL_ROWS)
+            possible[r] = _first_levels(
+                u[r], count, t_up[r], -t_up[r] * k, lambda b: b > _LEVEL_PRUNE_LOG_TOL
+            )
+            settled[r] = _first_levels(
+                v[r], count, -t_down[r], t_down[r] * (k - 1), lambda b: b <= _LEVEL_PRUNE_LOG_TOL
+            )
     last = problem.num_levels - 1
-    possible = np.flatnonzero(log_up > _LEVEL_PRUNE_LOG_TOL)
-    settled = np.flatnonzero(log_down <= _LEVEL_PRUNE_LOG_TOL)
-    lo = int(possible[0]) if possible.size else last
-    hi = int(settled[0]) if settled.size else last
-    return lo, max(lo, hi)
+    lo = np.where(possible < 0, last, possible)
+    hi = np.where(settled < 0, last, settled)
+    return np.stack([lo, np.maximum(lo, hi)], axis=1).astype(np.int64)
+
+
+def _first_levels(
+    p: np.ndarray,
+    count: np.ndarray,
+    t: np.ndarray,
+    offset: np.ndarray,
+    hit: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """Per row, the first level l where ``hit(min_t(sum_bins count log(1 - p + p e^t) +
+    offset))`` holds, -1 if none; p (rows, bins, levels), t and offset (rows, T, levels).
+
+    Levels are evaluated in growing slices from 0, each only for the rows still searching.
+    Every value is the one the whole (rows, T, bins, levels) array would give: the terms are
+    computed elementwise, the bins where p = 0 (their term is exactly 0) are left out, and the
+    others are added in bin order, so neither the slices nor the other rows
+    change a row's levels.
+    """
+    rows, _, levels = p.shape
+    found = np.full(rows, -1, dtype=np.int64)
+    active = np.arange(rows)
+    start, size = 0, 8
+    while start < levels and active.size:
+        stop = min(levels, start + size)
+        size = min(2 * size, _LEVEL_SLICE)
+        part = p[active, :, start:stop]
+        nonzero = np.flatnonzero(part.any(axis=(0, 2)))
+        part = np.ascontiguousarray(part[:, nonzero])[:, None]  # (rows, 1, bins, width)
+        terms = count[nonzero] * _log_bernoulli_mgf(part, t[active, :, None, start:stop])
+        bound = np.zeros(terms.shape[:2] + terms.shape[3:])
+        for b in range(nonzero.size):  # in bin order, whatever the shape
+            bound += terms[:, :, b]
+        bound = (bound + offset[active, :, start:stop]).min(axis=1)  # (rows, width)
+        hits = hit(bound)
+        first = np.argmax(hits, axis=1)
+        done = hits[np.arange(active.size), first]
+        found[active[done]] = start + first[done]
+        active = active[~done]
+        start = stop
+    return found
 
 
 def _level_cdfs(
@@ -256,7 +316,7 @@ def _solve(problem: KnnProblem, ops: ArrayOps) -> ExactKnnResult:
     for start in range(0, m, _TEST_CHUNK):
         rows = np.arange(start, min(m, start + _TEST_CHUNK))
         lam = problem.noncentralities(slice(rows[0], rows[-1] + 1))
-        window = np.array([boundary_levels(row, problem, table) for row in lam])
+        window = boundary_levels(lam, problem, table)
         order = np.lexsort((window[:, 0], window[:, 1]))  # similar level ranges together
         rows, lam, window = rows[order], lam[order], window[order]
         for group in _plan_batches(window, lam, problem):
