@@ -73,8 +73,11 @@ _LEVEL_ROWS = 32
 _LEVEL_SLICE = 64
 # Test points whose noncentralities are held at once.
 _TEST_CHUNK = 256
-# Working memory of one batch of the dynamic programme, in float64 values.
-_BATCH_VALUES = 2**24
+# The dynamic programme's cost per call, in point-levels (one point at one boundary level for
+# one row: about 50 ns here, the call about 0.25 ms), and the most point-levels of a joint
+# call: beyond about that its per point-level cost grows (measured, K = 5, two classes).
+_DP_CALL_POINT_LEVELS = 5_000
+_DP_JOINT_POINT_LEVELS = 16_000
 # The loaded BLAS libraries, found once (a search of the process's libraries costs up to a few
 # ms per call with torch loaded); numpy's own BLAS, the one used here, is loaded before.
 _BLAS: list[ThreadpoolController] = []
@@ -243,35 +246,53 @@ def rounding_bound(problem: KnnProblem) -> float:
     return _ROUNDING_PER_TERM * n * (problem.num_levels + problem.k + 1)
 
 
-def _plan_batches(levels: np.ndarray, lam: np.ndarray, problem: KnnProblem) -> Iterator[np.ndarray]:
+def _own_points(reach: np.ndarray, problem: KnnProblem) -> np.ndarray:
+    """(rows, n): the points each row keeps (module doc, step 3)."""
+    return (reach > _POINT_DROP_TOL) | (np.arange(reach.shape[1]) < problem.k)[None, :]
+
+
+def _dp_cost(rows: int, width: int, points: int) -> int:
+    """Cost of one dynamic programme over ``points`` points and ``width`` boundary levels for
+    ``rows`` test rows, in point-levels, with its per-call overhead."""
+    return rows * (width + 1) * points + _DP_CALL_POINT_LEVELS
+
+
+def _plan_batches(levels: np.ndarray, own: np.ndarray) -> Iterator[np.ndarray]:
     """Groups of test rows solved together: one DP over the union of their kept points and the
-    widest level range, as long as that costs at most 25 % more than separate DPs (plus a
-    per-call overhead worth 3e4 point-levels) and fits the working-memory budget."""
-    last = problem.num_levels - 1
+    widest level range, only where that costs no more than separate DPs (:func:`_dp_cost`) and
+    stays within ``_DP_JOINT_POINT_LEVELS`` (beyond it a joint DP costs more per point-level
+    than separate ones: its tables leave the cache).  Rows with few kept points and similar
+    levels come together; the grouping never changes a row's result (:func:`_solve_batch`)."""
     widths = levels[:, 1] - levels[:, 0] + 1
-    own_top = np.minimum(levels[:, 1], last - 1)
-    keep = (_reach(lam, own_top, problem) > _POINT_DROP_TOL) | (np.arange(lam.shape[1]) < problem.k)
-    per_value = 2 * problem.k + 6  # prefix and suffix tables, CDFs, differences
-    work = widths * keep.sum(axis=1) + 30_000
-    group = [0]
-    union, width, total = keep[0].copy(), int(widths[0]), int(work[0])
-    for t in range(1, lam.shape[0]):
-        joined = union | keep[t]
+    kept = own.sum(axis=1)
+    order = np.lexsort((levels[:, 0], levels[:, 1], kept))
+    group = [int(order[0])]
+    union, width = own[order[0]].copy(), int(widths[order[0]])
+    total = _dp_cost(1, width, int(kept[order[0]]))
+    for t in map(int, order[1:]):
+        joined = union | own[t]
         w = max(width, int(widths[t]))
-        cost = (len(group) + 1) * w * int(joined.sum())
-        if cost <= 1.25 * (total + work[t]) and cost * per_value <= _BATCH_VALUES:
+        cost = _dp_cost(len(group) + 1, w, int(joined.sum()))
+        alone = _dp_cost(1, int(widths[t]), int(kept[t]))
+        if cost <= total + alone and cost <= _DP_JOINT_POINT_LEVELS + _DP_CALL_POINT_LEVELS:
             group.append(t)
-            union, width, total = joined, w, total + int(work[t])
+            union, width, total = joined, w, total + alone
         else:
             yield np.array(group)
-            group, union, width, total = [t], keep[t].copy(), int(widths[t]), int(work[t])
+            group, union, width, total = [t], own[t].copy(), int(widths[t]), alone
     yield np.array(group)
 
 
 def _solve_batch(
-    lam: np.ndarray, levels: np.ndarray, problem: KnnProblem, table: ChiSquareTable, ops: ArrayOps
+    lam: np.ndarray,
+    levels: np.ndarray,
+    reach: np.ndarray,
+    problem: KnnProblem,
+    table: ChiSquareTable,
+    ops: ArrayOps,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(proba, neglected mass, levels computed, points kept) for test rows solved together.
+    """(proba, neglected mass, levels computed, points kept) for test rows solved together;
+    reach: the rows' :func:`_reach` at their top levels.
 
     One dynamic programme over the union of the rows' kept points and the widest level range,
     but every row is computed as if alone: its own points (the others get CDF 0, so they never
@@ -284,8 +305,7 @@ def _solve_batch(
     own_width = levels[:, 1] - levels[:, 0] + 1
     width = int(own_width.max())
     first = np.minimum(levels[:, 0], last + 1 - width)
-    reach = _reach(lam, np.minimum(levels[:, 1], last - 1), problem)
-    own = (reach > _POINT_DROP_TOL) | (np.arange(lam.shape[1]) < problem.k)[None, :]
+    own = _own_points(reach, problem)
     keep = own.any(axis=0)
     position = np.cumsum(keep) - 1
     cdf = np.zeros((lam.shape[0], width + 1, int(keep.sum())))
@@ -313,16 +333,16 @@ def _solve(problem: KnnProblem, ops: ArrayOps) -> ExactKnnResult:
     slack = np.zeros(m)
     levels = np.zeros((m, 2), dtype=np.int64)
     kept = np.zeros(m, dtype=np.int64)
+    last = problem.num_levels - 1
     for start in range(0, m, _TEST_CHUNK):
         rows = np.arange(start, min(m, start + _TEST_CHUNK))
         lam = problem.noncentralities(slice(rows[0], rows[-1] + 1))
         window = boundary_levels(lam, problem, table)
-        order = np.lexsort((window[:, 0], window[:, 1]))  # similar level ranges together
-        rows, lam, window = rows[order], lam[order], window[order]
-        for group in _plan_batches(window, lam, problem):
+        reach = _reach(lam, np.minimum(window[:, 1], last - 1), problem)
+        for group in _plan_batches(window, _own_points(reach, problem)):
             out = rows[group]
             proba[out], slack[out], levels[out], kept[out] = _solve_batch(
-                lam[group], window[group], problem, table, ops
+                lam[group], window[group], reach[group], problem, table, ops
             )
     slack += np.maximum(1.0 - proba.sum(axis=1), 0.0) + rounding_bound(problem)
     return ExactKnnResult(proba, slack, levels, kept, ops.name)
