@@ -71,6 +71,8 @@ _ROUNDING_PER_TERM = 4 * float(np.finfo(np.float64).eps)
 # on Spambase: at most 2^22 values).
 _LEVEL_ROWS = 32
 _LEVEL_SLICE = 64
+# Relative margin, far above float64 rounding, of the test that skips levels surely unsettled.
+_SETTLE_MARGIN = 1e-10
 # Test points whose noncentralities are held at once.
 _TEST_CHUNK = 256
 # The dynamic programme's cost per call, in point-levels (one point at one boundary level for
@@ -147,6 +149,16 @@ def boundary_levels(
         grid = np.broadcast_to(_T_GRID[None], (lam.shape[0], _T_GRID.size, u.shape[2]))
         t_up = np.concatenate([np.where(t_up > 0, t_up, 1.0), grid], axis=1)
         t_down = np.concatenate([np.where(t_down > 0, t_down, 1.0), grid], axis=1)
+        # Every t > 0 gives log(1 - v + v e^-t) >= log(1 - v) and t (K - 1) >= 0, so no level
+        # where sum_bins count log(1 - v) exceeds the tolerance (by far more than the rounding
+        # of either sum) is settled: the search for the settled level starts at the first
+        # other one.
+        floor = np.zeros(v.shape[::2])
+        for b in range(count.size):
+            floor += count[b] * np.log1p(-v[:, b])
+        margin = _SETTLE_MARGIN * (np.abs(floor) + np.abs(t_down).max(axis=1) * k + 1.0)
+        candidate = floor <= _LEVEL_PRUNE_LOG_TOL + margin
+        begin = np.where(candidate.any(axis=1), np.argmax(candidate, axis=1), v.shape[2])
         possible, settled = np.empty((2, lam.shape[0]), dtype=np.int64)
         for s in range(0, lam.shape[0], _LEVEL_ROWS):  # t = inf (no mass at <= l): nan, no hit
             r = slice(s, s + _LEVEL_ROWS)
@@ -154,7 +166,12 @@ def boundary_levels(
                 u[r], count, t_up[r], -t_up[r] * k, lambda b: b > _LEVEL_PRUNE_LOG_TOL
             )
             settled[r] = _first_levels(
-                v[r], count, -t_down[r], t_down[r] * (k - 1), lambda b: b <= _LEVEL_PRUNE_LOG_TOL
+                v[r],
+                count,
+                -t_down[r],
+                t_down[r] * (k - 1),
+                lambda b: b <= _LEVEL_PRUNE_LOG_TOL,
+                begin[r],
             )
     last = problem.num_levels - 1
     lo = np.where(possible < 0, last, possible)
@@ -168,37 +185,42 @@ def _first_levels(
     t: np.ndarray,
     offset: np.ndarray,
     hit: Callable[[np.ndarray], np.ndarray],
+    begin: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Per row, the first level l where ``hit(min_t(sum_bins count log(1 - p + p e^t) +
-    offset))`` holds, -1 if none; p (rows, bins, levels), t and offset (rows, T, levels).
+    """Per row, the first level l >= begin (default 0) where ``hit(min_t(sum_bins count
+    log(1 - p + p e^t) + offset))`` holds, -1 if none; p (rows, bins, levels), t and offset
+    (rows, T, levels).
 
-    Levels are evaluated in growing slices from 0, each only for the rows still searching.
-    Every value is the one the whole (rows, T, bins, levels) array would give: the terms are
-    computed elementwise, the bins where p = 0 (their term is exactly 0) are left out, and the
-    others are added in bin order, so neither the slices nor the other rows
+    Levels are evaluated in growing slices from each row's begin, only for the rows still
+    searching.  Every value is the one the whole (rows, T, bins, levels) array would give: the
+    terms are computed elementwise, the bins where p = 0 (their term is exactly 0) are left
+    out, and the others are added in bin order, so neither the slices nor the other rows
     change a row's levels.
     """
     rows, _, levels = p.shape
     found = np.full(rows, -1, dtype=np.int64)
-    active = np.arange(rows)
+    begin = np.zeros(rows, dtype=np.int64) if begin is None else np.asarray(begin)
+    active = np.flatnonzero(begin < levels)
     start, size = 0, 8
-    while start < levels and active.size:
-        stop = min(levels, start + size)
-        size = min(2 * size, _LEVEL_SLICE)
-        part = p[active, :, start:stop]
+    while active.size:
+        at = begin[active, None] + np.arange(start, start + size)[None, :]  # (rows, width)
+        valid = at < levels
+        at = np.minimum(at, levels - 1)[:, None, :]
+        part = np.take_along_axis(p[active], at, axis=2)  # (rows, bins, width)
         nonzero = np.flatnonzero(part.any(axis=(0, 2)))
         part = np.ascontiguousarray(part[:, nonzero])[:, None]  # (rows, 1, bins, width)
-        terms = count[nonzero] * _log_bernoulli_mgf(part, t[active, :, None, start:stop])
+        slope = np.take_along_axis(t[active], at, 2)[:, :, None]  # (rows, T, 1, width)
+        terms = count[nonzero] * _log_bernoulli_mgf(part, slope)
         bound = np.zeros(terms.shape[:2] + terms.shape[3:])
         for b in range(nonzero.size):  # in bin order, whatever the shape
             bound += terms[:, :, b]
-        bound = (bound + offset[active, :, start:stop]).min(axis=1)  # (rows, width)
-        hits = hit(bound)
+        bound = (bound + np.take_along_axis(offset[active], at, 2)).min(axis=1)
+        hits = hit(bound) & valid
         first = np.argmax(hits, axis=1)
         done = hits[np.arange(active.size), first]
-        found[active[done]] = start + first[done]
-        active = active[~done]
-        start = stop
+        found[active[done]] = at[done, 0, first[done]]
+        active = active[~done & valid[:, -1]]
+        start, size = start + size, min(2 * size, _LEVEL_SLICE)
     return found
 
 

@@ -395,9 +395,14 @@ def cdf_bounds(
     window tail and float error bound), the closed-form Chernoff bounds elsewhere.
     """
     lam = np.asarray(lam, dtype=np.float64)
-    lower, upper = ncx2_cdf_bounds(table.scaled_edges[None, :], table.dim, lam[:, None])
     window = poisson_windows(lam)
-    mixture = np.flatnonzero(window.hi < max_terms)
+    use_mixture = window.hi < max_terms
+    mixture, closed = np.flatnonzero(use_mixture), np.flatnonzero(~use_mixture)
+    lower, upper = np.empty((2, lam.size, table.scaled_edges.size))
+    if closed.size:
+        lower[closed], upper[closed] = ncx2_cdf_bounds(
+            table.scaled_edges[None, :], table.dim, lam[closed, None]
+        )
     if mixture.size:
         mix = noncentral_chi2_cdf(lam[mixture], table, slice(None))
         err = mix.error[:, None]
