@@ -6,14 +6,17 @@ Per test point:
 2. the range of levels the K-th ranked point (the "boundary") can lie in: Chernoff bounds on
    the number of points below each edge, from bounds on each point's CDF (points binned by
    lambda, the CDF decreasing in lambda, evaluated at the bin ends), give levels
-   [l_lo, l_hi] outside which the boundary lies with probability below about 1e-16 per side;
+   [l_lo, l_hi] outside which the boundary lies with probability below about 1e-16 per side
+   (for all test points of a chunk at once, each bound evaluated only at the levels up to the
+   one sought; the levels are those of the bounds evaluated everywhere);
 3. training points that lie below the top edge of that range with probability <= 1e-18
    (closed-form Chernoff bound) are skipped: in the computed model they sit beyond the range, a
    change of total variation at most their bound.  Points with index < K are always kept, as
    the last level can bring them into the top K (a point in the last level is in the top K
    only if its index is below K, since every point of lower index ranks before it);
-4. test points with similar level ranges and kept points are solved together (batches), each
-   exactly as if alone (:func:`_solve_batch`), so no result depends on the batch;
+4. test points with few kept points and similar level ranges are solved together (batches)
+   where one DP costs less than separate ones, each exactly as if alone
+   (:func:`_solve_batch`), so no result depends on the batch;
 5. level CDFs of the remaining points by the Poisson mixture (``rab.knn.levels``);
 6. the prefix/suffix count dynamic programme (``rab.knn.tally``).
 
@@ -75,11 +78,14 @@ _LEVEL_SLICE = 64
 _SETTLE_MARGIN = 1e-10
 # Test points whose noncentralities are held at once.
 _TEST_CHUNK = 256
-# The dynamic programme's cost per call, in point-levels (one point at one boundary level for
-# one row: about 50 ns here, the call about 0.25 ms), and the most point-levels of a joint
-# call: beyond about that its per point-level cost grows (measured, K = 5, two classes).
-_DP_CALL_POINT_LEVELS = 5_000
-_DP_JOINT_POINT_LEVELS = 16_000
+# The dynamic programme's overhead per call in point-levels (one point at one boundary level
+# for one row: about 55 ns here): about 0.18 ms plus 0.036 ms per sqrt(points) (measured,
+# K = 5, two classes); and the most rows x levels of a joint call.
+_DP_CALL_POINT_LEVELS = 3_300
+_DP_SCAN_STEP_POINT_LEVELS = 650
+_DP_JOINT_LEVELS = 256
+# Working memory of one batch of the dynamic programme, in float64 values.
+_BATCH_VALUES = 2**24
 # The loaded BLAS libraries, found once (a search of the process's libraries costs up to a few
 # ms per call with torch loaded); numpy's own BLAS, the one used here, is loaded before.
 _BLAS: list[ThreadpoolController] = []
@@ -114,9 +120,7 @@ def _log_bernoulli_mgf(p: np.ndarray, t: np.ndarray) -> np.ndarray:
         return np.logaddexp(np.log1p(-p), np.log(p) + t)
 
 
-def boundary_levels(
-    lam: np.ndarray, problem: KnnProblem, table: ChiSquareTable
-) -> np.ndarray:
+def boundary_levels(lam: np.ndarray, problem: KnnProblem, table: ChiSquareTable) -> np.ndarray:
     """Levels [l_lo, l_hi] (rows, 2) outside which the K-th ranked point lies w.p. < 1e-16 per
     side, for each row of lam (rows, n); each row as if alone.
 
@@ -273,18 +277,22 @@ def _own_points(reach: np.ndarray, problem: KnnProblem) -> np.ndarray:
     return (reach > _POINT_DROP_TOL) | (np.arange(reach.shape[1]) < problem.k)[None, :]
 
 
-def _dp_cost(rows: int, width: int, points: int) -> int:
+def _dp_cost(rows: int, width: int, points: int) -> float:
     """Cost of one dynamic programme over ``points`` points and ``width`` boundary levels for
-    ``rows`` test rows, in point-levels, with its per-call overhead."""
-    return rows * (width + 1) * points + _DP_CALL_POINT_LEVELS
+    ``rows`` test rows, in point-levels, with its per-call overhead (the blocked scans take
+    about sqrt(points) vectorised steps)."""
+    overhead = _DP_CALL_POINT_LEVELS + _DP_SCAN_STEP_POINT_LEVELS * math.sqrt(points)
+    return rows * (width + 1) * points + overhead
 
 
-def _plan_batches(levels: np.ndarray, own: np.ndarray) -> Iterator[np.ndarray]:
+def _plan_batches(levels: np.ndarray, own: np.ndarray, k: int) -> Iterator[np.ndarray]:
     """Groups of test rows solved together: one DP over the union of their kept points and the
     widest level range, only where that costs no more than separate DPs (:func:`_dp_cost`) and
-    stays within ``_DP_JOINT_POINT_LEVELS`` (beyond it a joint DP costs more per point-level
-    than separate ones: its tables leave the cache).  Rows with few kept points and similar
-    levels come together; the grouping never changes a row's result (:func:`_solve_batch`)."""
+    holds at most ``_DP_JOINT_LEVELS`` row-levels (more make every step's arrays leave the
+    cache: per point-level, one DP over 4 rows of 180 levels measured slower than 4 DPs) and
+    ``_BATCH_VALUES`` values of working memory (prefix and suffix tables, CDFs, differences).
+    Rows with similar kept points and levels come together; the grouping never changes a
+    row's result (:func:`_solve_batch`)."""
     widths = levels[:, 1] - levels[:, 0] + 1
     kept = own.sum(axis=1)
     order = np.lexsort((levels[:, 0], levels[:, 1], kept))
@@ -296,7 +304,9 @@ def _plan_batches(levels: np.ndarray, own: np.ndarray) -> Iterator[np.ndarray]:
         w = max(width, int(widths[t]))
         cost = _dp_cost(len(group) + 1, w, int(joined.sum()))
         alone = _dp_cost(1, int(widths[t]), int(kept[t]))
-        if cost <= total + alone and cost <= _DP_JOINT_POINT_LEVELS + _DP_CALL_POINT_LEVELS:
+        fits = (len(group) + 1) * (w + 1) <= _DP_JOINT_LEVELS
+        fits &= (len(group) + 1) * (w + 1) * int(joined.sum()) * (2 * k + 6) <= _BATCH_VALUES
+        if cost <= total + alone and fits:
             group.append(t)
             union, width, total = joined, w, total + alone
         else:
@@ -361,7 +371,7 @@ def _solve(problem: KnnProblem, ops: ArrayOps) -> ExactKnnResult:
         lam = problem.noncentralities(slice(rows[0], rows[-1] + 1))
         window = boundary_levels(lam, problem, table)
         reach = _reach(lam, np.minimum(window[:, 1], last - 1), problem)
-        for group in _plan_batches(window, _own_points(reach, problem)):
+        for group in _plan_batches(window, _own_points(reach, problem), problem.k):
             out = rows[group]
             proba[out], slack[out], levels[out], kept[out] = _solve_batch(
                 lam[group], window[group], reach[group], problem, table, ops

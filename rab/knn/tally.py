@@ -31,9 +31,8 @@ import numpy as np
 
 from rab.knn.backend import ArrayOps
 
-# Values per array in the combination step (one chunk of boundary points), to stay in cache
-# (256 KiB: larger chunks measured 10 - 50 % slower per point-level).
-_CHUNK_VALUES = 1 << 15
+# Values per array in the combination step (one chunk of boundary points), to stay in cache.
+_CHUNK_VALUES = 1 << 17
 
 
 def truncated_product(x: Any, y: Any) -> Any:
@@ -54,13 +53,13 @@ def _bernoulli_step(state: Any, prob: Any) -> Any:
 
 @dataclass(frozen=True)
 class PrefixPolys:
-    """Count distributions of all prefixes, coefficients first, then the blocked scan's axes.
+    """Count distributions of all prefixes, stored block-major as the blocked scan makes them.
 
-    ``table[:, t, j]`` (coefficients, then the batch axes) is the distribution of the prefix
-    that ends just before position j * block + t; ``table[:, 0, num_blocks]`` is the total.
+    ``table[t, :, j]`` (coefficients, then the batch axes) is the distribution of the prefix
+    that ends just before position j * block + t; ``table[0, :, num_blocks]`` is the total.
     """
 
-    table: Any  # (k, block, num_blocks + 1, ...)
+    table: Any  # (block, k, num_blocks + 1, ...)
     block: int
     length: int
 
@@ -70,26 +69,25 @@ class PrefixPolys:
         total = positions == self.length
         t = np.where(total, 0, positions % self.block)
         j = np.where(total, self.table.shape[2] - 1, positions // self.block)
-        return self.table[:, ops.index(t), ops.index(j)]  # adjacent indices: no transpose
+        return ops.moveaxis(self.table[ops.index(t), :, ops.index(j)], 1, 0)
 
 
 def _block_scan(prob: Any, k: int, ops: ArrayOps) -> tuple[Any, Any, Any]:
-    """Blocks of about sqrt(m) positions: (steps (blocks, block, ...), starts, totals).
+    """Blocks of about sqrt(m) positions: (steps (block, blocks, ...), starts, totals).
 
-    steps[:, t] are the probabilities at offset t of every block; starts[:, j] / totals[:, j]
-    (coefficients first) are the count distributions of all points before block j / of block
-    j, truncated at k - 1.  Padding positions have probability 0.
+    starts[:, j] / totals[:, j] (coefficients first) are the count distributions of all points
+    before block j / of block j, truncated at k - 1.  Padding positions have probability 0.
     """
     m, *lead = prob.shape
     block = max(1, math.isqrt(max(m - 1, 0)) + 1)
     num_blocks = max(1, -(-m // block))
     padded = ops.zeros((num_blocks * block, *lead))
     padded[:m] = prob
-    steps = padded.reshape(num_blocks, block, *lead)
+    steps = ops.moveaxis(padded.reshape(num_blocks, block, *lead), 1, 0)
     totals = ops.zeros((k, num_blocks, *lead))
     totals[0] = 1.0
     for t in range(block):
-        totals = _bernoulli_step(totals, steps[:, t])
+        totals = _bernoulli_step(totals, steps[t])
     starts = ops.zeros((k, num_blocks, *lead))
     starts[0, 0] = 1.0
     for j in range(1, num_blocks):
@@ -103,15 +101,15 @@ def exclusive_prefix_polys(prob: Any, k: int, ops: ArrayOps) -> PrefixPolys:
     prob has shape (m, ...); entry [r, s, ...] of ``gather`` at s is P(exactly r successes
     among the first s).  Blocked scan: the sqrt(m) positions of all blocks are stepped in
     parallel, the block totals are chained, then the blocks are rescanned from their start
-    distributions.  Coefficients lead, and gathering keeps that order without a copy.
+    distributions.  Coefficients lead so every step works on contiguous arrays.
     """
     steps, state, _ = _block_scan(prob, k, ops)
-    num_blocks, block = steps.shape[0], steps.shape[1]
-    table = ops.zeros((k, block, num_blocks + 1, *steps.shape[2:]))
+    block, num_blocks = steps.shape[0], steps.shape[1]
+    table = ops.zeros((block, k, num_blocks + 1, *steps.shape[2:]))
     for t in range(block):
-        table[:, t, :num_blocks] = state
-        state = _bernoulli_step(state, steps[:, t])
-    table[:, 0, num_blocks] = state[:, -1]
+        table[t, :, :num_blocks] = state
+        state = _bernoulli_step(state, steps[t])
+    table[0, :, num_blocks] = state[:, -1]
     return PrefixPolys(table, block, prob.shape[0])
 
 
@@ -241,7 +239,7 @@ def boundary_class_probabilities(
         k, num_classes, ops
     )
     n = labels.size
-    chunk = max(16, _CHUNK_VALUES // (k * cdf.shape[0] * (cdf.shape[1] - 1)))
+    chunk = max(64, _CHUNK_VALUES // (k * cdf.shape[0] * (cdf.shape[1] - 1)))
     out = ops.zeros((cdf.shape[0], num_classes))
     for s in range(0, n, chunk):  # chunks of boundary points, sized to stay in cache
         e = min(n, s + chunk)
