@@ -70,8 +70,8 @@ _POINT_DROP_TOL = 1e-18
 _T_GRID = np.array([0.5, 2.0, 8.0, 32.0, 128.0])[:, None]
 # Absolute rounding error per operation on values in [0, 1] (forward error of the DP).
 _ROUNDING_PER_TERM = 4 * float(np.finfo(np.float64).eps)
-# Rows and levels of one slice of the Chernoff bounds on the boundary level (6 x 82 bins each
-# on Spambase: at most 2^22 values).
+# Rows and levels of one slice of the Chernoff bounds on the boundary level (with 6 values of
+# t and 82 bins, Spambase's, about 10^6 values).
 _LEVEL_ROWS = 32
 _LEVEL_SLICE = 64
 # Relative margin, far above float64 rounding, of the test that skips levels surely unsettled.
