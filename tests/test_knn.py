@@ -19,6 +19,9 @@ from rab.knn import (
     exact_knn_proba,
     monte_carlo_knn_proba,
 )
+from rab.knn.exact import _lambda_bins, boundary_levels
+from rab.knn.inputs import KnnProblem, check_problem
+from rab.knn.levels import cdf_bounds, chi_square_table
 from rab.knn.reference import reference_knn_proba
 
 
@@ -426,3 +429,96 @@ def test_rows_solved_together_equal_rows_solved_alone() -> None:
         np.testing.assert_allclose(together.proba[t], alone.proba[0], rtol=0, atol=1e-15)
         assert together.slack[t] == pytest.approx(alone.slack[0], rel=0, abs=1e-15)
         assert together.kept[t] == alone.kept[0]
+
+
+def _spambase_like(rng: np.random.Generator, n: int, m: int) -> tuple[np.ndarray, ...]:
+    """Raw-count-like features (57 heavy-tailed columns, many zeros) in two classes."""
+    scale = np.exp(rng.normal(0.0, 1.5, size=57))
+    X = rng.lognormal(0.0, 1.2, size=(n + m, 57)) * scale * (rng.random((n + m, 57)) < 0.4)
+    y = (X[:, :5].sum(1) + rng.normal(0, 1, n + m) > np.median(X[:, :5].sum(1))).astype(np.int64)
+    X[y == 1, 5:10] *= 1.5
+    test = np.vstack([X[n : n + m - 2], X[:2] + 0.05])  # two inputs next to training points
+    return X[:n], y[:n], test
+
+
+def _assert_batch_independent(
+    X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, **args: object
+) -> None:
+    """Certified all together and one by one: same levels and kept points, probabilities,
+    slack, pA and pB within 1e-12, same predictions and radii up to rounding."""
+    knn = dict(sigma=args["sigma"], k=args["k"], num_classes=2, backend="numpy")
+    edges = default_edges(X_train.shape[1], float(args["sigma"]), 200, float(args["spread"]))
+    together = exact_knn(X_train, y_train, X_test, edges=edges, **knn)
+    cert = certify_knn(X_train, y_train, X_test, spread=args["spread"], **knn)
+    for t in range(len(X_test)):
+        alone = exact_knn(X_train, y_train, X_test[t : t + 1], edges=edges, **knn)
+        np.testing.assert_array_equal(together.levels[t], alone.levels[0])
+        assert together.kept[t] == alone.kept[0]
+        np.testing.assert_allclose(together.proba[t], alone.proba[0], rtol=0, atol=1e-12)
+        assert together.slack[t] == pytest.approx(alone.slack[0], rel=0, abs=1e-12)
+        single = certify_knn(X_train, y_train, X_test[t : t + 1], spread=args["spread"], **knn)
+        assert cert.prediction[t] == single.prediction[0]
+        assert abs(cert.p_a[t] - single.p_a[0]) <= 1e-12
+        assert abs(cert.p_b[t] - single.p_b[0]) <= 1e-12
+        # Phi^-1 near pA = 1 turns the DP's 1e-16 rounding into a few 1e-9 of the radius
+        np.testing.assert_allclose(cert.radius[t], single.radius[0], rtol=1e-6, atol=1e-12)
+
+
+def test_inputs_certified_together_equal_inputs_certified_alone() -> None:
+    """Spambase-like raw features (level ranges from one level to all, a few to hundreds of
+    kept points): the batch, its planning and the shared level search change nothing."""
+    X_train, y_train, X_test = _spambase_like(np.random.default_rng(5), 700, 14)
+    _assert_batch_independent(X_train, y_train, X_test, sigma=1.0, k=5, spread=0.1)
+
+
+def test_spambase_inputs_together_equal_alone(shared_data: Path) -> None:
+    X_train, y_train, X_test = _spambase(shared_data)
+    picked = X_test[np.random.default_rng(2).permutation(len(X_test))[:12]]
+    _assert_batch_independent(X_train, y_train, picked, sigma=1.0, k=5, spread=0.1)
+
+
+def _levels_by_full_evaluation(lam: np.ndarray, problem: KnnProblem) -> tuple[int, int]:
+    """The boundary levels from the Chernoff bounds evaluated at every level at once."""
+    table = chi_square_table(problem.dim, problem.sigma, problem.edges)
+    lam_sorted = np.sort(lam)
+    starts, ends = _lambda_bins(lam_sorted)
+    count = (ends - starts).astype(np.float64)[:, None]
+    low, high = cdf_bounds(lam_sorted[np.concatenate([starts, ends - 1])], table)
+    upper, lower, k = high[: starts.size], low[starts.size :], problem.k
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        t_up = np.log(k / (count * upper).sum(0))[None, :]
+        t_down = np.log((count * lower).sum(0) / max(k - 1, 1e-300))[None, :]
+        grid = np.broadcast_to(np.array([0.5, 2.0, 8.0, 32.0, 128.0])[:, None], (5, t_up.size))
+        t_up = np.vstack([np.where(t_up > 0, t_up, 1.0), grid])[:, None, :]
+        t_down = np.vstack([np.where(t_down > 0, t_down, 1.0), grid])[:, None, :]
+        log_up = (count * np.logaddexp(np.log1p(-upper), np.log(upper) + t_up)).sum(1)
+        log_down = (count * np.logaddexp(np.log1p(-lower), np.log(lower) - t_down)).sum(1)
+        log_up = (log_up - t_up[:, 0] * k).min(0)
+        log_down = (log_down + t_down[:, 0] * (k - 1)).min(0)
+    last, tol = problem.num_levels - 1, np.log(1e-16)
+    possible, settled = np.flatnonzero(log_up > tol), np.flatnonzero(log_down <= tol)
+    lo = int(possible[0]) if possible.size else last
+    hi = int(settled[0]) if settled.size else last
+    return lo, max(lo, hi)
+
+
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_boundary_levels_equal_the_full_evaluation(k: int) -> None:
+    """The level search (slices, bins with zero bound left out, levels skipped by the one-term
+    bound) finds the levels of the bounds evaluated everywhere, row by row."""
+    rng = np.random.default_rng(k)
+    X_train, _, X_test = _spambase_like(rng, 500, 8)
+    near = rng.normal(size=(300, 4))
+    for train, test, sigma, spread in [
+        (X_train, np.vstack([X_test, X_test[:1] + 1e4]), 1.0, 0.1),
+        (near, np.vstack([near[:3] + 0.01, rng.normal(size=(3, 4)) * 3]), 0.5, 1.0),
+    ]:
+        edges = default_edges(train.shape[1], sigma, 200, spread)
+        problem = check_problem(
+            train, np.arange(len(train)) % 2, test, sigma=sigma, k=k, edges=edges, num_classes=2
+        )
+        lam = problem.noncentralities()
+        table = chi_square_table(problem.dim, problem.sigma, problem.edges)
+        got = boundary_levels(lam, problem, table)
+        for t in range(len(test)):
+            assert tuple(got[t]) == _levels_by_full_evaluation(lam[t], problem)

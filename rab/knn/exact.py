@@ -6,14 +6,17 @@ Per test point:
 2. the range of levels the K-th ranked point (the "boundary") can lie in: Chernoff bounds on
    the number of points below each edge, from bounds on each point's CDF (points binned by
    lambda, the CDF decreasing in lambda, evaluated at the bin ends), give levels
-   [l_lo, l_hi] outside which the boundary lies with probability below about 1e-16 per side;
+   [l_lo, l_hi] outside which the boundary lies with probability below about 1e-16 per side
+   (for all test points of a chunk at once, each bound evaluated only at the levels up to the
+   one sought; the levels are those of the bounds evaluated everywhere);
 3. training points that lie below the top edge of that range with probability <= 1e-18
    (closed-form Chernoff bound) are skipped: in the computed model they sit beyond the range, a
    change of total variation at most their bound.  Points with index < K are always kept, as
    the last level can bring them into the top K (a point in the last level is in the top K
    only if its index is below K, since every point of lower index ranks before it);
-4. test points with similar level ranges and kept points are solved together (batches), each
-   exactly as if alone (:func:`_solve_batch`), so no result depends on the batch;
+4. test points with few kept points and similar level ranges are solved together (batches)
+   where one DP costs less than separate ones, each exactly as if alone
+   (:func:`_solve_batch`), so no result depends on the batch;
 5. level CDFs of the remaining points by the Poisson mixture (``rab.knn.levels``);
 6. the prefix/suffix count dynamic programme (``rab.knn.tally``).
 
@@ -41,7 +44,7 @@ prediction, so a float64 probability of exactly 1 never yields an infinite radiu
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,8 +70,20 @@ _POINT_DROP_TOL = 1e-18
 _T_GRID = np.array([0.5, 2.0, 8.0, 32.0, 128.0])[:, None]
 # Absolute rounding error per operation on values in [0, 1] (forward error of the DP).
 _ROUNDING_PER_TERM = 4 * float(np.finfo(np.float64).eps)
+# Rows and levels of one slice of the Chernoff bounds on the boundary level (with 6 values of
+# t and 82 bins, Spambase's, about 10^6 values).
+_LEVEL_ROWS = 32
+_LEVEL_SLICE = 64
+# Relative margin, far above float64 rounding, of the test that skips levels surely unsettled.
+_SETTLE_MARGIN = 1e-10
 # Test points whose noncentralities are held at once.
 _TEST_CHUNK = 256
+# The dynamic programme's overhead per call in point-levels (one point at one boundary level
+# for one row: about 55 ns here): about 0.18 ms plus 0.036 ms per sqrt(points) (measured,
+# K = 5, two classes); and the most rows x levels of a joint call.
+_DP_CALL_POINT_LEVELS = 3_300
+_DP_SCAN_STEP_POINT_LEVELS = 650
+_DP_JOINT_LEVELS = 256
 # Working memory of one batch of the dynamic programme, in float64 values.
 _BATCH_VALUES = 2**24
 # The loaded BLAS libraries, found once (a search of the process's libraries costs up to a few
@@ -105,38 +120,112 @@ def _log_bernoulli_mgf(p: np.ndarray, t: np.ndarray) -> np.ndarray:
         return np.logaddexp(np.log1p(-p), np.log(p) + t)
 
 
-def boundary_levels(lam: np.ndarray, problem: KnnProblem, table: ChiSquareTable) -> tuple[int, int]:
-    """Levels [l_lo, l_hi] outside which the K-th ranked point lies w.p. < 1e-16 per side.
+def boundary_levels(lam: np.ndarray, problem: KnnProblem, table: ChiSquareTable) -> np.ndarray:
+    """Levels [l_lo, l_hi] (rows, 2) outside which the K-th ranked point lies w.p. < 1e-16 per
+    side, for each row of lam (rows, n); each row as if alone.
 
     P(boundary <= l) = P(N_l >= K) and P(boundary > l) = P(N_l <= K - 1), N_l the number of
     points at level <= l.  Chernoff: P(N >= K) <= min_t e^{-tK} prod_j (1 - u_j + u_j e^t) with
     u_j >= P(S_j <= l), and P(N <= K-1) <= min_t e^{t(K-1)} prod_j (1 - v_j + v_j e^{-t}) with
     v_j <= P(S_j <= l).  u_j, v_j are CDF bounds at the ends of the point's lambda bin (the CDF
     decreases in lambda).  Only the choice of range relies on these bounds: the mass outside it
-    is measured afterwards as 1 - sum(proba).
+    is measured afterwards as 1 - sum(proba).  l_lo is the first level whose bound on
+    P(boundary <= l) exceeds the tolerance, l_hi the first (at least l_lo) whose bound on
+    P(boundary > l) is within it; the bounds are evaluated from level 0 up only until both are
+    found (:func:`_first_levels`).
     """
-    lam_sorted = np.sort(lam)
-    starts, ends = _lambda_bins(lam_sorted)
-    count = (ends - starts).astype(np.float64)[:, None]
-    bound_lo, bound_hi = cdf_bounds(lam_sorted[np.concatenate([starts, ends - 1])], table)
-    upper, lower = bound_hi[: starts.size], bound_lo[starts.size :]
+    lam = np.atleast_2d(lam)
+    upper, lower, count = [], [], None
+    for row in lam:
+        lam_sorted = np.sort(row)
+        starts, ends = _lambda_bins(lam_sorted)
+        count = (ends - starts).astype(np.float64)[:, None]
+        bound_lo, bound_hi = cdf_bounds(lam_sorted[np.concatenate([starts, ends - 1])], table)
+        upper.append(bound_hi[: starts.size])
+        lower.append(bound_lo[starts.size :])
+    assert count is not None  # the bins depend on n only: the same for every row
+    u, v = np.stack(upper), np.stack(lower)  # (rows, bins, L - 1)
     k = problem.k
     # Chernoff parameters: optimal for a Poisson count of the same mean, and a fixed grid.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        t_up = np.log(k / (count * upper).sum(0))[None, :]
-        t_down = np.log((count * lower).sum(0) / max(k - 1, 1e-300))[None, :]
-        grid = np.broadcast_to(_T_GRID, (_T_GRID.size, upper.shape[1]))
-        t_up = np.vstack([np.where(t_up > 0, t_up, 1.0), grid])[:, None, :]
-        t_down = np.vstack([np.where(t_down > 0, t_down, 1.0), grid])[:, None, :]
-        log_up = (count * _log_bernoulli_mgf(upper, t_up)).sum(1) - t_up[:, 0] * k
-        log_down = (count * _log_bernoulli_mgf(lower, -t_down)).sum(1) + t_down[:, 0] * (k - 1)
-    log_up, log_down = log_up.min(0), log_down.min(0)
+        t_up = np.log(k / (count * u).sum(1))[:, None, :]
+        t_down = np.log((count * v).sum(1) / max(k - 1, 1e-300))[:, None, :]
+        grid = np.broadcast_to(_T_GRID[None], (lam.shape[0], _T_GRID.size, u.shape[2]))
+        t_up = np.concatenate([np.where(t_up > 0, t_up, 1.0), grid], axis=1)
+        t_down = np.concatenate([np.where(t_down > 0, t_down, 1.0), grid], axis=1)
+        # Every t > 0 gives log(1 - v + v e^-t) >= log(1 - v) and t (K - 1) >= 0, so no level
+        # where sum_bins count log(1 - v) exceeds the tolerance (by far more than the rounding
+        # of either sum) is settled: the search for the settled level starts at the first
+        # other one.
+        floor = np.zeros(v.shape[::2])
+        for b in range(count.size):
+            floor += count[b] * np.log1p(-v[:, b])
+        margin = _SETTLE_MARGIN * (np.abs(floor) + np.abs(t_down).max(axis=1) * k + 1.0)
+        candidate = floor <= _LEVEL_PRUNE_LOG_TOL + margin
+        begin = np.where(candidate.any(axis=1), np.argmax(candidate, axis=1), v.shape[2])
+        possible, settled = np.empty((2, lam.shape[0]), dtype=np.int64)
+        for s in range(0, lam.shape[0], _LEVEL_ROWS):  # t = inf (no mass at <= l): nan, no hit
+            r = slice(s, s + _LEVEL_ROWS)
+            possible[r] = _first_levels(
+                u[r], count, t_up[r], -t_up[r] * k, lambda b: b > _LEVEL_PRUNE_LOG_TOL
+            )
+            settled[r] = _first_levels(
+                v[r],
+                count,
+                -t_down[r],
+                t_down[r] * (k - 1),
+                lambda b: b <= _LEVEL_PRUNE_LOG_TOL,
+                begin[r],
+            )
     last = problem.num_levels - 1
-    possible = np.flatnonzero(log_up > _LEVEL_PRUNE_LOG_TOL)
-    settled = np.flatnonzero(log_down <= _LEVEL_PRUNE_LOG_TOL)
-    lo = int(possible[0]) if possible.size else last
-    hi = int(settled[0]) if settled.size else last
-    return lo, max(lo, hi)
+    lo = np.where(possible < 0, last, possible)
+    hi = np.where(settled < 0, last, settled)
+    return np.stack([lo, np.maximum(lo, hi)], axis=1).astype(np.int64)
+
+
+def _first_levels(
+    p: np.ndarray,
+    count: np.ndarray,
+    t: np.ndarray,
+    offset: np.ndarray,
+    hit: Callable[[np.ndarray], np.ndarray],
+    begin: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per row, the first level l >= begin (default 0) where ``hit(min_t(sum_bins count
+    log(1 - p + p e^t) + offset))`` holds, -1 if none; p (rows, bins, levels), t and offset
+    (rows, T, levels).
+
+    Levels are evaluated in growing slices from each row's begin, only for the rows still
+    searching.  Every value is the one the whole (rows, T, bins, levels) array would give: the
+    terms are computed elementwise, the bins where p = 0 (their term is exactly 0) are left
+    out, and the others are added in bin order, so neither the slices nor the other rows
+    change a row's levels.
+    """
+    rows, _, levels = p.shape
+    found = np.full(rows, -1, dtype=np.int64)
+    begin = np.zeros(rows, dtype=np.int64) if begin is None else np.asarray(begin)
+    active = np.flatnonzero(begin < levels)
+    start, size = 0, 8
+    while active.size:
+        at = begin[active, None] + np.arange(start, start + size)[None, :]  # (rows, width)
+        valid = at < levels
+        at = np.minimum(at, levels - 1)[:, None, :]
+        part = np.take_along_axis(p[active], at, axis=2)  # (rows, bins, width)
+        nonzero = np.flatnonzero(part.any(axis=(0, 2)))
+        part = np.ascontiguousarray(part[:, nonzero])[:, None]  # (rows, 1, bins, width)
+        slope = np.take_along_axis(t[active], at, 2)[:, :, None]  # (rows, T, 1, width)
+        terms = count[nonzero] * _log_bernoulli_mgf(part, slope)
+        bound = np.zeros(terms.shape[:2] + terms.shape[3:])
+        for b in range(nonzero.size):  # in bin order, whatever the shape
+            bound += terms[:, :, b]
+        bound = (bound + np.take_along_axis(offset[active], at, 2)).min(axis=1)
+        hits = hit(bound) & valid
+        first = np.argmax(hits, axis=1)
+        done = hits[np.arange(active.size), first]
+        found[active[done]] = at[done, 0, first[done]]
+        active = active[~done & valid[:, -1]]
+        start, size = start + size, min(2 * size, _LEVEL_SLICE)
+    return found
 
 
 def _level_cdfs(
@@ -183,35 +272,59 @@ def rounding_bound(problem: KnnProblem) -> float:
     return _ROUNDING_PER_TERM * n * (problem.num_levels + problem.k + 1)
 
 
-def _plan_batches(levels: np.ndarray, lam: np.ndarray, problem: KnnProblem) -> Iterator[np.ndarray]:
+def _own_points(reach: np.ndarray, problem: KnnProblem) -> np.ndarray:
+    """(rows, n): the points each row keeps (module doc, step 3)."""
+    return (reach > _POINT_DROP_TOL) | (np.arange(reach.shape[1]) < problem.k)[None, :]
+
+
+def _dp_cost(rows: int, width: int, points: int) -> float:
+    """Cost of one dynamic programme over ``points`` points and ``width`` boundary levels for
+    ``rows`` test rows, in point-levels, with its per-call overhead (the blocked scans take
+    about sqrt(points) vectorised steps)."""
+    overhead = _DP_CALL_POINT_LEVELS + _DP_SCAN_STEP_POINT_LEVELS * math.sqrt(points)
+    return rows * (width + 1) * points + overhead
+
+
+def _plan_batches(levels: np.ndarray, own: np.ndarray, k: int) -> Iterator[np.ndarray]:
     """Groups of test rows solved together: one DP over the union of their kept points and the
-    widest level range, as long as that costs at most 25 % more than separate DPs (plus a
-    per-call overhead worth 3e4 point-levels) and fits the working-memory budget."""
-    last = problem.num_levels - 1
+    widest level range, only where that costs no more than separate DPs (:func:`_dp_cost`) and
+    holds at most ``_DP_JOINT_LEVELS`` row-levels (more make every step's arrays leave the
+    cache: per point-level, one DP over 4 rows of 180 levels measured slower than 4 DPs) and
+    ``_BATCH_VALUES`` values of working memory (prefix and suffix tables, CDFs, differences).
+    Rows with similar kept points and levels come together; the grouping never changes a
+    row's result (:func:`_solve_batch`)."""
     widths = levels[:, 1] - levels[:, 0] + 1
-    own_top = np.minimum(levels[:, 1], last - 1)
-    keep = (_reach(lam, own_top, problem) > _POINT_DROP_TOL) | (np.arange(lam.shape[1]) < problem.k)
-    per_value = 2 * problem.k + 6  # prefix and suffix tables, CDFs, differences
-    work = widths * keep.sum(axis=1) + 30_000
-    group = [0]
-    union, width, total = keep[0].copy(), int(widths[0]), int(work[0])
-    for t in range(1, lam.shape[0]):
-        joined = union | keep[t]
+    kept = own.sum(axis=1)
+    order = np.lexsort((levels[:, 0], levels[:, 1], kept))
+    group = [int(order[0])]
+    union, width = own[order[0]].copy(), int(widths[order[0]])
+    total = _dp_cost(1, width, int(kept[order[0]]))
+    for t in map(int, order[1:]):
+        joined = union | own[t]
         w = max(width, int(widths[t]))
-        cost = (len(group) + 1) * w * int(joined.sum())
-        if cost <= 1.25 * (total + work[t]) and cost * per_value <= _BATCH_VALUES:
+        cost = _dp_cost(len(group) + 1, w, int(joined.sum()))
+        alone = _dp_cost(1, int(widths[t]), int(kept[t]))
+        fits = (len(group) + 1) * (w + 1) <= _DP_JOINT_LEVELS
+        fits &= (len(group) + 1) * (w + 1) * int(joined.sum()) * (2 * k + 6) <= _BATCH_VALUES
+        if cost <= total + alone and fits:
             group.append(t)
-            union, width, total = joined, w, total + int(work[t])
+            union, width, total = joined, w, total + alone
         else:
             yield np.array(group)
-            group, union, width, total = [t], keep[t].copy(), int(widths[t]), int(work[t])
+            group, union, width, total = [t], own[t].copy(), int(widths[t]), alone
     yield np.array(group)
 
 
 def _solve_batch(
-    lam: np.ndarray, levels: np.ndarray, problem: KnnProblem, table: ChiSquareTable, ops: ArrayOps
+    lam: np.ndarray,
+    levels: np.ndarray,
+    reach: np.ndarray,
+    problem: KnnProblem,
+    table: ChiSquareTable,
+    ops: ArrayOps,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(proba, neglected mass, levels computed, points kept) for test rows solved together.
+    """(proba, neglected mass, levels computed, points kept) for test rows solved together;
+    reach: the rows' :func:`_reach` at their top levels.
 
     One dynamic programme over the union of the rows' kept points and the widest level range,
     but every row is computed as if alone: its own points (the others get CDF 0, so they never
@@ -224,8 +337,7 @@ def _solve_batch(
     own_width = levels[:, 1] - levels[:, 0] + 1
     width = int(own_width.max())
     first = np.minimum(levels[:, 0], last + 1 - width)
-    reach = _reach(lam, np.minimum(levels[:, 1], last - 1), problem)
-    own = (reach > _POINT_DROP_TOL) | (np.arange(lam.shape[1]) < problem.k)[None, :]
+    own = _own_points(reach, problem)
     keep = own.any(axis=0)
     position = np.cumsum(keep) - 1
     cdf = np.zeros((lam.shape[0], width + 1, int(keep.sum())))
@@ -253,16 +365,16 @@ def _solve(problem: KnnProblem, ops: ArrayOps) -> ExactKnnResult:
     slack = np.zeros(m)
     levels = np.zeros((m, 2), dtype=np.int64)
     kept = np.zeros(m, dtype=np.int64)
+    last = problem.num_levels - 1
     for start in range(0, m, _TEST_CHUNK):
         rows = np.arange(start, min(m, start + _TEST_CHUNK))
         lam = problem.noncentralities(slice(rows[0], rows[-1] + 1))
-        window = np.array([boundary_levels(row, problem, table) for row in lam])
-        order = np.lexsort((window[:, 0], window[:, 1]))  # similar level ranges together
-        rows, lam, window = rows[order], lam[order], window[order]
-        for group in _plan_batches(window, lam, problem):
+        window = boundary_levels(lam, problem, table)
+        reach = _reach(lam, np.minimum(window[:, 1], last - 1), problem)
+        for group in _plan_batches(window, _own_points(reach, problem), problem.k):
             out = rows[group]
             proba[out], slack[out], levels[out], kept[out] = _solve_batch(
-                lam[group], window[group], problem, table, ops
+                lam[group], window[group], reach[group], problem, table, ops
             )
     slack += np.maximum(1.0 - proba.sum(axis=1), 0.0) + rounding_bound(problem)
     return ExactKnnResult(proba, slack, levels, kept, ops.name)

@@ -19,6 +19,7 @@ of total variation at most the bound.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -74,9 +75,17 @@ def default_edges(
     spread = check_positive_scalar(spread, "spread")
     check_noncentrality(int(dim), s, spread)
     authors = rule == "authors"
-    lo = s**2 * stats.chi2.ppf(1e-4, dim * spread if authors else dim)
-    hi = s**2 * stats.ncx2.isf(1e-4, dim, dim * spread / s**2)
+    lo, hi = _edge_range(int(dim), s, spread, authors)
     return np.linspace(lo, hi, int(num_levels) if authors else int(num_levels) - 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _edge_range(dim: int, sigma: float, spread: float, authors: bool) -> tuple[float, float]:
+    """The lowest and highest edge of :func:`default_edges` (scipy's quantiles cost about
+    0.5 ms, once per configuration here)."""
+    lo = sigma**2 * stats.chi2.ppf(1e-4, dim * spread if authors else dim)
+    hi = sigma**2 * stats.ncx2.isf(1e-4, dim, dim * spread / sigma**2)
+    return float(lo), float(hi)
 
 
 def check_edges(edges: np.ndarray) -> np.ndarray:
@@ -322,6 +331,27 @@ class MixtureCdf:
     error: np.ndarray  # (n,) float64 error bound of every computed CDF value of the point
 
 
+# A block of the Poisson mixture spans at most this many table rows beyond twice its first
+# point's own window (a few hundred weights cost about as much as one more block's overhead).
+_BLOCK_SPARE_TERMS = 64
+
+
+def _mixture_blocks(window: PoissonWindow, block: int) -> list[np.ndarray]:
+    """Points in window order, cut into runs of at most ``block`` whose union window is at
+    most twice the first point's own width plus ``_BLOCK_SPARE_TERMS`` (windows widen with
+    lambda, so one block over points of very different lambdas would be mostly zeros).  The
+    cut depends only on the points' own windows."""
+    order = np.lexsort((window.hi, window.lo))
+    lo, hi = window.lo[order], np.maximum.accumulate(window.hi[order])
+    blocks, s = [], 0
+    while s < order.size:
+        limit = lo[s] + 2 * (hi[s] - lo[s] + 1) + _BLOCK_SPARE_TERMS
+        e = min(s + block, max(s + 1, int(np.searchsorted(hi, limit, side="right"))))
+        blocks.append(order[s:e])
+        s = e
+    return blocks
+
+
 def noncentral_chi2_cdf(
     lam: np.ndarray, table: ChiSquareTable, columns: np.ndarray | slice, *, block: int = 256
 ) -> MixtureCdf:
@@ -329,8 +359,9 @@ def noncentral_chi2_cdf(
 
     ``cdf`` is the truncated mixture, the exact CDF of the squared distance with the Poisson
     mass outside a window moved to +infinity; ``tail`` bounds that mass.  Points are sorted by
-    window and processed in blocks, one dense matrix product per block over the union of the
-    block's windows (each point's weights are 0 outside its own window).
+    window and processed in blocks of similar windows (:func:`_mixture_blocks`), one dense
+    matrix product per block over the union of the block's windows (each point's weights are 0
+    outside its own window).
 
     ``error`` bounds the float64 error of each computed value sum_t w_t G_t of a point: the
     weights' error (:func:`poisson_weights`), the table's absolute error
@@ -345,12 +376,10 @@ def noncentral_chi2_cdf(
     if lam.size == 0:
         return MixtureCdf(out, window.tail, np.zeros(0))
     grid = table.rows(int(window.hi.max()) + 1)
-    order = np.argsort(window.lo, kind="stable")
     mu = 0.5 * lam
     log_pmf, log_err = poisson_log_pmf(mu, np.floor(mu))
     weight_error = np.empty(lam.size)
-    for s in range(0, lam.size, block):
-        idx = order[s : s + block]
+    for idx in _mixture_blocks(window, block):
         start, stop = int(window.lo[idx].min()), int(window.hi[idx].max()) + 1
         weights, weight_error[idx] = poisson_weights(
             mu[idx],
@@ -375,9 +404,14 @@ def cdf_bounds(
     window tail and float error bound), the closed-form Chernoff bounds elsewhere.
     """
     lam = np.asarray(lam, dtype=np.float64)
-    lower, upper = ncx2_cdf_bounds(table.scaled_edges[None, :], table.dim, lam[:, None])
     window = poisson_windows(lam)
-    mixture = np.flatnonzero(window.hi < max_terms)
+    use_mixture = window.hi < max_terms
+    mixture, closed = np.flatnonzero(use_mixture), np.flatnonzero(~use_mixture)
+    lower, upper = np.empty((2, lam.size, table.scaled_edges.size))
+    if closed.size:
+        lower[closed], upper[closed] = ncx2_cdf_bounds(
+            table.scaled_edges[None, :], table.dim, lam[closed, None]
+        )
     if mixture.size:
         mix = noncentral_chi2_cdf(lam[mixture], table, slice(None))
         err = mix.error[:, None]
