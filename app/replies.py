@@ -68,10 +68,14 @@ class Publisher:
         )
         self._failing = False
 
-    def publish(self, name: str, payload: str) -> bool:
-        """Publish ``payload`` on channel ``name``; False if Redis could not be reached."""
+    def publish(self, name: str, *payloads: str) -> bool:
+        """Publish each of ``payloads`` on channel ``name``, in order and in one round trip (a
+        pipeline); False if Redis could not be reached."""
         try:
-            self._redis.publish(channel(self._settings, name), payload)
+            with self._redis.pipeline(transaction=False) as pipe:
+                for payload in payloads:
+                    pipe.publish(channel(self._settings, name), payload)
+                pipe.execute()
         except redis.RedisError as exc:
             if not self._failing:
                 log.warning("signals: Redis unreachable (%s); waiters will read the rows", exc)
@@ -99,11 +103,12 @@ def publisher(settings: Settings) -> Publisher | None:
         return _publishers[key]
 
 
-def publish_job(settings: Settings, job_id: str, state: str) -> None:
-    """Announce that job ``job_id`` reached ``state`` (call after committing it)."""
+def publish_job(settings: Settings, job_id: str, state: str, *more_job_ids: str) -> None:
+    """Announce that job ``job_id`` (and ``more_job_ids``: a batch) reached ``state`` (call
+    after committing it)."""
     sender = publisher(settings)
     if sender is not None:
-        sender.publish(JOBS, f"{job_id} {state}")
+        sender.publish(JOBS, *(f"{job} {state}" for job in (job_id, *more_job_ids)))
 
 
 def publish_key_revoked(settings: Settings, key_id: str) -> bool:

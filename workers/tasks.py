@@ -3,6 +3,7 @@ in the forked child process, never in the parent before the fork."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -55,10 +56,15 @@ _resources: dict[str, Any] = {}
 
 @worker_process_init.connect
 def _after_fork(**_: object) -> None:
-    """Engines inherited from the parent must not be used in the child: start afresh."""
+    """Engines inherited from the parent must not be used in the child: start afresh. What
+    the child inherited (the imported modules) lives as long as it does: out of the
+    collector's sight (``gc.freeze``), a full collection no longer walks it in the middle of
+    a certify batch (``app.main`` does the same in the API)."""
     db = _resources.pop("db", None)
     if db is not None:
         db.dispose()
+    gc.collect()
+    gc.freeze()
 
 
 def _settings() -> Settings:
@@ -344,7 +350,7 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
         skipped = lifecycle.succeed_all(db, [
             (job, _input_rows(certified[job.job_id]), summary)
             for job, _ in batch
-        ])
+        ], durable=False)
     _finished_here([c.job_id for c, _ in batch[1:] if c not in skipped])
     for job in skipped:
         if job is claim:

@@ -57,7 +57,7 @@ Progress = Callable[[str, int, int], None]
 METHODS: tuple[str, ...] = ("knn", "ensemble", "partition")
 #: Methods without smoothing noise (no ``sigma`` field; their ``sigma`` property is 0).
 UNSMOOTHED_METHODS: tuple[str, ...] = ("partition",)
-_KNN_CHUNK = 16
+_KNN_CHUNK = 64
 
 
 def _positive(value: float, name: str) -> float:
