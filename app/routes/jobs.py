@@ -119,6 +119,37 @@ def _earlier(db: Session, owner: str, key: str, request_sha: str) -> Job | None:
     return earlier
 
 
+# The hot read first: Starlette tries a router's routes in order.
+@router.get("/{job_id}/certificates/{index}", response_model=wire.Certificate)
+async def get_certificate(
+    request: Request, job_id: str, index: Annotated[int, PathParam(ge=0, le=MAX_INT)],
+    owner: Reader, subset: Subset = "clean",
+) -> Response:
+    """One certified prediction with its radius."""
+    where = {"job_id": job_id, "subset": subset, "index": index, "owner": owner}
+    reads, db = request.app.state.reads, request.app.state.db
+    if not is_id(job_id):  # a NUL byte never reaches SQL
+        row = None
+    elif reads is not None:  # the ownership check and the read in one query
+        row = await reads.certificate(**where)
+    else:
+        row = await run_in_threadpool(_read_certificate, db, where)
+    if row is None:
+        await run_in_threadpool(_job_owned, db, owner, job_id)  # 404 for the job, or else
+        raise not_found("certificate", f"{job_id}/{subset}/{index}")
+    return json_response(certificate_out(row))
+
+
+def _read_certificate(db: Database, where: dict[str, Any]) -> Any:
+    with db.session() as session:
+        return session.execute(CERTIFICATE_READ, where).mappings().first()
+
+
+def _job_owned(db: Database, owner: str, job_id: str) -> None:
+    with db.session() as session:
+        owned(session, Job, owner, job_id)
+
+
 @router.post(
     "",
     status_code=202,
@@ -289,36 +320,6 @@ def list_certificates(
         items=[certificate_out(r) for r in rows],
         next_cursor=str(rows[-1]["sample_index"]) if more else None,
     ))
-
-
-@router.get("/{job_id}/certificates/{index}", response_model=wire.Certificate)
-async def get_certificate(
-    request: Request, job_id: str, index: Annotated[int, PathParam(ge=0, le=MAX_INT)],
-    owner: Reader, subset: Subset = "clean",
-) -> Response:
-    """One certified prediction with its radius."""
-    where = {"job_id": job_id, "subset": subset, "index": index, "owner": owner}
-    reads, db = request.app.state.reads, request.app.state.db
-    if not is_id(job_id):  # a NUL byte never reaches SQL
-        row = None
-    elif reads is not None:  # the ownership check and the read in one query
-        row = await reads.certificate(**where)
-    else:
-        row = await run_in_threadpool(_read_certificate, db, where)
-    if row is None:
-        await run_in_threadpool(_job_owned, db, owner, job_id)  # 404 for the job, or else
-        raise not_found("certificate", f"{job_id}/{subset}/{index}")
-    return json_response(certificate_out(row))
-
-
-def _read_certificate(db: Database, where: dict[str, Any]) -> Any:
-    with db.session() as session:
-        return session.execute(CERTIFICATE_READ, where).mappings().first()
-
-
-def _job_owned(db: Database, owner: str, job_id: str) -> None:
-    with db.session() as session:
-        owned(session, Job, owner, job_id)
 
 
 def _finished(db: Session, owner: str, job_id: str) -> Job:
