@@ -101,13 +101,13 @@ async def reader_id(
     return (await run_in_threadpool(read)).key_id
 
 
-def store(request: Request) -> ObjectStore:
-    """The artefact store."""
+async def store(request: Request) -> ObjectStore:
+    """The artefact store (a coroutine: a plain function would cost a thread hop)."""
     return request.app.state.store
 
 
-def settings(request: Request) -> Settings:
-    """The service settings."""
+async def settings(request: Request) -> Settings:
+    """The service settings (a coroutine, as :func:`store`)."""
     return request.app.state.settings
 
 

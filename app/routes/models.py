@@ -279,11 +279,11 @@ async def certify(
     exhaust the connection pool."""
     model, input_shape = await run_in_threadpool(_input_shape, db, owner, model_id)
     raw = await _request_inputs(request, store, settings)
-    X = await run_in_threadpool(_inputs, raw, input_shape)
     job_id = new_id()
     with request.app.state.signals.expect(job_id) as reply:
-        job = await run_in_threadpool(
-            _submit, request, db, store, settings, owner, model, X, job_id
+        job = await run_in_threadpool(  # one thread hop: the inputs checked, then submitted
+            lambda: _submit(request, db, store, settings, owner, model,
+                            _inputs(raw, input_shape), job_id)
         )
         state = await reply.wait(
             time.monotonic() + settings.certify_wait_s,
