@@ -54,3 +54,17 @@ def is_problem(response: httpx.Response, status: int | None = None) -> bool:
         and body["status"] == response.status_code
         and bool(body["detail"])
     )
+
+
+def add_finished_job(session: Any, owner_id: str, certificates: list[dict[str, Any]]) -> str:
+    """A succeeded K-NN job of ``owner_id`` holding the given clean-set certificate rows
+    (``app.orm.Certificate`` columns but ``job_id`` and ``subset``), written straight to the
+    database; its id."""
+    from app.orm import Certificate, Job
+
+    job = Job(owner_id=owner_id, kind="evaluate", method="knn", params={}, attack=None,
+              max_attempts=1, request_sha256="0" * 64, state="succeeded")
+    session.add(job)
+    session.flush()
+    session.add_all(Certificate(job_id=job.id, subset="clean", **row) for row in certificates)
+    return str(job.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,49 +22,48 @@ def _backend_pid(db: Database) -> int:
         return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
 
-def _counted_pings(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The times the pool tested a connection (the dialect's own ping, still run)."""
-    pings: list[float] = []
-    ping = db.engine.dialect.do_ping
+@pytest.fixture
+def counted(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Database, list[float], str]]:
+    """A ``Database`` on a fresh PostgreSQL database, the times its pool tested a connection
+    (the dialect's own ping, still run) and the database URL."""
+    with fresh_pg_database(postgres_url) as url:
+        db = Database(Settings(database_url=url, data_dir=tmp_path))
+        pings: list[float] = []
+        ping = db.engine.dialect.do_ping
 
-    def counted(dbapi_conn: object) -> bool:
-        pings.append(time.monotonic())
-        return ping(dbapi_conn)
+        def counted_ping(dbapi_conn: object) -> bool:
+            pings.append(time.monotonic())
+            return ping(dbapi_conn)
 
-    monkeypatch.setattr(db.engine.dialect, "do_ping", counted)
-    return pings
+        monkeypatch.setattr(db.engine.dialect, "do_ping", counted_ping)
+        try:
+            yield db, pings, url
+        finally:
+            db.engine.dispose()
 
 
 def test_a_connection_dropped_while_idle_is_replaced_before_use(
-    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    counted: tuple[Database, list[float], str],
 ) -> None:
-    with fresh_pg_database(postgres_url) as url:
-        db = Database(Settings(database_url=url, data_dir=tmp_path))
-        pings = _counted_pings(db, monkeypatch)
-        try:
-            first = _backend_pid(db)
-            admin = create_engine(url)
-            with admin.connect() as conn:  # the server ends it while it lies in the pool
-                assert conn.execute(text("SELECT pg_terminate_backend(:pid)"),
-                                    {"pid": first}).scalar_one()
-            admin.dispose()
-            time.sleep(PING_AFTER_IDLE_S + 0.1)
-            assert _backend_pid(db) != first  # no error: tested, discarded, replaced
-            assert len(pings) == 1
-        finally:
-            db.engine.dispose()
+    db, pings, url = counted
+    first = _backend_pid(db)
+    admin = create_engine(url)
+    with admin.connect() as conn:  # the server ends it while it lies in the pool
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"),
+                            {"pid": first}).scalar_one()
+    admin.dispose()
+    time.sleep(PING_AFTER_IDLE_S + 0.1)
+    assert _backend_pid(db) != first  # no error: tested, discarded, replaced
+    assert len(pings) == 1
 
 
 def test_a_connection_in_steady_use_is_not_tested(
-    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    counted: tuple[Database, list[float], str],
 ) -> None:
-    with fresh_pg_database(postgres_url) as url:
-        db = Database(Settings(database_url=url, data_dir=tmp_path))
-        pings = _counted_pings(db, monkeypatch)
-        try:
-            pids = {_backend_pid(db) for _ in range(50)}
-            assert len(pids) == 1 and pings == []  # one connection, reused, never pinged
-            time.sleep(PING_AFTER_IDLE_S + 0.1)
-            assert _backend_pid(db) in pids and len(pings) == 1  # idle: tested, still good
-        finally:
-            db.engine.dispose()
+    db, pings, _ = counted
+    pids = {_backend_pid(db) for _ in range(50)}
+    assert len(pids) == 1 and pings == []  # one connection, reused, never pinged
+    time.sleep(PING_AFTER_IDLE_S + 0.1)
+    assert _backend_pid(db) in pids and len(pings) == 1  # idle: tested, still good

@@ -16,11 +16,11 @@ from sqlalchemy import create_engine, text
 from app.auth import create_key
 from app.fastreads import FastReads
 from app.main import create_app
-from app.orm import Certificate, Job
 from app.problems import ProblemError
 from app.settings import Settings
 
 from .conftest import fresh_pg_database, serve_in_thread
+from .helpers import add_finished_job
 
 pytestmark = pytest.mark.services
 
@@ -37,19 +37,12 @@ def _served(tmp_path: Path, postgres_url: str, redis_url: str | None) -> Iterato
             with app.state.db.session() as session:
                 owner, mine = create_key(session, "owner")
                 _, theirs = create_key(session, "other")
-                job = Job(owner_id=owner.id, kind="evaluate", method="knn", params={},
-                          attack=None, max_attempts=1, request_sha256="0" * 64,
-                          state="succeeded")
-                session.add(job)
-                session.flush()
-                for index, radius in ((0, 0.5), (1, 0.0)):
-                    session.add(Certificate(
-                        job_id=job.id, subset="clean", sample_index=index, label=1,
-                        prediction=1 if radius else -1, top_class=1, p_a=0.9 - index / 2,
-                        p_b=0.1, radius=radius, abstain=not radius, correct=bool(radius),
-                        poison_count=3 if radius else None, poison_modifications=1,
-                        count_prediction=1))
-                job_id = job.id
+                job_id = add_finished_job(session, owner.id, [dict(
+                    sample_index=index, label=1, prediction=1 if radius else -1, top_class=1,
+                    p_a=0.9 - index / 2, p_b=0.1, radius=radius, abstain=not radius,
+                    correct=bool(radius), poison_count=3 if radius else None,
+                    poison_modifications=1, count_prediction=1,
+                ) for index, radius in ((0, 0.5), (1, 0.0))])
             assert app.state.reads is not None  # PostgreSQL: the event loop's pool serves
             yield url, app, mine, theirs, job_id, database
 

@@ -20,7 +20,6 @@ from sqlalchemy import event, text
 from app.auth import create_key as make_key
 from app.auth import hash_key
 from app.main import create_app
-from app.orm import Certificate, Job
 from app.settings import Settings
 
 from .conftest import (
@@ -33,6 +32,7 @@ from .conftest import (
     service_cli,
     wait_for_job,
 )
+from .helpers import add_finished_job
 from .private import private_redis
 
 INPUTS = {"inputs": [[0.0] * 64]}  # one digits image (8 x 8)
@@ -160,15 +160,9 @@ def test_a_read_takes_one_connection_with_its_key_lookup_and_one_certificate_non
             db = app.state.db
             with db.session() as session:
                 key, secret = make_key(session, "reader")
-                job = Job(owner_id=key.id, kind="evaluate", method="knn", params={},
-                          attack=None, max_attempts=1, request_sha256="0" * 64,
-                          state="succeeded")
-                session.add(job)
-                session.flush()
-                session.add(Certificate(job_id=job.id, subset="clean", sample_index=0, label=1,
-                                        prediction=1, top_class=1, p_a=0.9, p_b=0.1,
-                                        radius=0.5, abstain=False, correct=True))
-                job_id = job.id
+                job_id = add_finished_job(session, key.id, [dict(
+                    sample_index=0, label=1, prediction=1, top_class=1, p_a=0.9, p_b=0.1,
+                    radius=0.5, abstain=False, correct=True)])
             counts = {"checkouts": 0, "statements": 0}
 
             def count(name: str) -> Any:
