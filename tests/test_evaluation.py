@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -225,7 +227,7 @@ def test_many_test_sets_certified_in_one_pass_equal_each_alone(digits):
     sizes = [1, 3, 1, 20, 2]
     cuts = np.cumsum([0, *sizes])
     tests = [TestSet(f"job{i}", digits.X_test[a:b], None)
-             for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))]
+             for i, (a, b) in enumerate(itertools.pairwise(cuts))]
     together = certify_test_sets(digits, tests, method)
     for test in tests:
         alone = certify_test_sets(digits, [test], method)[test.subset]
