@@ -32,7 +32,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "cli": _CLI,
     "service": (
         *_CLI, "fastapi", "uvicorn", "pydantic_settings", "sqlalchemy", "alembic", "psycopg",
-        "celery", "redis", "python_multipart", "prometheus_client", "boto3", "structlog",
+        "asyncpg", "celery", "redis", "python_multipart", "prometheus_client", "boto3",
+        "structlog",
     ),
 }
 
