@@ -61,9 +61,26 @@ def test_same_content_is_stored_once_and_never_overwritten(
     store, _ = backend
     digest = store.put_bytes(b"model bytes")
     (first,) = store.list_objects()
+    inode = store.path_of(digest).stat().st_ino if isinstance(store, LocalStore) else None
     assert store.put_bytes(b"model bytes") == digest
-    assert list(store.list_objects()) == [first]  # the first object kept, not replaced
+    (again,) = store.list_objects()  # the first object kept, not replaced
+    assert (again.sha256, again.size) == (first.sha256, first.size)
+    assert again.modified >= first.modified
+    if inode is not None:
+        assert store.path_of(digest).stat().st_ino == inode
     assert list(store.staging_dir.iterdir()) == []
+
+
+def test_writing_an_object_again_refreshes_it_as_writing_it_anew_would(tmp_path: Path) -> None:
+    """The same bytes stored again cost the same kind of work as new bytes (a staged, synced
+    file, then a synced metadata write: its time stamp), so that their time does not tell a
+    writer that someone stored them before; the object itself is never replaced."""
+    store = LocalStore(tmp_path / "store")
+    digest = store.put_bytes(b"inputs")
+    path = store.path_of(digest)
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    assert store.put_bytes(b"inputs") == digest
+    assert path.stat().st_mtime > 1_000_000_000 and path.read_bytes() == b"inputs"
 
 
 def test_corruption_is_detected_on_read(
