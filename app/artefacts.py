@@ -157,6 +157,16 @@ def load_arrays(store: ObjectStore, digest: str) -> dict[str, np.ndarray]:
         return {key: archive[key] for key in archive.files}
 
 
+def arrays_of(data: bytes, digest: str) -> dict[str, np.ndarray]:
+    """The arrays of npz bytes held outside the store (a certify job's inline inputs), as
+    :func:`load_arrays` reads an object: ``CorruptObjectError`` unless they hash to
+    ``digest``, pickles refused."""
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise CorruptObjectError(f"{len(data)} bytes do not hash to {digest}")
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
 def dataset_bytes(dataset: Dataset) -> bytes:
     """The canonical npz of ``dataset``: its four arrays and its class names."""
     arrays: dict[str, Any] = {key: getattr(dataset, key) for key in _ARRAYS}

@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -137,6 +138,12 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+#: A certify job's inputs up to this size (npz bytes) are kept in its row, committed with it:
+#: no object row, staged file or sync per online request, and no stored object another key's
+#: timing could probe; larger ones (uploads) go to the artefact store.
+INLINE_INPUTS_BYTES = 1 << 16
+
+
 class Job(Base):
     """A certification job; this row is the source of truth for state and progress."""
 
@@ -151,6 +158,9 @@ class Job(Base):
     params: Mapped[dict[str, Any]]
     attack: Mapped[dict[str, Any] | None]
     inputs_sha256: Mapped[str | None] = mapped_column(String(64))
+    # a certify job's inputs (npz) when at most INLINE_INPUTS_BYTES, else in the store
+    # (revision 0008); not loaded with the row unless asked for
+    inputs_inline: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     state: Mapped[str] = mapped_column(String(16), default="queued")
     phase: Mapped[str] = mapped_column(String(200), default="queued")
     progress_done: Mapped[int] = mapped_column(Integer, default=0)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from app.db import Database
 from app.orm import Certificate, Job, ModelMember, WorkUnit, utcnow
@@ -61,6 +61,7 @@ class Claim:
     inputs_sha256: str | None
     attempt: int
     lease_owner: str
+    inputs_inline: bytes | None = None  # a certify job's small inputs, from its row
 
 
 def patiently(action: Callable[..., T], *args: Any, patience_s: float = DB_PATIENCE_S) -> T:
@@ -116,7 +117,8 @@ def _claim(db: Database, job_id: str, unit_name: str, lease_s: float, owner: str
         _lazy_commit(session)
         found = session.execute(
             select(Job, WorkUnit).join(WorkUnit, WorkUnit.job_id == Job.id)
-            .where(Job.id == job_id, WorkUnit.name == unit_name).with_for_update()
+            .where(Job.id == job_id, WorkUnit.name == unit_name)
+            .options(undefer(Job.inputs_inline)).with_for_update()
         ).first()
         return None if found is None else _take(*found, lease_s, owner, gave_up)
 
@@ -157,6 +159,7 @@ def _take(job: Job, unit: WorkUnit, lease_s: float, owner: str, gave_up: list[st
         method=job.method, params=dict(job.params),
         attack=None if job.attack is None else dict(job.attack),
         inputs_sha256=job.inputs_sha256, attempt=unit.attempts, lease_owner=owner,
+        inputs_inline=job.inputs_inline if job.kind == "certify" else None,
     )
 
 
@@ -175,7 +178,7 @@ def claim_siblings(db: Database, first: Claim, lease_s: float, max_inputs: int,
             .where(Job.kind == "certify", Job.model_id == first.model_id, Job.id != first.job_id,
                    Job.state.not_in(TERMINAL_STATES), WorkUnit.state == "pending")
             .order_by(Job.created_at).limit(max_inputs)
-            .with_for_update(skip_locked=True)
+            .options(undefer(Job.inputs_inline)).with_for_update(skip_locked=True)
         ).all()
         claims: list[Claim] = []
         gave_up: list[str] = []

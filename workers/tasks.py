@@ -15,7 +15,14 @@ import structlog
 from celery.signals import worker_process_init
 from sqlalchemy import select
 
-from app.artefacts import load_arrays, load_dataset, npz_bytes, put_object, save_dataset
+from app.artefacts import (
+    arrays_of,
+    load_arrays,
+    load_dataset,
+    npz_bytes,
+    put_object,
+    save_dataset,
+)
 from app.db import Database
 from app.orm import Dataset as DatasetRow
 from app.orm import Model, ModelMember, new_id
@@ -300,6 +307,14 @@ def _aggregate(claim: lifecycle.Claim) -> None:
     _finish_evaluation(claim, row, evaluation, certified, {"votes_sha256": votes_sha256})
 
 
+def _certify_inputs_of(store: Any, claim: lifecycle.Claim) -> np.ndarray:
+    """A certify job's inputs: from its row when they were small enough to be kept there,
+    else from the artefact store; their SHA-256 checked either way."""
+    if claim.inputs_inline is None:
+        return load_arrays(store, str(claim.inputs_sha256))["X"]
+    return arrays_of(claim.inputs_inline, str(claim.inputs_sha256))["X"]
+
+
 def _certify_inputs(claim: lifecycle.Claim) -> None:
     """A certify job: new inputs against a stored model, hot in this worker's cache (an
     ensemble needs only its members, stacked; a K-NN its training set).
@@ -316,7 +331,7 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
         raise RuntimeError(f"certify job {claim.job_id} has no model or no inputs")
     method = _request(claim).method
     hot = _hot(claim.model_id, method)
-    own = load_arrays(store, claim.inputs_sha256)["X"]
+    own = _certify_inputs_of(store, claim)
     busy: set[str] = _resources.setdefault("busy_models", set())
     if claim.model_id in busy:
         time.sleep(settings.certify_batch_wait_s)
@@ -326,7 +341,7 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
     with lifecycle.Heartbeat(db, siblings, settings.lease_s):
         try:
             batch = [(claim, own)] + [
-                (c, load_arrays(store, str(c.inputs_sha256))["X"]) for c in siblings
+                (c, _certify_inputs_of(store, c)) for c in siblings
             ]
             tests = tuple(TestSet(c.job_id, X, None) for c, X in batch)
             if isinstance(method, EnsembleMethod):

@@ -22,7 +22,7 @@ from app import quotas
 from app.artefacts import npz_bytes, put_object
 from app.deps import DB, AppSettings, Owner, Store, owned
 from app.logs import bind_request_context
-from app.orm import Certificate, Job, Model, ModelMember, new_id
+from app.orm import INLINE_INPUTS_BYTES, Certificate, Job, Model, ModelMember, new_id
 from app.orm import Dataset as DatasetRow
 from app.paging import Cursor, Limit, RowId, keyset_page
 from app.problems import ProblemError, bad_input
@@ -200,24 +200,28 @@ def _submit(
     request: Request, db: Session, store: ObjectStore, settings: Settings, owner: str,
     model: Model, X: np.ndarray, job_id: str,
 ) -> Job:
-    """Store the inputs, commit the certify job ``job_id`` and enqueue it (the job row comes
-    first).
+    """Store the inputs (in the job's row when small: ``app.orm.INLINE_INPUTS_BYTES``), commit
+    the certify job ``job_id`` and enqueue it (the job row comes first).
 
-    The inputs' object row is written last: its upsert holds that row locked until the commit
-    (``app.artefacts.put_object``), and concurrent requests certifying the same inputs queue
-    on that lock, so it is held only for the units' insert and the commit."""
+    Larger inputs go to the artefact store, their object row written last: its upsert holds
+    that row locked until the commit (``app.artefacts.put_object``), and concurrent requests
+    certifying the same inputs queue on that lock, so it is held only for the units' insert
+    and the commit."""
     quotas.check_job(db, owner, settings, 0)
     data = npz_bytes({"X": X})
     inputs_sha = hashlib.sha256(data).hexdigest()
+    inline = len(data) <= INLINE_INPUTS_BYTES
     job = Job(
         id=job_id, owner_id=owner, kind="certify", dataset_id=model.dataset_id, model_id=model.id,
         method=model.method, params=model.params, attack=None,
-        inputs_sha256=inputs_sha, progress_total=len(X), max_attempts=settings.max_job_attempts,
+        inputs_sha256=inputs_sha, inputs_inline=data if inline else None,
+        progress_total=len(X), max_attempts=settings.max_job_attempts,
         request_sha256=hashlib.sha256(inputs_sha.encode()).hexdigest(),
     )
     db.add(job)
     db.flush()
-    put_object(db, store, data, "inputs")
+    if not inline:
+        put_object(db, store, data, "inputs")
     commit_with_units(request, db, job)
     return job
 

@@ -145,3 +145,42 @@ def test_hot_and_cold_answers_agree_and_damaged_bytes_are_refused(
     refused = client_a.post(f"{damaged}/certify", json=inputs)
     assert refused.status_code == 422, refused.text
     assert "CorruptObjectError" in refused.json()["detail"]
+
+
+@pytest.mark.services
+def test_small_inputs_live_in_the_job_row_and_large_ones_in_the_store(
+    client_a: httpx.Client, service: Service
+) -> None:
+    """A certify request's inputs up to INLINE_INPUTS_BYTES are kept in its job row (no
+    object in the store), larger ones in the store; the worker certifies both alike."""
+    import sqlalchemy as sa
+
+    from app.orm import INLINE_INPUTS_BYTES
+
+    dataset = client_a.post("/v1/datasets", json={"builtin": "digits", "classes": [0, 1]}).json()
+    job = client_a.post("/v1/jobs", json={"dataset_id": dataset["id"], "method": "knn",
+                                          "params": {"sigma": 1.0, "k": 3, "num_test": 4}})
+    done = wait_for_job(client_a, job.json()["id"], timeout=300)
+    assert done["state"] == "succeeded", done
+    model = str(done["links"]["model"])
+    rows = int(INLINE_INPUTS_BYTES / (64 * 4)) + 8  # float32 digits: 256 bytes a row
+    X = np.random.default_rng(5).uniform(0, 16, (rows, 64)).astype(np.float32)
+    small, large = _certify(client_a, model, X[:3]), _certify(client_a, model, X)
+    assert _fields(small["certificates"]) == _fields(large["certificates"][:3])
+    engine = sa.create_engine(service.database_url)
+    try:
+        with engine.connect() as conn:
+            stored = dict(conn.execute(
+                sa.text("SELECT id, inputs_sha256 FROM jobs WHERE id IN (:a, :b)"),
+                {"a": small["job_id"], "b": large["job_id"]}).all())
+            inline = dict(conn.execute(
+                sa.text("SELECT id, inputs_inline IS NOT NULL FROM jobs WHERE id IN (:a, :b)"),
+                {"a": small["job_id"], "b": large["job_id"]}).all())
+    finally:
+        engine.dispose()
+    assert inline == {small["job_id"]: True, large["job_id"]: False}
+
+    def in_store(digest: str) -> bool:
+        return (service.store_dir / "objects" / digest[:2] / digest[2:]).is_file()
+
+    assert not in_store(stored[small["job_id"]]) and in_store(stored[large["job_id"]])
