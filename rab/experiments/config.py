@@ -42,6 +42,14 @@ method; the grid is their product, one *cell* per (data set, attack, setting, si
     # sigma = 0 rows); a reference without kind matches the cell without attack
 
 A setting may be ``{}`` with no attack at all when ``attacks`` is empty.
+
+A grid file may start from another: ``extends = "table5-mnist"`` (the stem of a grid in the same
+folder) loads that grid first (and its own base, if it has one), then the child's top-level keys
+replace the base's: a table (``[method]``, ``[attack]``) is merged key by key, an array of
+tables (``[[datasets]]``, ``[[attacks]]``, ``[[settings]]``, ``[[reference]]``) or any other
+value is replaced whole, and what the child does not give (the references, say) is inherited
+(:func:`merge_grid`).  An unknown base or a cycle is a ValueError.  ``extends`` is resolved by
+:func:`load_config`; the parsed ``raw`` mapping is the merged grid.
 """
 
 from __future__ import annotations
