@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from rab.cli import experiment
 from rab.experiments import (
+    empirical_bars,
     finished_cells,
     load_cell,
     load_config,
@@ -204,6 +205,10 @@ def test_no_attack_cells_and_vanilla_reference_figures(config_file, tmp_path):
     bars = plot_grid(config, record.results, tmp_path / "plots")
     assert [p.name for p in bars] == ["digits__empirical.png"]
     assert bars[0].read_bytes()[:4] == b"\x89PNG"
+    # the same bars from a written summary (the cell files are not committed)
+    rows = {c["key"]: c["ours"] for c in summary_record(config, record.results)["cells"]}
+    again = empirical_bars(config, rows, tmp_path / "again")
+    assert again[0].read_bytes() == bars[0].read_bytes()
     with pytest.raises(ValueError, match="no other keys"):
         parse_config(__import__("tomllib").loads(
             text.replace('kind = "none"', 'kind = "none"\nnorm = 1.0')))
