@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -235,7 +236,9 @@ def test_reproduction_status_on_a_synthetic_grid(config_file, tmp_path):
     assert row.max_diff == pytest.approx(0.027)
     text = render_status([row], [Ungridded("Table 9", "x", 3, "none here")])
     assert "1 published rows in grids" in text and "3 more without a grid" in text
-    assert "| Table 9 | x | 3 | none here |" in text
+    assert "| Table 9 | x | 3 | none here |" in text and "second grid" not in text
+    twice = render_status([row, dataclasses.replace(row, grid="tiny-full")])
+    assert "2 published rows in grids" in twice and "1 of them again in a second grid" in twice
     doc = tmp_path / "doc.md"
     doc.write_text(f"intro\n{MARKERS[0]}\nold\n{MARKERS[1]}\noutro\n")
     write_between_markers(doc, text)
