@@ -8,8 +8,10 @@ and certified-accuracy plots under ``bench/results/reproduce/<name>/``. Finished
 a rerun computes only the missing ones (``--force`` recomputes).
 
 Usage: ``python bench/bench_reproduce.py [--only NAME ...] [--all] [--force] [--report-only]
-[--max-cells K]`` (``--report-only``: write the table and plots of the cells finished so far,
-computing nothing; ``--max-cells``: compute at most K more cells, a partial run).
+[--max-cells K] [--redraw-empirical]`` (``--report-only``: write the table and plots of the cells
+finished so far, computing nothing, and refuse if that would drop cells from the written summary,
+since the cell files are not committed; ``--max-cells``: compute at most K more cells, a partial
+run; ``--redraw-empirical``: only redraw the Figure 3 bars from the written summary JSON).
 Default: ``table5-spambase`` only (about 10-30 CPU minutes); ``--all`` runs every configuration
 (the MNIST / CIFAR K-NN rows take hours on 2 CPU cores, Table 2 trains ensembles).
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from rab.experiments import (
     RunRecord,
+    empirical_bars,
     finished_cells,
     markdown_table,
     named_config,
@@ -51,6 +54,12 @@ def reproduce(name: str, *, force: bool, report_only: bool, max_cells: int | Non
 
     if report_only:
         done = finished_cells(config, work)
+        lost = sorted(set(_summary_rows(name)) - set(done))
+        if lost:  # the cell files are not committed: do not overwrite the summary without them
+            print(f"[{name}] --report-only: {len(lost)} cells of "
+                  f"{RESULTS / f'reproduce_{name}.json'} have no cell file under {work}/cells; "
+                  "nothing written (rerun them, or --redraw-empirical)", file=sys.stderr)
+            return 1
         record = RunRecord(skipped=list(done), results=done)
     else:
         record = run_experiment(config, work, force=force, on_cell=on_cell, max_cells=max_cells)
@@ -78,6 +87,25 @@ def reproduce(name: str, *, force: bool, report_only: bool, max_cells: int | Non
     return 0
 
 
+def _summary_rows(name: str) -> dict[str, dict[str, object]]:
+    """Our figures (by cell key) in the written summary of ``name``, if any."""
+    path = RESULTS / f"reproduce_{name}.json"
+    if not path.is_file():
+        return {}
+    return {c["key"]: c["ours"] for c in json.loads(path.read_text())["cells"]}
+
+
+def redraw_empirical(name: str) -> int:
+    """Redraw the Figure 3 bars of ``name`` from its written summary (no cell file needed)."""
+    config = named_config(name)
+    if "empirical" not in config.plots:
+        print(f"[{name}] draws no empirical plot", file=sys.stderr)
+        return 1
+    paths = empirical_bars(config, _summary_rows(name), RESULTS / "reproduce" / name / "plots")
+    print("\n".join(str(p.relative_to(ROOT)) for p in paths))
+    return 0 if paths else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only write the report of the cells finished so far")
     parser.add_argument("--max-cells", type=int, default=None,
                         help="compute at most this many cells per configuration (a partial run)")
+    parser.add_argument("--redraw-empirical", action="store_true",
+                        help="only redraw the Figure 3 bars from the written summary JSON")
     args, _ = parser.parse_known_args(argv)
     names = named_configs() if args.all else (args.only or list(DEFAULT))
     unknown = sorted(set(names) - set(named_configs()))
@@ -95,10 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown configurations {unknown}; known: {named_configs()}", file=sys.stderr)
         return 2
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.redraw_empirical:
+        return max(redraw_empirical(name) for name in names)
+    status = 0
     for name in names:
-        reproduce(name, force=args.force, report_only=args.report_only, max_cells=args.max_cells)
+        status = max(status, reproduce(name, force=args.force, report_only=args.report_only,
+                                       max_cells=args.max_cells))
     print(json.dumps({"reproduced": names}))
-    return 0
+    return status
 
 
 if __name__ == "__main__":

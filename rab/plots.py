@@ -77,25 +77,35 @@ def accuracy_bars(
     ylabel: str = "accuracy on backdoored inputs",
 ) -> Path:
     """Grouped bars: ``groups`` maps a group (e.g. an attack) to ``{bar label: value}`` (e.g. the
-    vanilla model and the smoothed one per sigma); bars of the same label share a colour.
-    Returns the PNG's path."""
+    vanilla model and the smoothed one per sigma); bars of the same label share a colour.  The
+    legend sits outside the axes, right of them, so it never covers a bar.  Returns the PNG's
+    path."""
+    plt = _pyplot("accuracy bars")
+    fig, _ = _bar_figure(plt, groups, title=title, ylabel=ylabel)
+    return _save(fig, plt, path)
+
+
+def _bar_figure(plt: Any, groups: Mapping[str, Mapping[str, float]], *, title: str,
+                ylabel: str) -> tuple[Any, Any]:
+    """The figure and axes of :func:`accuracy_bars`, laid out, not yet saved."""
     if not groups:
         raise ValueError("accuracy_bars needs at least one group")
     labels = list(dict.fromkeys(label for bars in groups.values() for label in bars))
-    plt = _pyplot("accuracy bars")
-    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.5, 4.0), dpi=120)
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
         values = [bars.get(label, np.nan) for bars in groups.values()]
         ax.bar(np.arange(len(groups)) + (i - (len(labels) - 1) / 2) * width, values, width,
                label=label)
-    ax.set_xticks(np.arange(len(groups)), list(groups), rotation=10)
+    ax.set_xticks(np.arange(len(groups)), list(groups), rotation=15, ha="right",
+                  rotation_mode="anchor")
     ax.set_ylabel(ylabel)
     ax.set_ylim(0.0, 1.02)
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend()
-    return _save(fig, plt, path)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    return fig, ax
 
 
 def _save(fig: Any, plt: Any, path: str | Path) -> Path:

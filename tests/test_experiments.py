@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from rab.cli import experiment
 from rab.experiments import (
+    empirical_bars,
     finished_cells,
     load_cell,
     load_config,
@@ -204,6 +206,10 @@ def test_no_attack_cells_and_vanilla_reference_figures(config_file, tmp_path):
     bars = plot_grid(config, record.results, tmp_path / "plots")
     assert [p.name for p in bars] == ["digits__empirical.png"]
     assert bars[0].read_bytes()[:4] == b"\x89PNG"
+    # the same bars from a written summary (the cell files are not committed)
+    rows = {c["key"]: c["ours"] for c in summary_record(config, record.results)["cells"]}
+    again = empirical_bars(config, rows, tmp_path / "again")
+    assert again[0].read_bytes() == bars[0].read_bytes()
     with pytest.raises(ValueError, match="no other keys"):
         parse_config(__import__("tomllib").loads(
             text.replace('kind = "none"', 'kind = "none"\nnorm = 1.0')))
@@ -230,7 +236,9 @@ def test_reproduction_status_on_a_synthetic_grid(config_file, tmp_path):
     assert row.max_diff == pytest.approx(0.027)
     text = render_status([row], [Ungridded("Table 9", "x", 3, "none here")])
     assert "1 published rows in grids" in text and "3 more without a grid" in text
-    assert "| Table 9 | x | 3 | none here |" in text
+    assert "| Table 9 | x | 3 | none here |" in text and "second grid" not in text
+    twice = render_status([row, dataclasses.replace(row, grid="tiny-full")])
+    assert "2 published rows in grids" in twice and "1 of them again in a second grid" in twice
     doc = tmp_path / "doc.md"
     doc.write_text(f"intro\n{MARKERS[0]}\nold\n{MARKERS[1]}\noutro\n")
     write_between_markers(doc, text)
@@ -301,9 +309,58 @@ def test_report_labels_both_success_rates_and_the_effective_norm(config_file, tm
     assert effective < 1.0 and f"1 (eff. ≤ {effective:.3g})" in table
 
 
+def test_extends_merges_the_base_grid_under_the_childs_keys(config_file, tmp_path):
+    (tmp_path / "child.toml").write_text(
+        'extends = "tiny"\nname = "child"\nsigmas = [2.0]\n'
+        '[method]\nnum_levels = 50\n'         # a table: merged key by key
+        '[[datasets]]\nsource = "digits"\nname = "all-digits"\nshuffle_seed = 1\n')
+    base, child = load_config(config_file), load_config(tmp_path / "child.toml")
+    assert child.name == "child" and child.description == base.description
+    assert {c.method.sigma for c in child.cells} == {2.0}
+    method = child.cells[0].method.to_dict()
+    assert method["num_levels"] == 50 and method["k"] == base.cells[0].method.to_dict()["k"]
+    # an array of tables is replaced whole: the base's test_size does not leak into the child
+    assert child.raw["datasets"] == [{"source": "digits", "name": "all-digits", "shuffle_seed": 1}]
+    spec = child.cells[0].dataset
+    assert (spec.classes, spec.train_size, spec.test_size) == (None, None, None)
+    assert child.references == base.references and child.reference_radii == base.reference_radii
+    assert "extends" not in child.raw and child.raw["attack"] == base.raw["attack"]
+    (tmp_path / "grandchild.toml").write_text('extends = "child"\nname = "g"\n')
+    assert [c.key for c in load_config(tmp_path / "grandchild.toml").cells] == \
+        [c.key for c in child.cells]
+
+
+def test_extends_rejects_an_unknown_base_and_a_cycle(tmp_path):
+    (tmp_path / "a.toml").write_text('extends = "nowhere"\nname = "a"\n')
+    with pytest.raises(ValueError, match="extends unknown grid 'nowhere'"):
+        load_config(tmp_path / "a.toml")
+    (tmp_path / "a.toml").write_text('extends = "b"\nname = "a"\n')
+    (tmp_path / "b.toml").write_text('extends = "a"\nname = "b"\n')
+    with pytest.raises(ValueError, match="'extends' cycle: a -> b -> a"):
+        load_config(tmp_path / "a.toml")
+    (tmp_path / "c.toml").write_text('extends = "c"\nname = "c"\n')
+    with pytest.raises(ValueError, match="cycle: c -> c"):
+        load_config(tmp_path / "c.toml")
+    with pytest.raises(ValueError, match="load_config"):
+        parse_config({"extends": "a", "name": "x"})
+
+
+def test_full_test_set_grids_are_their_subset_grids_on_every_test_image():
+    for full, subset in (("table5-mnist-full", "table5-mnist"),
+                         ("table5-cifar-full", "table5-cifar-subset")):
+        f, s = named_config(full), named_config(subset)
+        assert f.name == full and "all" in f.scale and f.table == s.table
+        assert len(f.cells) == len(s.cells) and f.references == s.references
+        for a, b in zip(f.cells, s.cells, strict=True):
+            assert a.dataset.test_size is None and b.dataset.test_size is not None
+            assert a.dataset.to_dict() == {**b.dataset.to_dict(), "test_size": None}
+            assert (a.attack, a.method, a.radii, a.num_test) == \
+                (b.attack, b.method, b.radii, b.num_test)
+
+
 def test_table5_grids_use_the_reproduction_settings():
     for name in ("table5-spambase", "table5-spambase-authors-split", "table5-mnist",
-                 "table5-cifar-subset"):
+                 "table5-cifar-subset", "table5-mnist-full", "table5-cifar-full"):
         for cell in named_config(name).cells:
             assert cell.dataset.shuffle_seed == 0, name
             assert cell.method.edge_rule == "authors", name  # type: ignore[union-attr]

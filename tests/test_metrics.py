@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rab.metrics import certified_accuracy, certified_rate, prediction_accuracy, summarize
-from rab.plots import certified_accuracy_curve
+from rab.plots import _bar_figure, _pyplot, accuracy_bars, certified_accuracy_curve
 
 
 def _loop_certified_accuracy(pred, lab, rad, r):
@@ -60,3 +60,23 @@ def test_curve_png_is_written(tmp_path) -> None:
     assert image.shape[0] > 100 and image.shape[1] > 100
     with pytest.raises(ValueError, match="at least one curve"):
         certified_accuracy_curve({}, tmp_path / "empty.png")
+
+
+def test_accuracy_bars_legend_never_covers_the_axes(tmp_path) -> None:
+    """Figure 3's bars: the legend lies outside the axes (beside the bars, not on them)."""
+    import matplotlib.image
+
+    groups = {f"attack {i} |d|=0.1 r_p=0.02": {"vanilla": 0.99, "RAB σ = 1": 1.0,
+                                                  "RAB σ = 2": 0.2} for i in range(3)}
+    plt = _pyplot("test")
+    fig, ax = _bar_figure(plt, groups, title="bars", ylabel="accuracy")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend, axes = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert legend.x0 >= axes.x1 and not legend.overlaps(axes)
+    figure = fig.get_window_extent(renderer)
+    for artist in (legend, *(t.get_window_extent(renderer) for t in ax.get_xticklabels())):
+        assert figure.x0 <= artist.x0 and artist.x1 <= figure.x1  # nothing cut off
+    plt.close(fig)
+    image = matplotlib.image.imread(accuracy_bars(groups, tmp_path / "bars.png"))
+    assert image.shape[1] > image.shape[0] > 100

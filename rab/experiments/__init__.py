@@ -9,6 +9,7 @@
 from rab.experiments.config import Cell, ExperimentConfig, Reference, load_config, parse_config
 from rab.experiments.named import experiments_dir, named_config, named_configs
 from rab.experiments.report import (
+    empirical_bars,
     markdown_table,
     plot_curves,
     plot_empirical,
@@ -28,6 +29,7 @@ __all__ = [
     "ExperimentConfig",
     "Reference",
     "RunRecord",
+    "empirical_bars",
     "experiments_dir",
     "finished_cells",
     "load_cell",

@@ -42,6 +42,14 @@ method; the grid is their product, one *cell* per (data set, attack, setting, si
     # sigma = 0 rows); a reference without kind matches the cell without attack
 
 A setting may be ``{}`` with no attack at all when ``attacks`` is empty.
+
+A grid file may start from another: ``extends = "table5-mnist"`` (the stem of a grid in the same
+folder) loads that grid first (and its own base, if it has one), then the child's top-level keys
+replace the base's: a table (``[method]``, ``[attack]``) is merged key by key, an array of
+tables (``[[datasets]]``, ``[[attacks]]``, ``[[settings]]``, ``[[reference]]``) or any other
+value is replaced whole, and what the child does not give (the references, say) is inherited
+(:func:`merge_grid`).  An unknown base or a cycle is a ValueError.  ``extends`` is resolved by
+:func:`load_config`; the parsed ``raw`` mapping is the merged grid.
 """
 
 from __future__ import annotations
@@ -58,7 +66,7 @@ from rab.evaluation import AttackSpec, DatasetSpec, EvaluationRequest, Method
 from rab.evaluation.methods import UNSMOOTHED_METHODS
 
 __all__ = ["NO_ATTACK", "PLOTS", "Cell", "ExperimentConfig", "Reference", "load_config",
-           "parse_config"]
+           "merge_grid", "parse_config"]
 
 #: The ``[[attacks]]`` kind of the cell without any attack (r_p = 0, Table 3's benign rows).
 NO_ATTACK = "none"
@@ -195,6 +203,8 @@ def _methods(data: Mapping[str, Any], sigmas: tuple[float, ...]) -> list[dict[st
 
 def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
     """Validate a configuration mapping and expand its grid (ValueError naming the problem)."""
+    if "extends" in data:
+        raise ValueError("'extends' is resolved when a grid file is read: use load_config")
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise ValueError(f"unknown configuration keys {sorted(unknown)}")
@@ -246,13 +256,50 @@ def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
     )
 
 
+def _read_toml(p: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{p} is not valid TOML: {exc}") from exc
+
+
+def merge_grid(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """``child`` over ``base``: the child's top-level keys replace the base's.
+
+    A table (``[method]``, ``[attack]``) is merged key by key, the child's keys winning; any other
+    value, arrays of tables (``[[datasets]]``, ``[[reference]]``, ...) included, is replaced
+    whole.  Keys the child does not give (the references, say) are inherited.
+    """
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            out[key] = {**base[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _resolve_extends(p: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The TOML of ``p`` with its ``extends`` chain merged in (bases are siblings of ``p``)."""
+    if p in seen:
+        chain = " -> ".join(q.stem for q in (*seen, p))
+        raise ValueError(f"'extends' cycle: {chain}")
+    data = _read_toml(p)
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str) or not base_name:
+        raise ValueError(f"{p}: 'extends' must name a grid, got {base_name!r}")
+    base = p.parent / f"{base_name}.toml"
+    if not base.is_file():
+        known = sorted(q.stem for q in p.parent.glob("*.toml"))
+        raise ValueError(f"{p.stem} extends unknown grid {base_name!r}; known: {known}")
+    return merge_grid(_resolve_extends(base.resolve(), (*seen, p)), data)
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and parse a TOML configuration file."""
+    """Read and parse a TOML configuration file, merging the grid it ``extends`` (if any)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"experiment configuration not found: {p}")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{p} is not valid TOML: {exc}") from exc
-    return parse_config(data)
+    return parse_config(_resolve_extends(p.resolve()))

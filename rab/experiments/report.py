@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,8 @@ from rab.experiments.config import Cell, ExperimentConfig
 from rab.metrics import certified_accuracy, certified_rate
 from rab.plots import accuracy_bars, certified_accuracy_curve, poison_count_curve
 
-__all__ = ["cell_row", "markdown_table", "plot_curves", "plot_empirical", "plot_grid",
-           "summary_record"]
+__all__ = ["cell_row", "empirical_bars", "markdown_table", "plot_curves", "plot_empirical",
+           "plot_grid", "summary_record"]
 
 
 def _fmt(value: float | None) -> str:
@@ -205,12 +205,19 @@ def plot_empirical(config: ExperimentConfig, results: dict[str, dict[str, Any]],
     """Figure 3: per data set, the accuracy on the backdoored test set (triggered non-target
     inputs, true labels) of the undefended model and of the smoothed model at each sigma, one
     group of bars per attack; one PNG per data set."""
+    radii = _radii(config)
+    return empirical_bars(config, {key: cell_row(results[key]["result"], radii)
+                                   for key in results}, out_dir)
+
+
+def empirical_bars(config: ExperimentConfig, rows: Mapping[str, Mapping[str, Any]],
+                   out_dir: Path) -> list[Path]:
+    """:func:`plot_empirical` from table rows (:func:`cell_row`, by cell key), such as the
+    ``ours`` of a written summary (:func:`summary_record`) when the cell files are gone."""
     groups: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
     for cell in config.cells:
-        if cell.key not in results or cell.attack is None:
-            continue
-        row = cell_row(results[cell.key]["result"], _radii(config))
-        if row["backdoor_accuracy"] is None:
+        row = rows.get(cell.key)
+        if row is None or cell.attack is None or row["backdoor_accuracy"] is None:
             continue
         bars = groups[cell.dataset.label].setdefault(cell.attack.label, {})
         if row["vanilla_backdoor_accuracy"] is not None:

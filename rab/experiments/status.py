@@ -158,8 +158,11 @@ def render_status(rows: Sequence[StatusRow], ungridded: Sequence[Ungridded] = ()
         counts[row.state] = counts.get(row.state, 0) + 1
     missing = sum(u.rows for u in ungridded)
     tally = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    distinct = len({(r.table, r.dataset, r.attack, r.setting, r.sigma) for r in rows})
+    again = "" if distinct == len(rows) else (
+        f", {len(rows) - distinct} of them again in a second grid (another scale or split)")
     lines = [
-        f"{len(rows)} published rows in grids ({tally}); {missing} more without a grid. "
+        f"{len(rows)} published rows in grids ({tally}){again}; {missing} more without a grid. "
         f"Reproduced: every published figure of the row within {TOLERANCE} of ours (at the "
         "stated scale); SR is the undefended model's success rate over the backdoored inputs; "
         "CA / CR the certified accuracy / rate at the table's radii.",
