@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from sqlalchemy import Text, cast, delete, select, update
@@ -44,21 +44,23 @@ def _claim_object(session: Session, digest: str, kind: str, size: int) -> None:
     ))
 
 
-def record_object(session: Session, data: bytes, kind: str) -> str:
-    """Record (or refresh) the metadata row of the object ``data``; returns its SHA-256.
-    Write the bytes only after the rows that refer to them are in, so that a refused row
-    leaves no object behind."""
-    digest = hashlib.sha256(data).hexdigest()
+def record_object(session: Session, data: bytes, kind: str, digest: str | None = None) -> str:
+    """Record (or refresh) the metadata row of the object ``data``; returns its SHA-256
+    (``digest``, when the caller has computed it already). Write the bytes only after the
+    rows that refer to them are in, so that a refused row leaves no object behind."""
+    digest = digest or hashlib.sha256(data).hexdigest()
     _claim_object(session, digest, kind, len(data))
     return digest
 
 
-def put_object(session: Session, store: ObjectStore, data: bytes, kind: str) -> str:
-    """Record the metadata row of ``data`` (first) and store its bytes; returns its SHA-256.
+def put_object(session: Session, store: ObjectStore, data: bytes, kind: str,
+               digest: str | None = None) -> str:
+    """Record the metadata row of ``data`` (first) and store its bytes; returns its SHA-256
+    (``digest`` saves hashing them again; the store's own hash of what it wrote must match).
 
     Concurrent requests may store the same bytes (the same inputs certified twice at once):
     the second upsert waits for the first transaction and then refreshes the row."""
-    digest = record_object(session, data, kind)
+    digest = record_object(session, data, kind, digest)
     stored = store.put_bytes(data)
     if stored != digest:
         raise CorruptObjectError(f"the store named {len(data)} bytes {stored}, not {digest}")
@@ -153,7 +155,12 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 def load_arrays(store: ObjectStore, digest: str) -> dict[str, np.ndarray]:
     """The arrays of a stored npz object (hash verified, pickles refused)."""
-    with store.open(digest) as handle, np.load(handle, allow_pickle=False) as archive:
+    with store.open(digest) as handle:
+        return _npz_arrays(handle)
+
+
+def _npz_arrays(handle: BinaryIO) -> dict[str, np.ndarray]:
+    with np.load(handle, allow_pickle=False) as archive:
         return {key: archive[key] for key in archive.files}
 
 
@@ -163,8 +170,7 @@ def arrays_of(data: bytes, digest: str) -> dict[str, np.ndarray]:
     ``digest``, pickles refused."""
     if hashlib.sha256(data).hexdigest() != digest:
         raise CorruptObjectError(f"{len(data)} bytes do not hash to {digest}")
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        return {key: archive[key] for key in archive.files}
+    return _npz_arrays(io.BytesIO(data))
 
 
 def dataset_bytes(dataset: Dataset) -> bytes:

@@ -53,15 +53,23 @@ async def release(db: Session) -> None:
 
 
 async def _caller(request: Request, secret: str | None, db: Session | None) -> Caller:
+    """The key from the cache, else from the fast-read pool (PostgreSQL), else read in ``db``
+    (or, without one, in a short session of its own)."""
     cached = cached_caller(request, secret)
     if cached is not None:
         return cached
     reads = request.app.state.reads
-    if reads is None:
-        assert db is not None, "a key read needs a session where there is no fast-read pool"
+    if reads is not None:
+        digest, generation = digest_of(secret), request.app.state.keys.generation
+        return accept(request, digest, generation, await reads.key(digest))
+    if db is not None:
         return await run_in_threadpool(authenticate, request, secret, db)
-    digest, generation = digest_of(secret), request.app.state.keys.generation
-    return accept(request, digest, generation, await reads.key(digest))
+
+    def read() -> Caller:
+        with request.app.state.db.session() as session:
+            return authenticate(request, secret, session)
+
+    return await run_in_threadpool(read)
 
 
 async def owner_id(
@@ -86,19 +94,8 @@ async def reader_id(
     request: Request, secret: Annotated[str | None, Security(API_KEY_HEADER)]
 ) -> str:
     """:func:`owner_id` for a route that takes no session (the hot reads of
-    ``app.fastreads``): the key from the cache, else from the fast-read pool, else (SQLite) read
-    in a short session of its own."""
-    cached = cached_caller(request, secret)
-    if cached is not None:
-        return cached.key_id
-    if request.app.state.reads is not None:
-        return (await _caller(request, secret, None)).key_id
-
-    def read() -> Caller:
-        with request.app.state.db.session() as session:
-            return authenticate(request, secret, session)
-
-    return (await run_in_threadpool(read)).key_id
+    ``app.fastreads``)."""
+    return (await _caller(request, secret, None)).key_id
 
 
 async def store(request: Request) -> ObjectStore:

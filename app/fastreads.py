@@ -31,9 +31,11 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: A certificate row's columns, read as a mapping (by a session, or by asyncpg here).
+CERTIFICATE_COLUMNS = tuple(Certificate.__table__.columns)
 #: One certificate of a job, read together with the ownership check (another key's: no row).
 CERTIFICATE_READ: Select[Any] = (
-    select(*Certificate.__table__.columns)
+    select(*CERTIFICATE_COLUMNS)
     .join(Job, Job.id == Certificate.job_id)
     .where(Certificate.job_id == bindparam("job_id"), Certificate.subset == bindparam("subset"),
            Certificate.sample_index == bindparam("index"), Job.owner_id == bindparam("owner"))

@@ -159,7 +159,7 @@ def _take(job: Job, unit: WorkUnit, lease_s: float, owner: str, gave_up: list[st
         method=job.method, params=dict(job.params),
         attack=None if job.attack is None else dict(job.attack),
         inputs_sha256=job.inputs_sha256, attempt=unit.attempts, lease_owner=owner,
-        inputs_inline=job.inputs_inline if job.kind == "certify" else None,
+        inputs_inline=job.inputs_inline,
     )
 
 

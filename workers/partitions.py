@@ -28,7 +28,13 @@ from app.orm import Model, ModelMember
 from app.units import send
 from contract.messaging import PARTITION_AGGREGATE_TASK, PARTITION_CHUNK_TASK
 from rab.ensemble.artifacts import MemberArtifact
-from rab.evaluation import Certified, PartitionMethod, TestSet, certify_partition_votes
+from rab.evaluation import (
+    Certified,
+    PartitionMethod,
+    TestSet,
+    all_inputs,
+    certify_partition_votes,
+)
 from workers import lifecycle, tasks
 from workers.celery_app import celery_app
 from workers.serving import HotModel
@@ -101,8 +107,7 @@ def _certify(models: Sequence[Any], tests: Sequence[TestSet], config: Any
     """Votes of the base models on the test sets, certified by the library."""
     from rab.partition.predict import base_model_votes
 
-    X_all = np.concatenate([np.asarray(t.X, dtype=np.float32) for t in tests])
-    votes = base_model_votes(models, X_all, config.base)
+    votes = base_model_votes(models, all_inputs(tests, np.float32), config.base)
     return certify_partition_votes(votes, tests, config.scheme, config.base.num_classes)
 
 

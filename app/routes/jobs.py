@@ -24,7 +24,7 @@ import contract.api as wire
 from app import quotas, units
 from app.db import Database
 from app.deps import DB, AppSettings, Owner, Reader, owned
-from app.fastreads import CERTIFICATE_READ
+from app.fastreads import CERTIFICATE_COLUMNS, CERTIFICATE_READ
 from app.logs import bind_request_context
 from app.orm import Certificate, Job, is_id, utcnow
 from app.orm import Dataset as DatasetRow
@@ -271,10 +271,6 @@ def retry_job(request: Request, job_id: str, owner: Owner, db: DB) -> wire.Job:
     except Exception as exc:
         log.warning("job %s: broker unreachable (%s); the reaper will send its work", job_id, exc)
     return job_out(locked)
-
-
-#: A certificate row's columns, read as a mapping (a session's, or asyncpg's in app.fastreads).
-CERTIFICATE_COLUMNS = tuple(Certificate.__table__.columns)
 
 
 def certificate_out(row: Mapping[str, Any] | Any) -> wire.Certificate:

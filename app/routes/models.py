@@ -21,13 +21,14 @@ import contract.api as wire
 from app import quotas
 from app.artefacts import npz_bytes, put_object
 from app.deps import DB, AppSettings, Owner, Store, owned
+from app.fastreads import CERTIFICATE_COLUMNS
 from app.logs import bind_request_context
 from app.orm import INLINE_INPUTS_BYTES, Certificate, Job, Model, ModelMember, new_id
 from app.orm import Dataset as DatasetRow
 from app.paging import Cursor, Limit, RowId, keyset_page
 from app.problems import ProblemError, bad_input
 from app.responses import json_response
-from app.routes.jobs import CERTIFICATE_COLUMNS, certificate_out, commit_with_units, job_out
+from app.routes.jobs import certificate_out, commit_with_units, job_out
 from app.settings import Settings
 from app.uploads import read_upload
 from contract.api import MAX_INPUTS, TERMINAL_STATES, CertifyIn, Method, Page
@@ -221,7 +222,7 @@ def _submit(
     db.add(job)
     db.flush()
     if not inline:
-        put_object(db, store, data, "inputs")
+        put_object(db, store, data, "inputs", inputs_sha)
     commit_with_units(request, db, job)
     return job
 

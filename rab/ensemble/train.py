@@ -104,12 +104,16 @@ def serialize_state_dict(model: nn.Module) -> bytes:
     return buffer.getvalue()
 
 
+def _architecture(config: EnsembleConfig) -> nn.Module:
+    """A fresh base classifier of ``config`` (drawn from torch's global generator)."""
+    return build_model(config.arch, config.input_shape, config.num_classes, norm=config.norm)
+
+
 def initial_model(config: EnsembleConfig, seeds: MemberSeeds) -> nn.Module:
     """Model k's initial weights, drawn from torch's CPU generator seeded with ``seeds.init``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeds.init)
-        return build_model(config.arch, config.input_shape, config.num_classes,
-                           norm=config.norm)
+        return _architecture(config)
 
 
 def trained_model(config: EnsembleConfig, state: dict[str, torch.Tensor]) -> nn.Module:
@@ -118,8 +122,7 @@ def trained_model(config: EnsembleConfig, state: dict[str, torch.Tensor]) -> nn.
     costs no initialisation that its weights would overwrite (``initial_model`` is for
     training). ValueError if the state misses a parameter or buffer of the architecture."""
     with torch.device("meta"):
-        model = build_model(config.arch, config.input_shape, config.num_classes,
-                            norm=config.norm)
+        model = _architecture(config)
     model.load_state_dict(state, assign=True)
     missing = [name for name, t in (*model.named_parameters(), *model.named_buffers())
                if t.is_meta]
@@ -188,7 +191,6 @@ def train_member(
     return MemberArtifact.from_bytes(k, serialize_state_dict(model), meta)
 
 
-
 def stacked_initial_models(config: EnsembleConfig, seeds: Sequence[MemberSeeds],
                            device: torch.device
                            ) -> tuple[list[nn.Module], dict[str, torch.Tensor], nn.Module]:
@@ -203,6 +205,7 @@ def stacked_initial_models(config: EnsembleConfig, seeds: Sequence[MemberSeeds],
                          f"norm={config.norm!r} has {sorted(buffers)}")
     params = {name: p.detach().to(device).requires_grad_() for name, p in stacked.items()}
     return models, params, copy.deepcopy(models[0]).to("meta")
+
 
 @deterministic_kernels
 def train_members_batched(

@@ -49,7 +49,7 @@ from rab.evaluation.summary import (
     summary,
     take,
 )
-from rab.evaluation.testsets import Evaluation, TestSet, prepare
+from rab.evaluation.testsets import Evaluation, TestSet, all_inputs, prepare
 from rab.evaluation.vanilla import vanilla_metrics, vanilla_predictions
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "PartitionMethod",
     "Progress",
     "TestSet",
+    "all_inputs",
     "attack_success_rate",
     "certificate_rows",
     "certify_members",

@@ -30,7 +30,7 @@ from rab.data import DataFacts, Dataset
 from rab.ensemble.certify import BOUNDS, VOTES_OF_BOUND, Bound, VoteKind
 from rab.ensemble.config import TRAINING_PRESETS
 from rab.evaluation.summary import chunks, concat, take
-from rab.evaluation.testsets import TestSet
+from rab.evaluation.testsets import TestSet, all_inputs, row_slices
 from rab.extras import require
 from rab.knn.levels import EDGE_RULES, EdgeRule
 from rab.partition.certificate import PoisonCountBatch, concat_counts
@@ -344,7 +344,7 @@ def _certify_knn(
     from rab.partition.knn import plain_knn_certificate
 
     # All test sets in one pass (a worker's batch of certify jobs is many one-row sets).
-    X = np.concatenate([np.asarray(t.X) for t in tests])
+    X = all_inputs(tests)
     stage = "K-NN certifying " + " + ".join(t.subset for t in tests)
     batches, counts = [], []
     for part in chunks(len(X), _KNN_CHUNK):
@@ -362,13 +362,8 @@ def _certify_knn(
     if progress is not None:
         progress(stage, len(X), len(X))
     certificates, poison_count = concat(batches), concat_counts(counts)
-    out, offset = {}, 0
-    for test in tests:
-        rows = slice(offset, offset + len(test))
-        offset += len(test)
-        out[test.subset] = Certified(take(certificates, rows),
-                                     poison_count=take(poison_count, rows))
-    return out
+    return {test.subset: Certified(take(certificates, rows), poison_count=take(poison_count, rows))
+            for test, rows in row_slices(tests)}
 
 
 def certify_members(
@@ -403,12 +398,9 @@ def certify_stacked(
     from rab.ensemble.stacked import stacked_votes
     from rab.ensemble.vote import VoteMatrices
 
-    X_all = np.concatenate([np.asarray(t.X, dtype=np.float32) for t in tests])
-    votes = stacked_votes(stacks, X_all, config)
-    out, offset = {}, 0
-    for test in tests:
-        part = slice(offset, offset + len(test))
-        offset += len(test)
+    votes = stacked_votes(stacks, all_inputs(tests, np.float32), config)
+    out = {}
+    for test, part in row_slices(tests):
         sub = VoteMatrices(votes.hard[:, part], votes.soft[:, part], votes.sha256, votes.sigma)
         out[test.subset] = Certified(
             certify_votes(sub, alpha=method.alpha, votes=method.votes),
@@ -481,10 +473,9 @@ def certify_partition_votes(
     kept for storage. The service's vote unit and :func:`certify_test_sets` share it."""
     from rab.partition.certify import certify_votes, vote_certificates
 
-    out, offset = {}, 0
-    for test in tests:
-        part = votes[:, offset : offset + len(test)]
-        offset += len(test)
+    out = {}
+    for test, rows in row_slices(tests):
+        part = votes[:, rows]
         out[test.subset] = Certified(
             vote_certificates(part, num_classes), votes=part,
             poison_count=certify_votes(part, scheme, num_classes),
@@ -507,9 +498,8 @@ def _certify_partition(
     X, y = np.asarray(train.X_train), np.asarray(train.y_train)
 
     def vote(directory: Path) -> dict[str, Certified]:
-        X_all = np.concatenate([np.asarray(t.X, dtype=np.float32) for t in tests])
-        return certify_partition_votes(partition_votes(directory, X_all), tests, config.scheme,
-                                       train.num_classes)
+        return certify_partition_votes(partition_votes(directory, all_inputs(tests, np.float32)),
+                                       tests, config.scheme, train.num_classes)
 
     return _train_then_vote(
         lambda directory, report: train_partition(config, X, y, directory, progress=report,

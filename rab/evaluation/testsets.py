@@ -9,6 +9,7 @@ target label of each (``attack_labels``) for the attack-success view.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from rab.attacks import backdoor_test_set, poison_training_set
 from rab.data import Dataset
 from rab.evaluation.attack import AttackSpec
 
-__all__ = ["Evaluation", "TestSet", "prepare"]
+__all__ = ["Evaluation", "TestSet", "all_inputs", "prepare", "row_slices"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +46,19 @@ class TestSet:
 
     def __len__(self) -> int:
         return len(self.X)
+
+
+def all_inputs(tests: Sequence[TestSet], dtype: Any = None) -> np.ndarray:
+    """The inputs of every test set, concatenated in order (one pass over several sets)."""
+    return np.concatenate([np.asarray(t.X, dtype=dtype) for t in tests])
+
+
+def row_slices(tests: Sequence[TestSet]) -> Iterator[tuple[TestSet, slice]]:
+    """Each test set with the rows it holds in :func:`all_inputs` of ``tests``."""
+    offset = 0
+    for test in tests:
+        yield test, slice(offset, offset + len(test))
+        offset += len(test)
 
 
 @dataclass(frozen=True, eq=False)

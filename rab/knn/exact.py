@@ -319,12 +319,14 @@ def _solve_batch(
     lam: np.ndarray,
     levels: np.ndarray,
     reach: np.ndarray,
+    own: np.ndarray,
     problem: KnnProblem,
     table: ChiSquareTable,
     ops: ArrayOps,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(proba, neglected mass, levels computed, points kept) for test rows solved together;
-    reach: the rows' :func:`_reach` at their top levels.
+    reach: the rows' :func:`_reach` at their top levels, own: the points they keep
+    (:func:`_own_points` of it).
 
     One dynamic programme over the union of the rows' kept points and the widest level range,
     but every row is computed as if alone: its own points (the others get CDF 0, so they never
@@ -337,7 +339,6 @@ def _solve_batch(
     own_width = levels[:, 1] - levels[:, 0] + 1
     width = int(own_width.max())
     first = np.minimum(levels[:, 0], last + 1 - width)
-    own = _own_points(reach, problem)
     keep = own.any(axis=0)
     position = np.cumsum(keep) - 1
     cdf = np.zeros((lam.shape[0], width + 1, int(keep.sum())))
@@ -371,10 +372,11 @@ def _solve(problem: KnnProblem, ops: ArrayOps) -> ExactKnnResult:
         lam = problem.noncentralities(slice(rows[0], rows[-1] + 1))
         window = boundary_levels(lam, problem, table)
         reach = _reach(lam, np.minimum(window[:, 1], last - 1), problem)
-        for group in _plan_batches(window, _own_points(reach, problem), problem.k):
+        own = _own_points(reach, problem)
+        for group in _plan_batches(window, own, problem.k):
             out = rows[group]
             proba[out], slack[out], levels[out], kept[out] = _solve_batch(
-                lam[group], window[group], reach[group], problem, table, ops
+                lam[group], window[group], reach[group], own[group], problem, table, ops
             )
     slack += np.maximum(1.0 - proba.sum(axis=1), 0.0) + rounding_bound(problem)
     return ExactKnnResult(proba, slack, levels, kept, ops.name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -89,6 +90,15 @@ def test_the_vote_is_released_once_when_every_chunk_is_done(
     assert lifecycle.finish_chunk(db, claims[1]) == []  # a redelivered chunk: no second vote
 
 
+def _filesystem_broker(tmp_path: Path) -> tuple[Path, Any]:
+    """A Celery app on a filesystem queue under ``tmp_path``, and the queue's folder."""
+    queue = tmp_path / "queue"
+    queue.mkdir()
+    return queue, make_celery("filesystem://", {
+        "data_folder_in": str(queue), "data_folder_out": str(queue),
+        "control_folder": str(tmp_path)})
+
+
 def _messages(folder: Path) -> int:
     return sum(1 for p in folder.iterdir() if p.suffix == ".msg")
 
@@ -97,11 +107,7 @@ def test_the_reaper_requeues_lost_work_and_retry_resumes(
     migrated_db: tuple[Settings, Database], tmp_path: Path
 ) -> None:
     _, db = migrated_db
-    queue = tmp_path / "queue"
-    queue.mkdir()
-    celery = make_celery("filesystem://", {
-        "data_folder_in": str(queue), "data_folder_out": str(queue),
-        "control_folder": str(tmp_path)})
+    queue, celery = _filesystem_broker(tmp_path)
     job_id = _ensemble(db, num_models=4, per_task=2)
     running = lifecycle.claim(db, job_id, "chunk-0", LEASE_S, owner="dead")
     assert running is not None
@@ -200,11 +206,7 @@ def test_the_reaper_releases_only_the_votes_whose_chunks_are_all_done(
     """A vote whose release was lost (its last chunk finished, the worker died before
     sending it) is released by the reaper, once; a vote with a chunk still to do is not."""
     _, db = migrated_db
-    queue = tmp_path / "queue"
-    queue.mkdir()
-    celery = make_celery("filesystem://", {
-        "data_folder_in": str(queue), "data_folder_out": str(queue),
-        "control_folder": str(tmp_path)})
+    queue, celery = _filesystem_broker(tmp_path)
     ready, waiting = _ensemble(db, 4, 2), _ensemble(db, 4, 2)
     with db.session() as session:  # every chunk done, the vote left blocked
         session.execute(update(WorkUnit).where(WorkUnit.job_id.in_((ready, waiting)),
