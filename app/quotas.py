@@ -6,13 +6,12 @@ queued (jobs finish and free their share; stored data frees it when deleted)."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from app.orm import Dataset, Job, StoredObject
+from app.orm import UNFINISHED, Dataset, Job, StoredObject
 from app.problems import ProblemError
 from app.settings import Settings
-from contract.api import TERMINAL_STATES
 from contract.jobs import TRAINED_METHODS
 
 RETRY_AFTER_S = 30
@@ -23,11 +22,16 @@ def _refuse(detail: str) -> ProblemError:
                         headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
+def unfinished_jobs(owner: str) -> Select[int]:
+    """The count of the key's unfinished jobs (read from ``ix_jobs_unfinished_owner``)."""
+    return select(func.count()).select_from(Job).where(Job.owner_id == owner, UNFINISHED)
+
+
 def check_job(db: Session, owner: str, settings: Settings, models: int) -> None:
     """429 if one more job (training ``models`` ensemble members or partition base models)
     would pass the key's limit of unfinished jobs or of models in flight."""
-    unfinished = Job.owner_id == owner, Job.state.not_in(TERMINAL_STATES)
-    count = db.scalar(select(func.count()).select_from(Job).where(*unfinished)) or 0
+    unfinished = Job.owner_id == owner, UNFINISHED
+    count = db.scalar(unfinished_jobs(owner)) or 0
     if count + 1 > settings.quota_jobs:
         raise _refuse(f"this key has {count} unfinished jobs, the limit is "
                       f"{settings.quota_jobs} (RAB_QUOTA_JOBS); wait for some to finish")

@@ -95,9 +95,9 @@ class Settings(BaseSettings):
     )
     certify_batch_wait_s: float = Field(
         default=0.005, ge=0,
-        description="A worker starting a certify job of a model under concurrent load (its "
-        "last batch had other jobs) waits this long, then certifies with it the other queued "
-        "certify jobs of the same model in one pass; a lone request does not wait.",
+        description="A worker starting a certify job under concurrent load (its last batch "
+        "had other jobs) waits this long, then certifies with it the other queued certify jobs "
+        "of the same model in one pass; a lone request does not wait.",
     )
     certify_batch_inputs: int = Field(
         default=256, ge=1,

@@ -27,8 +27,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, aliased
 
 from app.db import Database
-from app.orm import Job, WorkUnit, utcnow
-from contract.api import TERMINAL_STATES
+from app.orm import UNFINISHED, Job, WorkUnit, utcnow
 from contract.jobs import models_to_train
 from contract.messaging import (
     CERTIFY_TASK,
@@ -82,10 +81,20 @@ def message(unit: WorkUnit) -> Message:
     return unit.task, [unit.job_id, unit.name], unit.queue
 
 
-def send(celery: Any, messages: Iterable[Message]) -> None:
-    """Send messages (by task name: the sender imports no task code)."""
+def first_message_id(job_id: str, unit_name: str) -> str:
+    """The task id of the message a unit gets when its job is submitted. A worker drops a
+    certify job's message unread only when it carries this id and the worker finished that job
+    itself, in another job's batch: a message sent later (the reaper's, after a lost lease or a
+    success lost with the database, or a retry's) has a fresh id and always claims."""
+    return f"{job_id}-{unit_name}-first"
+
+
+def send(celery: Any, messages: Iterable[Message], first: bool = False) -> None:
+    """Send messages (by task name: the sender imports no task code); ``first``: the messages
+    of a job's submission (:func:`first_message_id`)."""
     for task, args, queue in messages:
-        celery.send_task(task, args=args, queue=queue)
+        task_id = first_message_id(*args) if first else None
+        celery.send_task(task, args=args, queue=queue, task_id=task_id)
 
 
 def release_vote(session: Session, job_id: str) -> list[Message]:
@@ -116,7 +125,7 @@ def _lost(session: Session, lease_grace: timedelta, resend_after: timedelta) -> 
     )
     query = (
         select(WorkUnit).join(Job, Job.id == WorkUnit.job_id)
-        .where(Job.state.not_in(TERMINAL_STATES), expired | unsent)
+        .where(UNFINISHED, expired | unsent)
         .with_for_update(skip_locked=True, of=WorkUnit)
     )
     return session.scalars(query).all()
@@ -134,7 +143,7 @@ def _releasable_votes(session: Session) -> Sequence[WorkUnit]:
     return session.scalars(
         select(WorkUnit).join(Job, Job.id == WorkUnit.job_id)
         .where(WorkUnit.name == VOTE, WorkUnit.state == "blocked",
-               Job.state.not_in(TERMINAL_STATES), ~unfinished_chunk)
+               UNFINISHED, ~unfinished_chunk)
         .with_for_update(skip_locked=True, of=WorkUnit)
     ).all()
 

@@ -45,6 +45,8 @@ JOB_STATES: tuple[str, ...] = get_args(JobState)
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 TestSubset = Literal["clean", "backdoor"]
 Subset = Literal["clean", "backdoor", "inputs"]
+#: The subset of a certify job's certificates: the new inputs it was given.
+INPUTS: Subset = "inputs"
 PreprocessingKind = Literal["auto", "raw", "pixels", "affine"]
 Method = Literal["knn", "ensemble", "partition"]
 JobKind = Literal["evaluate", "certify"]

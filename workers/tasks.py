@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import structlog
+from celery import Task
 from celery.signals import worker_process_init
 from sqlalchemy import select
 
@@ -27,7 +28,8 @@ from app.db import Database
 from app.orm import Dataset as DatasetRow
 from app.orm import Model, ModelMember, new_id
 from app.settings import Settings, get_settings
-from app.units import send
+from app.units import first_message_id, send
+from contract.api import INPUTS
 from contract.jobs import evaluation_request
 from contract.messaging import (
     CERTIFY_TASK,
@@ -109,7 +111,7 @@ def _rows(evaluation: tuple[TestSet, ...], certified: dict[str, Certified]) -> l
 def _input_rows(certified: Certified) -> list[dict[str, Any]]:
     """The rows of a certify job's new inputs (with the poison count where the model has
     one)."""
-    return certificate_rows("inputs", certified.certificates, None, certified.poison_count)
+    return certificate_rows(INPUTS, certified.certificates, None, certified.poison_count)
 
 
 def _dataset_row(dataset_id: str | None) -> DatasetRow:
@@ -319,54 +321,45 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
     """A certify job: new inputs against a stored model, hot in this worker's cache (an
     ensemble needs only its members, stacked; a K-NN its training set).
 
-    Concurrent requests are batched: the worker claims the other queued certify jobs of the
-    same model (:func:`lifecycle.claim_siblings`, up to ``RAB_CERTIFY_BATCH_INPUTS`` inputs in
-    all), certifies every input in one pass and finishes every job of the batch, each with its
-    own rows, in one transaction (:func:`lifecycle.succeed_all`). While the model is under
-    concurrent load (its last batch had siblings) the worker first waits
-    ``RAB_CERTIFY_BATCH_WAIT_S`` for more to arrive; a lone request does not wait. A job's
-    summary records the batch it ran in."""
-    db, store, settings = _db(), _store(), _settings()
+    Concurrent requests are batched: the worker claimed with this job the other queued
+    certify jobs of the same model (``claim.batch``, up to ``RAB_CERTIFY_BATCH_INPUTS``
+    inputs in all: :func:`lifecycle.claim`), certifies every input in one pass and finishes
+    every job of the batch, each with its own rows, in one transaction
+    (:func:`lifecycle.succeed_all`). While this worker is under concurrent load (its last
+    batch had several jobs) it first waits ``RAB_CERTIFY_BATCH_WAIT_S`` for more to arrive
+    (:func:`_run`); a lone request does not wait. A job's summary records the batch it ran
+    in."""
+    db, store = _db(), _store()
     if claim.model_id is None or claim.inputs_sha256 is None:
         raise RuntimeError(f"certify job {claim.job_id} has no model or no inputs")
-    method = _request(claim).method
-    hot = _hot(claim.model_id, method)
-    own = _certify_inputs_of(store, claim)
-    busy: set[str] = _resources.setdefault("busy_models", set())
-    if claim.model_id in busy:
-        time.sleep(settings.certify_batch_wait_s)
-    siblings = lifecycle.claim_siblings(db, claim, settings.lease_s,
-                                        settings.certify_batch_inputs - len(own))
-    (busy.add if siblings else busy.discard)(claim.model_id)
-    with lifecycle.Heartbeat(db, siblings, settings.lease_s):
-        try:
-            batch = [(claim, own)] + [
-                (c, _certify_inputs_of(store, c)) for c in siblings
-            ]
-            tests = tuple(TestSet(c.job_id, X, None) for c, X in batch)
-            if isinstance(method, EnsembleMethod):
-                lifecycle.report(db, claim.job_id, 0, len(own), "voting")
-                certified = certify_stacked(hot.stacks or (), tests, method,
-                                            _config(method, hot.dataset))
-            elif isinstance(method, PartitionMethod):
-                from workers import partitions
+    _resources["batching"] = bool(claim.batch)
+    try:
+        method = _request(claim).method
+        hot = _hot(claim.model_id, method)
+        batch = [(c, _certify_inputs_of(store, c)) for c in (claim, *claim.batch)]
+        tests = tuple(TestSet(c.job_id, X, None) for c, X in batch)
+        if isinstance(method, EnsembleMethod):
+            lifecycle.report(db, claim.job_id, 0, len(batch[0][1]), "voting")
+            certified = certify_stacked(hot.stacks or (), tests, method,
+                                        _config(method, hot.dataset))
+        elif isinstance(method, PartitionMethod):
+            from workers import partitions
 
-                certified = partitions.certify_hot(hot, tests, method, hot.dataset)
-            else:
-                certified = certify_test_sets(hot.train, tests, method)
-        except Exception as exc:
-            for sibling in siblings:  # the same error would fail each of them alone
-                lifecycle.fail(db, sibling, f"{type(exc).__name__}: {exc}")
-            raise
-        inputs = sum(len(X) for _, X in batch)
-        log.info("job %s: certified %d jobs (%d inputs) in one batch", claim.job_id,
-                 len(batch), inputs)
-        summary = {"batch": {"first_job": claim.job_id, "jobs": len(batch), "inputs": inputs}}
-        skipped = lifecycle.succeed_all(db, [
-            (job, _input_rows(certified[job.job_id]), summary)
-            for job, _ in batch
-        ], durable=False)
-    _finished_here([c.job_id for c, _ in batch[1:] if c not in skipped])
+            certified = partitions.certify_hot(hot, tests, method, hot.dataset)
+        else:
+            certified = certify_test_sets(hot.train, tests, method)
+    except Exception as exc:
+        for sibling in claim.batch:  # the same error would fail each of them alone
+            lifecycle.fail(db, sibling, f"{type(exc).__name__}: {exc}")
+        raise
+    inputs = sum(len(X) for _, X in batch)
+    log.info("job %s: certified %d jobs (%d inputs) in one batch", claim.job_id, len(batch),
+             inputs)
+    summary = {"batch": {"first_job": claim.job_id, "jobs": len(batch), "inputs": inputs}}
+    skipped = lifecycle.succeed_all(db, [
+        (job, _input_rows(certified[job.job_id]), summary) for job, _ in batch
+    ], durable=False)
+    _finished_here([c.job_id for c in claim.batch if c not in skipped])
     for job in skipped:
         if job is claim:
             raise lifecycle.JobCancelledError(job.job_id)
@@ -378,17 +371,22 @@ _FINISHED_KEPT = 4096
 
 
 def _finished_here(job_ids: list[str]) -> None:
-    """Remember certify jobs this worker finished in another job's batch: each one's own
-    message, delivered afterwards, is then dropped without a database round trip (its job
-    succeeded, a state no job leaves)."""
+    """Remember certify jobs this worker finished in another job's batch: each one's first
+    message (its submission's, ``app.units.first_message_id``), delivered afterwards, is then
+    dropped without a database round trip. Only that one: the batch's success was committed
+    without waiting for the disk, so a database crash may lose it, and the reaper's message for
+    the job, then sent with a fresh id, must run it again."""
     finished: dict[str, None] = _resources.setdefault("finished", {})
     finished.update(dict.fromkeys(job_ids))
     while len(finished) > _FINISHED_KEPT:
         del finished[next(iter(finished))]
 
 
-def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None]) -> None:
-    """Claim the unit under a lease (renewed while it runs) and run it.
+def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None],
+         batch_inputs: int = 0, message_id: str | None = None) -> None:
+    """Claim the unit under a lease (renewed while it runs) and run it; ``batch_inputs``:
+    a certify job, claimed with other queued ones of its model (:func:`_certify_inputs`);
+    ``message_id``: its message's task id (:func:`_finished_here`).
 
     A database that goes away is waited for (:func:`lifecycle.patiently`), and the work is
     repeated once it is back (stored members are kept; results replace earlier ones); past
@@ -397,18 +395,21 @@ def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None]) -> Non
     db, lease_s = _db(), _settings().lease_s
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(job_id=job_id, unit=unit)  # on every log line
-    if job_id in _resources.get("finished", {}):
+    if message_id == first_message_id(job_id, unit) and job_id in _resources.get("finished", {}):
         log.info("job %s: finished in an earlier batch of this worker", job_id)
         return
+    if batch_inputs and _resources.get("batching"):  # under load: let more requests arrive
+        time.sleep(_settings().certify_batch_wait_s)
     try:
-        claim = lifecycle.patiently(lifecycle.claim, db, job_id, unit, lease_s)
+        claim = lifecycle.patiently(lifecycle.claim, db, job_id, unit, lease_s,
+                                    lifecycle.WORKER_ID, batch_inputs)
     except lifecycle.TRANSIENT_DB_ERRORS:
         log.warning("job %s: database unreachable; unit %s left to the reaper", job_id, unit)
         return
     if claim is None:
         log.info("job %s: unit %s has nothing to run", job_id, unit)
         return
-    with lifecycle.Heartbeat(db, [claim], lease_s):
+    with lifecycle.Heartbeat(db, [claim, *claim.batch], lease_s):
         try:
             lifecycle.patiently(work, claim)
         except lifecycle.JobCancelledError:
@@ -441,7 +442,7 @@ def ensemble_aggregate(job_id: str, unit: str) -> None:
     _run(job_id, unit, _aggregate)
 
 
-@celery_app.task(name=CERTIFY_TASK)
-def certify_inputs_job(job_id: str, unit: str) -> None:
+@celery_app.task(name=CERTIFY_TASK, bind=True)
+def certify_inputs_job(self: Task, job_id: str, unit: str) -> None:
     """Certify new inputs against a stored model."""
-    _run(job_id, unit, _certify_inputs)
+    _run(job_id, unit, _certify_inputs, _settings().certify_batch_inputs, self.request.id)

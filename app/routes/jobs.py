@@ -104,7 +104,8 @@ def commit_with_units(request: Request, db: Session, job: Job) -> None:
     db.commit()
     bind_request_context(job_id=job.id)
     try:
-        send(request.app.state.celery, [message(u) for u in units if u.state == "pending"])
+        send(request.app.state.celery, [message(u) for u in units if u.state == "pending"],
+             first=True)
     except Exception as exc:
         log.warning("job %s: broker unreachable (%s); the reaper will send its work", job.id, exc)
 

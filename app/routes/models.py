@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,9 @@ import contract.api as wire
 from app import quotas
 from app.artefacts import npz_bytes, put_object
 from app.deps import DB, AppSettings, Owner, Store, owned
-from app.fastreads import CERTIFICATE_COLUMNS
+from app.fastreads import SUBSET_READ
 from app.logs import bind_request_context
-from app.orm import INLINE_INPUTS_BYTES, Certificate, Job, Model, ModelMember, new_id
+from app.orm import INLINE_INPUTS_BYTES, Job, Model, ModelMember, new_id
 from app.orm import Dataset as DatasetRow
 from app.paging import Cursor, Limit, RowId, keyset_page
 from app.problems import ProblemError, bad_input
@@ -31,7 +32,7 @@ from app.responses import json_response
 from app.routes.jobs import certificate_out, commit_with_units, job_out
 from app.settings import Settings
 from app.uploads import read_upload
-from contract.api import MAX_INPUTS, TERMINAL_STATES, CertifyIn, Method, Page
+from contract.api import INPUTS, MAX_INPUTS, TERMINAL_STATES, CertifyIn, Method, Page
 from models_store import ObjectStore
 from rab.data.npz import NpzArchive
 
@@ -249,14 +250,15 @@ def _outcome(db: Session, job: Job, state: str | None) -> Response:
         return json_response(
             job_out(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
         )
-    rows = db.execute(
-        select(*CERTIFICATE_COLUMNS)
-        .where(Certificate.job_id == job.id, Certificate.subset == "inputs")
-        .order_by(Certificate.sample_index)
-    ).mappings().all()
+    rows = db.execute(SUBSET_READ, {"job_id": job.id, "subset": INPUTS}).mappings().all()
     db.commit()
+    return _certified(job.id, rows)
+
+
+def _certified(job_id: str, rows: Sequence[Any]) -> Response:
+    """The answer of a certify job that succeeded: its certificate rows, in input order."""
     return json_response(
-        wire.CertifyResult(job_id=job.id, certificates=tuple(certificate_out(r) for r in rows))
+        wire.CertifyResult(job_id=job_id, certificates=tuple(certificate_out(r) for r in rows))
     )
 
 
@@ -295,4 +297,7 @@ async def certify(
             lambda: run_in_threadpool(_finished_state, db, job),
         )
     bind_request_context(reply=reply.via)
+    reads = request.app.state.reads
+    if state == "succeeded" and reads is not None:  # its rows, read from the event loop
+        return _certified(job.id, await reads.subset(job.id, INPUTS))
     return await run_in_threadpool(_outcome, db, job, state)

@@ -49,11 +49,19 @@ class PrivatePostgres:
         )
 
     def start(self) -> None:
-        self._ctl("-o", f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1",
-                  "-l", str(self.data_dir / "server.log"), "start")
+        # the WAL writer waits its longest (10 s) between rounds: a transaction committed
+        # without waiting for the disk stays in shared memory, which a crash loses, until some
+        # later durable commit or that round writes it
+        self._ctl("-o", f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 "
+                  "-c wal_writer_delay=10000", "-l", str(self.data_dir / "server.log"), "start")
 
     def stop(self) -> None:
         self._ctl("-m", "fast", "stop")
+
+    def crash(self) -> None:
+        """Stop as a crash does: every server process killed, shared memory (and the WAL
+        not yet written from it) lost, recovery from the log at the next start."""
+        self._ctl("-m", "immediate", "stop")
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """Jobs always finish: a database restarted mid-job, a broker restarted without persistence,
 a whole worker SIGKILLed with the DEFAULT (6 h) visibility timeout, three worker losses in
-three chunks of one job, the embedded mode's local worker killed; on Redis and on RabbitMQ.
+three chunks of one job, the embedded mode's local worker killed, the database crashed just
+after batches of certify jobs were answered; on Redis and on RabbitMQ.
 
 Every disturbed job completes within RECOVERY_S with exactly N members and certificates
 identical to an undisturbed run of the same request (same seeds) on the same deployment. The
@@ -9,15 +10,18 @@ machine's shared ones."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from .conftest import (
@@ -196,6 +200,70 @@ def test_redis_restarted_without_persistence(deployment: Deployment, repeat: int
         deployment.redis.start()
 
     _disturbed(deployment, "ensemble", _running_with(1), restart)
+
+
+CONCURRENT_CERTIFY = 6
+CRASH_ROUNDS = 5  # rounds to see a batched job's success lost (a later durable commit, e.g.
+# a worker's presence row, may write it out before the crash: then nothing is lost)
+
+
+def _certify_together(deployment: Deployment, model: str, rng: np.random.Generator
+                      ) -> dict[str, Any]:
+    """CONCURRENT_CERTIFY certify requests at once, each one new input: the answers by job."""
+    inputs = rng.uniform(0, 1, size=(CONCURRENT_CERTIFY, 1, 57)).round(3).tolist()
+
+    def post(x: list[list[float]]) -> dict[str, Any]:
+        with deployment.client() as client:
+            answer = client.post(f"{model}/certify", json={"inputs": x})
+            assert answer.status_code == 200, answer.text
+            return answer.json()  # type: ignore[no-any-return]
+
+    with ThreadPoolExecutor(CONCURRENT_CERTIFY) as pool:
+        return {a["job_id"]: a["certificates"] for a in pool.map(post, inputs)}
+
+
+def _same(got: list[dict[str, Any]], answered: list[dict[str, Any]]) -> bool:
+    """The same certificates: equal fields, the probabilities and radius to 1e-12 relative (a
+    K-NN row's last bits depend on which rows share its dynamic programme, as
+    ``rab.knn.exact._solve_batch`` says, and a rerun batches differently)."""
+    return len(got) == len(answered) and all(
+        g.keys() == a.keys() and all(
+            math.isclose(g[f], a[f], rel_tol=1e-12) if isinstance(a[f], float) else g[f] == a[f]
+            for f in a
+        )
+        for g, a in zip(got, answered, strict=True)
+    )
+
+
+def test_postgres_crash_loses_a_batch_of_certify_successes(deployment: Deployment) -> None:
+    """PostgreSQL crashes (immediate shutdown) right after concurrent certify requests were
+    answered: the worker committed their batches' successes without waiting for the disk, so
+    the crash may lose them. Every job is then run again (the reaper re-sends it) and ends
+    succeeded with the certificates its request was answered with; the rounds go on until a
+    job the worker had finished in another job's batch was among those lost."""
+    with deployment.client() as client:
+        job = _until(client, _submit(deployment, "knn"), lambda j: j["state"] == "succeeded",
+                     RECOVERY_S)
+    model, rng = job["links"]["model"], np.random.default_rng(11)
+    lost_in_batches = 0
+    for _ in range(CRASH_ROUNDS):
+        answers = _certify_together(deployment, model, rng)
+        with deployment.client() as client:  # reads: they write nothing out
+            first_of = {j: client.get(f"/v1/jobs/{j}/summary").json()["batch"]["first_job"]
+                        for j in answers}
+        deployment.postgres.crash()
+        deployment.postgres.start()
+        with deployment.client() as client:
+            lost = {j for j in answers  # each as first read once the database is back
+                    if _until(client, j, lambda _: True, RECOVERY_S)["state"] != "succeeded"}
+            for job_id, certificates in answers.items():
+                done = _until(client, job_id, lambda j: j["state"] == "succeeded", RECOVERY_S)
+                assert done["attempts"] >= 1
+                assert _same(all_certificates(client, job_id, "inputs"), certificates)
+        lost_in_batches += sum(first_of[j] != j for j in lost)
+        if lost_in_batches:
+            break
+    assert lost_in_batches, f"no batched job's success was lost in {CRASH_ROUNDS} crashes"
 
 
 def _replace_worker(deployment: Deployment) -> None:

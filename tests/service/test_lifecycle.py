@@ -4,18 +4,21 @@ messages go through a real Celery app on the filesystem transport and are counte
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+import pytest
+from sqlalchemy import insert, select, update
 
 from app.db import Database
-from app.orm import ApiKey, Job, WorkUnit, utcnow
+from app.orm import ApiKey, Certificate, Job, WorkUnit, utcnow
 from app.settings import Settings
-from app.units import VOTE, plan, reap, retry
+from app.units import VOTE, first_message_id, plan, reap, retry
 from contract.messaging import make_celery
-from workers import lifecycle
+from workers import lifecycle, tasks
 
 LEASE_S = 30.0
 
@@ -167,9 +170,9 @@ def test_sibling_certify_jobs_are_claimed_under_leases_that_expire_with_their_wo
     _, db = migrated_db
     first, *others = _certify_jobs(db, "model-a", [1, 1, 2, 5, 1])
     (elsewhere,) = _certify_jobs(db, "model-b", [1])
-    own = lifecycle.claim(db, first, "certify", LEASE_S, owner="w1")
+    own = lifecycle.claim(db, first, "certify", LEASE_S, owner="w1", batch_inputs=5)
     assert own is not None and own.model_id == "model-a"
-    siblings = lifecycle.claim_siblings(db, own, LEASE_S, max_inputs=4, owner="w1")
+    siblings = own.batch  # 4 inputs besides its own
     assert [c.job_id for c in siblings] == [others[0], others[1], others[3]]  # 1 + 2 + 1
     assert all(c.attempt == 1 and c.lease_owner == "w1" for c in siblings)
     for sibling in siblings:  # its message, delivered to another worker: nothing to run
@@ -177,7 +180,8 @@ def test_sibling_certify_jobs_are_claimed_under_leases_that_expire_with_their_wo
         assert _unit(db, sibling.job_id, "certify").state == "running"
     assert _unit(db, others[2], "certify").state == "pending"  # 5 inputs: over the cap
     assert _unit(db, elsewhere, "certify").state == "pending"  # another model
-    assert lifecycle.claim_siblings(db, own, LEASE_S, max_inputs=4, owner="w2") == []
+    other_model = lifecycle.claim(db, elsewhere, "certify", LEASE_S, owner="w2", batch_inputs=9)
+    assert other_model is not None and other_model.batch == ()  # none of model-a's
     # the worker dies mid-batch: every claimed job's lease expires, the reaper re-queues each
     celery = make_celery("filesystem://", {
         "data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path),
@@ -187,10 +191,12 @@ def test_sibling_certify_jobs_are_claimed_under_leases_that_expire_with_their_wo
     assert reap(db, celery, resend_after_s=3600) == 4
     assert {_unit(db, j, "certify").state for j in [first, *others]} == {"pending"}
     # another worker takes them again (a second attempt each) and finishes them
-    again = lifecycle.claim(db, others[0], "certify", LEASE_S, owner="w3")
+    again = lifecycle.claim(db, others[0], "certify", LEASE_S, owner="w3", batch_inputs=100)
     assert again is not None and again.attempt == 2
-    batch = [again, *lifecycle.claim_siblings(db, again, LEASE_S, max_inputs=100, owner="w3")]
+    batch = [again, *again.batch]
     assert {c.job_id for c in batch} == {first, *others}
+    assert {c.job_id: c.attempt for c in batch} == {  # the one over the cap: its first
+        **dict.fromkeys([first, *others], 2), others[2]: 1}
     for claim in batch:
         lifecycle.succeed(db, claim, [], {"batch": {"jobs": len(batch)}})
     for job_id in [first, *others]:  # late messages: nothing to run
@@ -198,6 +204,107 @@ def test_sibling_certify_jobs_are_claimed_under_leases_that_expire_with_their_wo
     with db.session() as session:
         states = set(session.scalars(select(Job.state).where(Job.model_id == "model-a")))
     assert states == {"succeeded"}
+
+
+def _row(index: int, radius: float) -> dict[str, Any]:
+    return {"subset": "inputs", "sample_index": index, "label": None, "prediction": 1,
+            "top_class": 1, "p_a": 0.9, "p_b": 0.1, "radius": radius, "abstain": False,
+            "correct": None}
+
+
+def _stored(db: Database, job_id: str) -> list[tuple[int, float]]:
+    with db.session() as session:
+        return [tuple(row) for row in session.execute(
+            select(Certificate.sample_index, Certificate.radius)
+            .where(Certificate.job_id == job_id).order_by(Certificate.sample_index)
+        )]
+
+
+def test_a_batch_finishes_each_running_job_with_its_own_rows_and_summary(
+    migrated_db: tuple[Settings, Database],
+) -> None:
+    """One transaction finishes the batch: every job still running gets its own rows and
+    summary, a job cancelled meanwhile is skipped and keeps none; a second attempt's rows
+    replace what an earlier attempt of the same job left."""
+    _, db = migrated_db
+    first, second, third = _certify_jobs(db, "model-c", [1, 2, 1])
+    own = lifecycle.claim(db, first, "certify", LEASE_S, owner="w1", batch_inputs=8)
+    assert own is not None and [c.job_id for c in own.batch] == [second, third]
+    with db.session() as session:
+        session.execute(update(Job).where(Job.id == third).values(state="cancelled"))
+    claims = (own, *own.batch)
+    skipped = lifecycle.succeed_all(db, [
+        (claims[0], [_row(0, 1.0)], {"batch": 1}),
+        (claims[1], [_row(0, 2.0), _row(1, 3.0)], {"batch": 2}),
+        (claims[2], [_row(0, 4.0)], {"batch": 1}),
+    ], durable=False)
+    assert skipped == [claims[2]]
+    assert _stored(db, first) == [(0, 1.0)] and _stored(db, second) == [(0, 2.0), (1, 3.0)]
+    assert _stored(db, third) == []
+    with db.session() as session:
+        jobs = {j.id: j for j in session.scalars(select(Job).where(Job.model_id == "model-c"))}
+    assert [jobs[j].state for j in (first, second, third)] == ["succeeded", "succeeded",
+                                                               "cancelled"]
+    assert jobs[first].summary == {"batch": 1} and jobs[second].summary == {"batch": 2}
+    assert jobs[second].progress_done == 2 and jobs[second].finished_at is not None
+    assert {_unit(db, j, "certify").state for j in (first, second)} == {"done"}
+    # an attempt that left rows (say, its success was lost), then a second one
+    (again,) = _certify_jobs(db, "model-d", [2])
+    lost = lifecycle.claim(db, again, "certify", LEASE_S, owner="w1")
+    assert lost is not None
+    with db.session() as session:
+        session.execute(insert(Certificate), [{"job_id": again, **_row(i, 9.0)}
+                                              for i in range(3)])
+    _expire(db, again, "certify")
+    retried = lifecycle.claim(db, again, "certify", LEASE_S, owner="w2")
+    assert retried is not None and retried.attempt == 2
+    lifecycle.succeed(db, retried, [_row(0, 5.0), _row(1, 6.0)], {})
+    assert _stored(db, again) == [(0, 5.0), (1, 6.0)]
+
+
+def test_one_heartbeat_thread_renews_every_running_lease_until_its_unit_ends(
+    migrated_db: tuple[Settings, Database],
+) -> None:
+    """Two units running at once in one process, each under a 0.6 s lease: both leases are
+    renewed (every 0.2 s) while they run, by the process's one heartbeat thread, and neither
+    after its unit ended."""
+    _, db = migrated_db
+    jobs = _certify_jobs(db, "model-h", [1, 1])
+    claims = [lifecycle.claim(db, job_id, "certify", 0.6, owner="w1") for job_id in jobs]
+    assert None not in claims
+
+    def expiries() -> list[Any]:
+        return [_unit(db, job_id, "certify").lease_expires_at for job_id in jobs]
+
+    taken = expiries()
+    threads = threading.active_count()
+    with lifecycle.Heartbeat(db, claims[:1], 0.6), lifecycle.Heartbeat(db, claims[1:], 0.6):
+        time.sleep(1.0)
+        assert threading.active_count() <= threads + 1  # one thread, if it was not running
+    time.sleep(0.3)  # a renewal under way as the units ended has landed
+    renewed = expiries()
+    assert all(after > before for before, after in zip(taken, renewed, strict=True))
+    time.sleep(0.6)
+    assert expiries() == renewed
+
+
+def test_only_its_first_message_is_dropped_for_a_job_finished_in_another_batch(
+    migrated_db: tuple[Settings, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that finished a certify job in another job's batch drops that job's first
+    message (its submission's) unread; a later one (the reaper's, say after a crash lost the
+    batch's success) has another id and is claimed and run."""
+    settings, db = migrated_db
+    for name, value in {"settings": settings, "db": db, "finished": {}}.items():
+        monkeypatch.setitem(tasks._resources, name, value)
+    (job_id,) = _certify_jobs(db, "model-f", [1])
+    tasks._finished_here([job_id])
+    ran: list[lifecycle.Claim] = []
+    tasks._run(job_id, "certify", ran.append, message_id=first_message_id(job_id, "certify"))
+    assert ran == [] and _unit(db, job_id, "certify").state == "pending"  # not even claimed
+    tasks._run(job_id, "certify", ran.append, message_id="sent-again-by-the-reaper")
+    assert [claim.job_id for claim in ran] == [job_id]
+    assert _unit(db, job_id, "certify").attempts == 1
 
 
 def test_the_reaper_releases_only_the_votes_whose_chunks_are_all_done(
