@@ -19,6 +19,7 @@ the broker's visibility timeout.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -85,8 +86,10 @@ def first_message_id(job_id: str, unit_name: str) -> str:
     """The task id of the message a unit gets when its job is submitted. A worker drops a
     certify job's message unread only when it carries this id and the worker finished that job
     itself, in another job's batch: a message sent later (the reaper's, after a lost lease or a
-    success lost with the database, or a retry's) has a fresh id and always claims."""
-    return f"{job_id}-{unit_name}-first"
+    success lost with the database, or a retry's) has a fresh id and always claims. A UUID
+    derived from both names, as Celery's own ids are UUIDs, naming neither (the worker's log
+    lines about a job carry its id as a field)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"rab:first-message:{job_id}/{unit_name}"))
 
 
 def send(celery: Any, messages: Iterable[Message], first: bool = False) -> None:
