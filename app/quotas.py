@@ -6,7 +6,7 @@ queued (jobs finish and free their share; stored data frees it when deleted)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from app.orm import UNFINISHED, Dataset, Job, StoredObject
@@ -22,15 +22,19 @@ def _refuse(detail: str) -> ProblemError:
                         headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
+def _unfinished(owner: str) -> tuple[ColumnElement[bool], ...]:
+    """The key's unfinished jobs (read from ``ix_jobs_unfinished_owner``)."""
+    return Job.owner_id == owner, UNFINISHED
+
+
 def unfinished_jobs(owner: str) -> Select[int]:
-    """The count of the key's unfinished jobs (read from ``ix_jobs_unfinished_owner``)."""
-    return select(func.count()).select_from(Job).where(Job.owner_id == owner, UNFINISHED)
+    """The count of the key's unfinished jobs."""
+    return select(func.count()).select_from(Job).where(*_unfinished(owner))
 
 
 def check_job(db: Session, owner: str, settings: Settings, models: int) -> None:
     """429 if one more job (training ``models`` ensemble members or partition base models)
     would pass the key's limit of unfinished jobs or of models in flight."""
-    unfinished = Job.owner_id == owner, UNFINISHED
     count = db.scalar(unfinished_jobs(owner)) or 0
     if count + 1 > settings.quota_jobs:
         raise _refuse(f"this key has {count} unfinished jobs, the limit is "
@@ -38,7 +42,7 @@ def check_job(db: Session, owner: str, settings: Settings, models: int) -> None:
     if models:
         in_flight = db.scalar(
             select(func.coalesce(func.sum(Job.progress_total - Job.progress_done), 0))
-            .where(*unfinished, Job.method.in_(TRAINED_METHODS), Job.kind == "evaluate")
+            .where(*_unfinished(owner), Job.method.in_(TRAINED_METHODS), Job.kind == "evaluate")
         ) or 0
         if in_flight + models > settings.quota_models:
             raise _refuse(

@@ -102,11 +102,14 @@ def claim(db: Database, job_id: str, unit_name: str, lease_s: float,
             .where(Job.id == job_id, WorkUnit.name == unit_name)
             .options(undefer(Job.inputs_inline)).with_for_update()
         ).first()
-        claimed = None if found is None else _take(*found, lease_s, owner, gave_up)
-        room = batch_inputs - (0 if found is None else found[0].progress_total)
-        if claimed is not None and claimed.kind == "certify" and room > 0:
-            claimed = replace(claimed, batch=_batch(session, claimed, lease_s, room, owner,
-                                                    gave_up))
+        if found is None:
+            return None
+        claimed = _take(*found, lease_s, owner, gave_up)
+        if claimed is not None and claimed.kind == "certify":
+            room = batch_inputs - found[0].progress_total  # its own inputs
+            if room > 0:
+                claimed = replace(claimed, batch=_batch(session, claimed, lease_s, room, owner,
+                                                        gave_up))
     if gave_up:
         publish_job(db.settings, gave_up[0], "failed", *gave_up[1:])
     return claimed
@@ -251,20 +254,16 @@ class _Beats:
                 beats = [(key, *self._due[key][1:]) for key in due]
                 for key, db, claims, lease_s in beats:
                     self._due[key] = (now + lease_s / 3, db, claims, lease_s)
-            for key, db, _, lease_s in beats:
-                for claim in self._claims_of(key):
+            for key, db, claims, lease_s in beats:
+                for claim in claims:
                     try:
-                        if not renew(db, claim, lease_s) and self._claims_of(key):
-                            log.warning("job %s: unit %s lease taken over", claim.job_id,
-                                        claim.unit)
+                        renewed = renew(db, claim, lease_s)
                     except Exception as exc:  # the next beat tries again
                         log.warning("job %s: lease renewal failed: %s", claim.job_id, exc)
-
-    def _claims_of(self, key: int) -> tuple[Claim, ...]:
-        """The claims still registered under ``key`` (none once their units ended)."""
-        with self._changed:
-            entry = self._due.get(key)
-            return () if entry is None else entry[2]
+                        continue
+                    if not renewed and key in self._due:  # not merely its unit just ended
+                        log.warning("job %s: unit %s lease taken over", claim.job_id,
+                                    claim.unit)
 
 
 _BEATS = _Beats()
@@ -360,9 +359,10 @@ def succeed_all(
     their results can be computed again, see :func:`_lazy_commit`) does not wait for the
     disk."""
     claims = {claim.job_id: claim for claim, _, _ in outcomes}
-    by_summary: dict[str, list[str]] = {}  # a batch's jobs share theirs: one update
+    by_summary: dict[str, tuple[dict[str, Any], list[str]]] = {}  # a batch shares one
     for claim, _, summary in outcomes:
-        by_summary.setdefault(json.dumps(summary, sort_keys=True), []).append(claim.job_id)
+        key = json.dumps(summary, sort_keys=True)
+        by_summary.setdefault(key, (summary, []))[1].append(claim.job_id)
     with db.session() as session:
         if not durable:
             _lazy_commit(session)
@@ -371,10 +371,10 @@ def succeed_all(
         if model_id is not None:
             finished["model_id"] = model_id
         ids: set[str] = set()
-        for shared, job_ids in by_summary.items():  # the running ones, locked and finished
+        for shared, job_ids in by_summary.values():  # the running ones, locked and finished
             ids.update(session.scalars(
                 update(Job).where(Job.id.in_(sorted(job_ids)), Job.state == "running")
-                .values(summary=json.loads(shared), **finished).returning(Job.id)
+                .values(summary=shared, **finished).returning(Job.id)
             ))
         done = [outcome for outcome in outcomes if outcome[0].job_id in ids]
         if any(claim.attempt > 1 for claim, _, _ in done):  # an earlier attempt's rows

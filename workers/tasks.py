@@ -395,7 +395,7 @@ def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None],
     db, lease_s = _db(), _settings().lease_s
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(job_id=job_id, unit=unit)  # on every log line
-    if message_id == first_message_id(job_id, unit) and job_id in _resources.get("finished", {}):
+    if job_id in _resources.get("finished", {}) and message_id == first_message_id(job_id, unit):
         log.info("job %s: finished in an earlier batch of this worker", job_id)
         return
     if batch_inputs and _resources.get("batching"):  # under load: let more requests arrive
