@@ -6,7 +6,7 @@ queued (jobs finish and free their share; stored data frees it when deleted)."""
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import BindParameter, ColumnElement, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.orm import UNFINISHED, Dataset, Job, StoredObject
@@ -22,20 +22,25 @@ def _refuse(detail: str) -> ProblemError:
                         headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
-def _unfinished(owner: str) -> tuple[ColumnElement[bool], ...]:
+def _unfinished(owner: str | BindParameter[str]) -> tuple[ColumnElement[bool], ...]:
     """The key's unfinished jobs (read from ``ix_jobs_unfinished_owner``)."""
     return Job.owner_id == owner, UNFINISHED
 
 
+#: The count of a key's unfinished jobs (bind ``owner``), built once: it runs at every
+#: submission.
+_UNFINISHED_COUNT = select(func.count()).select_from(Job).where(*_unfinished(bindparam("owner")))
+
+
 def unfinished_jobs(owner: str) -> Select[int]:
     """The count of the key's unfinished jobs."""
-    return select(func.count()).select_from(Job).where(*_unfinished(owner))
+    return _UNFINISHED_COUNT.params(owner=owner)
 
 
 def check_job(db: Session, owner: str, settings: Settings, models: int) -> None:
     """429 if one more job (training ``models`` ensemble members or partition base models)
     would pass the key's limit of unfinished jobs or of models in flight."""
-    count = db.scalar(unfinished_jobs(owner)) or 0
+    count = db.scalar(_UNFINISHED_COUNT, {"owner": owner}) or 0
     if count + 1 > settings.quota_jobs:
         raise _refuse(f"this key has {count} unfinished jobs, the limit is "
                       f"{settings.quota_jobs} (RAB_QUOTA_JOBS); wait for some to finish")

@@ -19,9 +19,10 @@ from rab.knn import (
     exact_knn_proba,
     monte_carlo_knn_proba,
 )
+from rab.knn.bound_grid import bound_grid
 from rab.knn.exact import _lambda_bins, boundary_levels
 from rab.knn.inputs import KnnProblem, check_problem
-from rab.knn.levels import cdf_bounds, chi_square_table
+from rab.knn.levels import chi_square_table
 from rab.knn.reference import reference_knn_proba
 
 
@@ -483,8 +484,9 @@ def _levels_by_full_evaluation(lam: np.ndarray, problem: KnnProblem) -> tuple[in
     lam_sorted = np.sort(lam)
     starts, ends = _lambda_bins(lam_sorted)
     count = (ends - starts).astype(np.float64)[:, None]
-    low, high = cdf_bounds(lam_sorted[np.concatenate([starts, ends - 1])], table)
-    upper, lower, k = high[: starts.size], low[starts.size :], problem.k
+    grid = bound_grid(table)
+    upper, lower = grid.upper(lam_sorted[starts]), grid.lower(lam_sorted[ends - 1])
+    k = problem.k
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         t_up = np.log(k / (count * upper).sum(0))[None, :]
         t_down = np.log((count * lower).sum(0) / max(k - 1, 1e-300))[None, :]

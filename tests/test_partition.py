@@ -21,6 +21,7 @@ from rab.partition import (
     vote_counts,
 )
 from rab.partition.certificate import plurality
+from rab.partition.knn import plain_knn_order
 
 
 def nearest_neighbour(X: np.ndarray, y: np.ndarray, X_test: np.ndarray) -> np.ndarray:
@@ -260,6 +261,23 @@ def test_knn_one_more_insertion_changes_the_prediction() -> None:
     yp = np.concatenate([[1, 1], y])
     assert plain_knn(Xp, yp, x, 5, 2) == 1
     assert plain_knn(Xp[1:], yp[1:], x, 5, 2) == 0
+
+
+def test_knn_tally_equals_the_full_ranking() -> None:
+    """The vote from a partition equals the vote of the first K of the whole ranking
+    (``plain_knn_order``), with many distance ties and K from 1 to beyond n."""
+    rng = np.random.default_rng(11)
+    X = rng.integers(0, 3, size=(40, 2)).astype(np.float64)
+    y = rng.integers(0, 3, size=40)
+    tests = rng.integers(0, 3, size=(25, 2)).astype(np.float64)
+    for k in (1, 2, 5, 9, 40, 45):
+        cert = plain_knn_certificate(X, y, tests, k=k, num_classes=3)
+        for t, x in enumerate(tests):
+            tally = np.bincount(y[plain_knn_order(X, x)[:k]], minlength=3)
+            assert cert.prediction[t] == np.argmax(tally)
+            gaps = tally[cert.prediction[t]] - tally - (np.arange(3) < cert.prediction[t])
+            gaps[cert.prediction[t]] = 10**9
+            assert cert.count[t] == (gaps.min() // 2 if gaps.min() >= 0 else -1)
 
 
 def test_knn_count_matches_the_project_tie_break() -> None:

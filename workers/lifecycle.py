@@ -230,13 +230,16 @@ class _Beats:
 
     def add(self, key: int, db: Database, claims: tuple[Claim, ...], lease_s: float) -> None:
         with self._changed:
-            self._due[key] = (time.monotonic() + lease_s / 3, db, claims, lease_s)
+            due = time.monotonic() + lease_s / 3
+            sooner = all(due < at for at, *_ in self._due.values())
+            self._due[key] = (due, db, claims, lease_s)
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._beat, name="lease-heartbeat",
                                                 daemon=True)
                 self._thread.start()
-            self._changed.notify()
+            elif sooner:  # else the thread's wait ends before this set is due anyway
+                self._changed.notify()
 
     def remove(self, key: int) -> None:
         with self._changed:

@@ -178,13 +178,22 @@ _MODELS_KEPT = 1024
 _MODELS_LOCK = threading.Lock()  # the handlers run in the thread pool
 
 
-def _input_shape(db: Session, owner: str, model_id: str) -> tuple[Model, tuple[int, ...]]:
-    """The owned model and the input shape of its dataset (the connection is released)."""
+def _known_model(owner: str, model_id: str) -> tuple[Model, tuple[int, ...]] | None:
+    """The owned model and its input shape if recently certified with (no database read: the
+    event loop may call this), else None."""
     with _MODELS_LOCK:
         known = _MODELS.get(model_id)
         if known is not None and known[0].owner_id == owner:
             _MODELS.move_to_end(model_id)
             return known
+    return None
+
+
+def _input_shape(db: Session, owner: str, model_id: str) -> tuple[Model, tuple[int, ...]]:
+    """The owned model and the input shape of its dataset (the connection is released)."""
+    known = _known_model(owner, model_id)
+    if known is not None:
+        return known
     model = owned(db, Model, owner, model_id)
     dataset = db.get(DatasetRow, model.dataset_id)
     if dataset is None:  # the foreign key makes this unreachable
@@ -284,7 +293,10 @@ async def certify(
     call runs in the thread pool, never on the event loop, and the session holds no
     connection while waiting, so many concurrent requests neither block the server nor
     exhaust the connection pool."""
-    model, input_shape = await run_in_threadpool(_input_shape, db, owner, model_id)
+    known = _known_model(owner, model_id)  # no thread hop for a model certified with lately
+    if known is None:
+        known = await run_in_threadpool(_input_shape, db, owner, model_id)
+    model, input_shape = known
     raw = await _request_inputs(request, store, settings)
     job_id = new_id()
     with request.app.state.signals.expect(job_id) as reply:

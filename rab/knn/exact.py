@@ -5,10 +5,11 @@ Per test point:
 1. noncentralities lambda_i = ||x_i - x||^2 / sigma^2 (eq. 71);
 2. the range of levels the K-th ranked point (the "boundary") can lie in: Chernoff bounds on
    the number of points below each edge, from bounds on each point's CDF (points binned by
-   lambda, the CDF decreasing in lambda, evaluated at the bin ends), give levels
-   [l_lo, l_hi] outside which the boundary lies with probability below about 1e-16 per side
-   (for all test points of a chunk at once, each bound evaluated only at the levels up to the
-   one sought; the levels are those of the bounds evaluated everywhere);
+   lambda, the CDF decreasing in lambda, read at grid values around the bin ends:
+   ``rab.knn.bound_grid``), give levels [l_lo, l_hi] outside which the boundary lies with
+   probability below about 1e-16 per side (for all test points of a chunk at once, each bound
+   evaluated only at the levels up to the one sought; the levels are those of the bounds
+   evaluated everywhere);
 3. training points that lie below the top edge of that range with probability <= 1e-18
    (closed-form Chernoff bound) are skipped: in the computed model they sit beyond the range, a
    change of total variation at most their bound.  Points with index < K are always kept, as
@@ -52,10 +53,10 @@ from numpy.typing import ArrayLike
 from threadpoolctl import ThreadpoolController
 
 from rab.knn.backend import ArrayOps, get_backend
+from rab.knn.bound_grid import bound_grid
 from rab.knn.inputs import KnnProblem, check_problem
 from rab.knn.levels import (
     ChiSquareTable,
-    cdf_bounds,
     chi_square_table,
     ncx2_cdf_bounds,
     noncentral_chi2_cdf,
@@ -127,24 +128,22 @@ def boundary_levels(lam: np.ndarray, problem: KnnProblem, table: ChiSquareTable)
     P(boundary <= l) = P(N_l >= K) and P(boundary > l) = P(N_l <= K - 1), N_l the number of
     points at level <= l.  Chernoff: P(N >= K) <= min_t e^{-tK} prod_j (1 - u_j + u_j e^t) with
     u_j >= P(S_j <= l), and P(N <= K-1) <= min_t e^{t(K-1)} prod_j (1 - v_j + v_j e^{-t}) with
-    v_j <= P(S_j <= l).  u_j, v_j are CDF bounds at the ends of the point's lambda bin (the CDF
-    decreases in lambda).  Only the choice of range relies on these bounds: the mass outside it
-    is measured afterwards as 1 - sum(proba).  l_lo is the first level whose bound on
+    v_j <= P(S_j <= l).  u_j, v_j are CDF bounds at the grid values below and above the ends
+    of the point's lambda bin (the CDF decreases in lambda; ``rab.knn.bound_grid``).  Only the
+    choice of range relies on these bounds: the mass outside it is measured afterwards as
+    1 - sum(proba).  l_lo is the first level whose bound on
     P(boundary <= l) exceeds the tolerance, l_hi the first (at least l_lo) whose bound on
     P(boundary > l) is within it; the bounds are evaluated from level 0 up only until both are
     found (:func:`_first_levels`).
     """
     lam = np.atleast_2d(lam)
-    upper, lower, count = [], [], None
-    for row in lam:
-        lam_sorted = np.sort(row)
-        starts, ends = _lambda_bins(lam_sorted)
-        count = (ends - starts).astype(np.float64)[:, None]
-        bound_lo, bound_hi = cdf_bounds(lam_sorted[np.concatenate([starts, ends - 1])], table)
-        upper.append(bound_hi[: starts.size])
-        lower.append(bound_lo[starts.size :])
-    assert count is not None  # the bins depend on n only: the same for every row
-    u, v = np.stack(upper), np.stack(lower)  # (rows, bins, L - 1)
+    lam_sorted = np.sort(lam, axis=1)
+    starts, ends = _lambda_bins(lam_sorted[0])  # the bins depend on n only
+    count = (ends - starts).astype(np.float64)[:, None]
+    bounds = bound_grid(table)
+    shape = (lam.shape[0], starts.size, -1)  # (rows, bins, L - 1)
+    u = bounds.upper(lam_sorted[:, starts].ravel()).reshape(shape)
+    v = bounds.lower(lam_sorted[:, ends - 1].ravel()).reshape(shape)
     k = problem.k
     # Chernoff parameters: optimal for a Poisson count of the same mean, and a fixed grid.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

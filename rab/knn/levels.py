@@ -395,8 +395,12 @@ def noncentral_chi2_cdf(
     return MixtureCdf(out, window.tail, error)
 
 
+#: The most Poisson terms for which :func:`cdf_bounds` uses the mixture (else closed form).
+MIXTURE_BOUND_TERMS = 1 << 10
+
+
 def cdf_bounds(
-    lam: np.ndarray, table: ChiSquareTable, *, max_terms: int = 1 << 10
+    lam: np.ndarray, table: ChiSquareTable, *, max_terms: int = MIXTURE_BOUND_TERMS
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds (n, L - 1) on F_{d, lam_j} at every edge.
 

@@ -76,6 +76,17 @@ def _squared_distances(train: np.ndarray, x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _first_ranked(distances: np.ndarray, top: int) -> np.ndarray:
+    """The ``top`` first indices in (distance, index) order, in no particular order: those
+    closer than the top-th smallest distance and, of those at it, the lowest indices (a
+    partition, not a sort of all n)."""
+    if top >= distances.size:
+        return np.arange(distances.size)
+    kth = np.partition(distances, top - 1)[top - 1]
+    closer = np.flatnonzero(distances < kth)
+    return np.concatenate([closer, np.flatnonzero(distances == kth)[: top - closer.size]])
+
+
 def plain_knn_order(X_train: ArrayLike, x: ArrayLike) -> np.ndarray:
     """Training indices ranked by (squared distance to x, index) for one test point x."""
     train = _flat(X_train, "X_train")
@@ -104,8 +115,8 @@ def plain_knn_certificate(
     top = min(int(k), train.shape[0])
     counts = np.zeros((test.shape[0], num_classes), dtype=np.int64)
     for t, point in enumerate(test):
-        ranked = np.argsort(_squared_distances(train, point), kind="stable")[:top]
-        counts[t] = np.bincount(labels[ranked], minlength=num_classes)
+        nearest = _first_ranked(_squared_distances(train, point), top)
+        counts[t] = np.bincount(labels[nearest], minlength=num_classes)
     prediction, gaps = plurality(counts)
     count = np.where(prediction == ABSTAIN, -1, gaps.min(axis=1) // 2)
     return PoisonCountBatch(prediction, count, count, "knn", f"plain K-NN (K={int(k)})")
