@@ -27,9 +27,13 @@ def _unfinished(owner: str | BindParameter[str]) -> tuple[ColumnElement[bool], .
     return Job.owner_id == owner, UNFINISHED
 
 
-#: The count of a key's unfinished jobs (bind ``owner``), built once: it runs at every
-#: submission.
-_UNFINISHED_COUNT = select(func.count()).select_from(Job).where(*_unfinished(bindparam("owner")))
+def unfinished_jobs_of(owner: str | BindParameter[str]) -> Select[int]:
+    """The count of the key's unfinished jobs, as column ``unfinished``."""
+    return select(func.count().label("unfinished")).select_from(Job).where(*_unfinished(owner))
+
+
+#: :func:`unfinished_jobs_of` a bound ``owner``, built once: it runs at every submission.
+_UNFINISHED_COUNT = unfinished_jobs_of(bindparam("owner"))
 
 
 def unfinished_jobs(owner: str) -> Select[int]:
@@ -37,13 +41,18 @@ def unfinished_jobs(owner: str) -> Select[int]:
     return _UNFINISHED_COUNT.params(owner=owner)
 
 
+def jobs_refused(count: int, limit: int) -> ProblemError:
+    """The 429 of a key that has ``count`` unfinished jobs against its ``limit``."""
+    return _refuse(f"this key has {count} unfinished jobs, the limit is {limit} "
+                   "(RAB_QUOTA_JOBS); wait for some to finish")
+
+
 def check_job(db: Session, owner: str, settings: Settings, models: int) -> None:
     """429 if one more job (training ``models`` ensemble members or partition base models)
     would pass the key's limit of unfinished jobs or of models in flight."""
     count = db.scalar(_UNFINISHED_COUNT, {"owner": owner}) or 0
     if count + 1 > settings.quota_jobs:
-        raise _refuse(f"this key has {count} unfinished jobs, the limit is "
-                      f"{settings.quota_jobs} (RAB_QUOTA_JOBS); wait for some to finish")
+        raise jobs_refused(count, settings.quota_jobs)
     if models:
         in_flight = db.scalar(
             select(func.coalesce(func.sum(Job.progress_total - Job.progress_done), 0))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, insert, select, text, update
+from sqlalchemy import ColumnElement, Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, undefer
 
@@ -96,15 +96,14 @@ def claim(db: Database, job_id: str, unit_name: str, lease_s: float,
     does nothing."""
     gave_up: list[str] = []
     with db.session() as session:
-        _lazy_commit(session)
         found = session.execute(
-            select(Job, WorkUnit).join(WorkUnit, WorkUnit.job_id == Job.id)
+            select(Job, WorkUnit, *_lazy_commit(session)).join(WorkUnit, WorkUnit.job_id == Job.id)
             .where(Job.id == job_id, WorkUnit.name == unit_name)
             .options(undefer(Job.inputs_inline)).with_for_update()
         ).first()
-        if found is None:
+        if found is None:  # nothing written: the commit has nothing to wait for
             return None
-        claimed = _take(*found, lease_s, owner, gave_up)
+        claimed = _take(found[0], found[1], lease_s, owner, gave_up)
         if claimed is not None and claimed.kind == "certify":
             room = batch_inputs - found[0].progress_total  # its own inputs
             if room > 0:
@@ -115,9 +114,13 @@ def claim(db: Database, job_id: str, unit_name: str, lease_s: float,
     return claimed
 
 
-def _lazy_commit(session: Session) -> None:
-    """Let PostgreSQL commit this transaction without waiting for its log to reach the disk
-    (``synchronous_commit = off``, this transaction only; ~4 ms saved per commit here).
+def _lazy_commit(session: Session) -> tuple[ColumnElement[str], ...]:
+    """A column to select (or return) in this transaction's first statement on PostgreSQL that
+    lets it commit without waiting for its log to reach the disk: ``set_config`` of
+    ``synchronous_commit = off`` for this transaction only, ``SET LOCAL`` as a function, so
+    that it needs no round trip of its own; it takes effect once a row is read or written,
+    and a transaction that finds no row writes nothing. Nothing on SQLite. (~4 ms saved per
+    commit here.)
 
     For the lease-taking transactions: their row locks alone would make even a claim that
     takes nothing wait for the disk, as every batched sibling's own late message does. A claim
@@ -130,8 +133,9 @@ def _lazy_commit(session: Session) -> None:
     was committed durably by the API), so a success lost in a crash leaves the job running
     under an expiring lease; the reaper sends it again and the same certificates replace the
     lost ones. The waiting client, answered already, got exactly those."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+    if session.get_bind().dialect.name != "postgresql":
+        return ()
+    return (func.set_config("synchronous_commit", "off", True),)
 
 
 def _take(job: Job, unit: WorkUnit, lease_s: float, owner: str, gave_up: list[str]
@@ -367,8 +371,7 @@ def succeed_all(
         key = json.dumps(summary, sort_keys=True)
         by_summary.setdefault(key, (summary, []))[1].append(claim.job_id)
     with db.session() as session:
-        if not durable:
-            _lazy_commit(session)
+        lazy = () if durable else _lazy_commit(session)
         finished = {"state": "succeeded", "phase": "done", "finished_at": utcnow(),
                     "progress_done": Job.progress_total}
         if model_id is not None:
@@ -377,7 +380,7 @@ def succeed_all(
         for shared, job_ids in by_summary.values():  # the running ones, locked and finished
             ids.update(session.scalars(
                 update(Job).where(Job.id.in_(sorted(job_ids)), Job.state == "running")
-                .values(summary=shared, **finished).returning(Job.id)
+                .values(summary=shared, **finished).returning(Job.id, *lazy)
             ))
         done = [outcome for outcome in outcomes if outcome[0].job_id in ids]
         if any(claim.attempt > 1 for claim, _, _ in done):  # an earlier attempt's rows

@@ -8,7 +8,7 @@ import json
 import logging
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,7 +26,7 @@ from app.db import Database
 from app.deps import DB, AppSettings, Owner, Reader, owned
 from app.fastreads import CERTIFICATE_COLUMNS, CERTIFICATE_READ
 from app.logs import bind_request_context
-from app.orm import Certificate, Job, is_id, utcnow
+from app.orm import Certificate, Job, WorkUnit, is_id, utcnow
 from app.orm import Dataset as DatasetRow
 from app.paging import Cursor, Limit, RowId, keyset_page
 from app.problems import ProblemError, bad_input, not_found
@@ -102,12 +102,18 @@ def commit_with_units(request: Request, db: Session, job: Job) -> None:
     units = plan(job)
     db.add_all(units)
     db.commit()
-    bind_request_context(job_id=job.id)
+    enqueue(request, job.id, units)
+
+
+def enqueue(request: Request, job_id: str, units: Sequence[WorkUnit]) -> None:
+    """Send the messages of a new job's pending units, once its rows are committed; a broker
+    that is unreachable leaves them to the reaper."""
+    bind_request_context(job_id=job_id)
     try:
         send(request.app.state.celery, [message(u) for u in units if u.state == "pending"],
              first=True)
     except Exception as exc:
-        log.warning("job %s: broker unreachable (%s); the reaper will send its work", job.id, exc)
+        log.warning("job %s: broker unreachable (%s); the reaper will send its work", job_id, exc)
 
 
 def _earlier(db: Session, owner: str, key: str, request_sha: str) -> Job | None:

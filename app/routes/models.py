@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import contract.api as wire
-from app import quotas
+from app import quotas, submissions
 from app.artefacts import npz_bytes, put_object
 from app.deps import DB, AppSettings, Owner, Store, owned
 from app.fastreads import SUBSET_READ
@@ -29,8 +29,9 @@ from app.orm import Dataset as DatasetRow
 from app.paging import Cursor, Limit, RowId, keyset_page
 from app.problems import ProblemError, bad_input
 from app.responses import json_response
-from app.routes.jobs import certificate_out, commit_with_units, job_out
+from app.routes.jobs import certificate_out, commit_with_units, enqueue, job_out
 from app.settings import Settings
+from app.units import plan
 from app.uploads import read_upload
 from contract.api import INPUTS, MAX_INPUTS, TERMINAL_STATES, CertifyIn, Method, Page
 from models_store import ObjectStore
@@ -218,7 +219,6 @@ def _submit(
     that row locked until the commit (``app.artefacts.put_object``), and concurrent requests
     certifying the same inputs queue on that lock, so it is held only for the units' insert
     and the commit."""
-    quotas.check_job(db, owner, settings, 0)
     data = npz_bytes({"X": X})
     inputs_sha = hashlib.sha256(data).hexdigest()
     inline = len(data) <= INLINE_INPUTS_BYTES
@@ -229,6 +229,12 @@ def _submit(
         progress_total=len(X), max_attempts=settings.max_job_attempts,
         request_sha256=hashlib.sha256(inputs_sha.encode()).hexdigest(),
     )
+    if inline and submissions.available(db):  # one round trip (app.submissions)
+        units = plan(job)
+        submissions.submit_within_quota(db, job, units, settings.quota_jobs)
+        enqueue(request, job.id, units)
+        return job
+    quotas.check_job(db, owner, settings, 0)
     db.add(job)
     db.flush()
     if not inline:
@@ -237,12 +243,12 @@ def _submit(
     return job
 
 
-def _finished_state(db: Session, job: Job) -> str | None:
-    """Re-read the job; its state if terminal, else None. The transaction ends, so that the
-    pooled connection is returned while the request waits."""
-    db.refresh(job)
+def _finished_state(db: Session, job_id: str) -> str | None:
+    """The job's state if terminal, else None. The transaction ends, so that the pooled
+    connection is returned while the request waits."""
+    state = db.scalar(select(Job.state).where(Job.id == job_id))
     db.commit()
-    return job.state if job.state in TERMINAL_STATES else None
+    return state if state in TERMINAL_STATES else None
 
 
 def _outcome(db: Session, job: Job, state: str | None) -> Response:
@@ -251,7 +257,7 @@ def _outcome(db: Session, job: Job, state: str | None) -> Response:
     known to have succeeded (its certificates are committed before it is said to have) is not
     read again."""
     if state != "succeeded":
-        db.refresh(job)
+        job = db.get_one(Job, job.id, populate_existing=True)
         state = job.state
     if state == "failed":
         raise ProblemError(422, "Certification failed", job.error or "unknown error")
@@ -306,7 +312,7 @@ async def certify(
         )
         state = await reply.wait(
             time.monotonic() + settings.certify_wait_s,
-            lambda: run_in_threadpool(_finished_state, db, job),
+            lambda: run_in_threadpool(_finished_state, db, job.id),
         )
     bind_request_context(reply=reply.via)
     reads = request.app.state.reads

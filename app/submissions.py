@@ -1,0 +1,87 @@
+"""A new job and its units in one statement, within the key's job quota (PostgreSQL).
+
+The online path submits a certify job per request. Through the ORM that was four round
+trips in one transaction, each with the unit of work's bookkeeping: the quota's count
+(``app.quotas``), the job's insert, the units' insert and the commit. On PostgreSQL one
+statement does it all: a data-modifying common table expression counts the key's unfinished
+jobs, inserts the job only if one more stays within the quota, and inserts its units with
+it, on an autocommit connection, so its own commit, durable, comes with that one round trip.
+The rows are the ORM's own objects (``Job``, ``app.units.plan``), so every column's value
+and default has its one definition; only how they are written differs. SQLite (the embedded
+default) has no data-modifying CTE and keeps the ORM's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Select, bindparam, func, insert, select
+from sqlalchemy.orm import Session
+
+from app import quotas
+from app.orm import Job, WorkUnit
+
+#: The columns a submission writes, besides those left to their defaults (state, phase,
+#: progress_done, attempts, created_at: the ORM's defaults, rendered into the statement).
+_JOB_COLUMNS = (
+    "id", "owner_id", "kind", "dataset_id", "model_id", "method", "params", "attack",
+    "inputs_sha256", "inputs_inline", "progress_total", "max_attempts", "request_sha256",
+)
+_UNIT_COLUMNS = (
+    "name", "task", "queue", "args", "state", "attempts", "max_attempts", "enqueued_at",
+)
+
+
+def _insert_within_quota() -> Select[Any]:
+    """(unfinished, inserted): the key's unfinished jobs before the submission and whether the
+    job and its unit were inserted (only when one more job stays within ``limit``)."""
+    table, unit_table = Job.__table__, WorkUnit.__table__
+    count = quotas.unfinished_jobs_of(bindparam("owner_id")).cte("quota")
+    job = (
+        insert(Job)
+        .from_select(
+            list(_JOB_COLUMNS),
+            select(*(bindparam(f"job_{c}", type_=table.c[c].type) for c in _JOB_COLUMNS))
+            .select_from(count).where(count.c.unfinished < bindparam("limit")),
+        )
+        .returning(Job.id)
+        .cte("job")
+    )
+    unit = (
+        insert(WorkUnit)
+        .from_select(
+            ["job_id", *_UNIT_COLUMNS],
+            select(job.c.id, *(bindparam(f"unit_{c}", type_=unit_table.c[c].type)
+                               for c in _UNIT_COLUMNS)),
+        )
+        .returning(WorkUnit.job_id)
+        .cte("unit")
+    )
+    inserted = select(func.count()).select_from(unit).scalar_subquery()
+    return select(count.c.unfinished, inserted.label("inserted")).select_from(count)
+
+
+_SUBMIT = _insert_within_quota()
+
+
+def available(db: Session) -> bool:
+    """Whether the session's database takes the one-statement submission."""
+    return db.get_bind().dialect.name == "postgresql"
+
+
+def submit_within_quota(db: Session, job: Job, units: Sequence[WorkUnit], limit: int) -> None:
+    """Insert ``job`` (transient, its id set) with its one unit in one durable autocommit
+    statement, or raise the quota's 429 and insert nothing."""
+    if len(units) != 1:
+        raise ValueError("the one-statement submission writes jobs of one unit")
+    params: dict[str, Any] = {f"job_{c}": getattr(job, c) for c in _JOB_COLUMNS}
+    params.update({f"unit_{c}": getattr(units[0], c) for c in _UNIT_COLUMNS})
+    params.update(owner_id=job.owner_id, limit=limit)
+    connection: Connection
+    with db.get_bind().connect() as connection:  # type: ignore[union-attr]
+        row = connection.execution_options(isolation_level="AUTOCOMMIT").execute(
+            _SUBMIT, params
+        ).one()
+    if not row.inserted:
+        raise quotas.jobs_refused(row.unfinished, limit)
