@@ -21,9 +21,10 @@ from rab.knn import (
 )
 from rab.knn.bound_grid import bound_grid
 from rab.knn.exact import _lambda_bins, boundary_levels
-from rab.knn.inputs import KnnProblem, check_problem
+from rab.knn.inputs import KnnProblem, check_problem, knn_training
 from rab.knn.levels import chi_square_table
 from rab.knn.reference import reference_knn_proba
+from rab.partition.knn import plain_knn_certificate
 
 
 def brute_force_proba(
@@ -286,6 +287,39 @@ def test_input_validation(override: dict, message: str) -> None:
         exact_knn_proba(**args)
     with pytest.raises(ValueError, match=message):
         monte_carlo_knn_proba(**args, draws=10, seed=0)
+
+
+def test_a_prepared_training_set_gives_the_same_results_and_is_its_own() -> None:
+    """``knn_training``: the same probabilities, slack, certificates and plain K-NN counts as
+    the arrays themselves; later writes to those arrays do not reach it; its own arrays are
+    read-only; labels go with the prepared set, not beside it."""
+    rng = np.random.default_rng(21)
+    X_train, y_train, X_test = _spambase_like(rng, 300, 6)
+    edges = default_edges(X_train.shape[1], 1.0, 200, 0.1)
+    training = knn_training(X_train, y_train, 2)
+    plain = exact_knn(X_train, y_train, X_test, sigma=1.0, k=5, edges=edges, num_classes=2)
+    ready = exact_knn(training, None, X_test, sigma=1.0, k=5, edges=edges, num_classes=2)
+    np.testing.assert_array_equal(ready.proba, plain.proba)
+    np.testing.assert_array_equal(ready.slack, plain.slack)
+    cert = certify_knn(training, None, X_test, sigma=1.0, k=5, spread=0.1)
+    np.testing.assert_array_equal(
+        cert.radius, certify_knn(X_train, y_train, X_test, sigma=1.0, k=5, spread=0.1).radius)
+    counts = plain_knn_certificate(training, None, X_test, k=5, num_classes=2)
+    np.testing.assert_array_equal(
+        counts.count, plain_knn_certificate(X_train, y_train, X_test, k=5, num_classes=2).count)
+    X_train[:] = 0.0  # the caller's arrays change; the prepared set does not
+    again = exact_knn(training, None, X_test, sigma=1.0, k=5, edges=edges, num_classes=2)
+    np.testing.assert_array_equal(again.proba, plain.proba)
+    for array in (training.X, training.y, training.sq_norms):
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = 1
+    with pytest.raises(ValueError, match="holds its labels"):
+        exact_knn(training, y_train, X_test, sigma=1.0, k=5, edges=edges)
+    with pytest.raises(ValueError, match="y_train is required"):
+        exact_knn(X_train, None, X_test, sigma=1.0, k=5, edges=edges)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        exact_knn(knn_training(X_train, np.arange(300) % 3), None, X_test, sigma=1.0, k=5,
+                  edges=edges, num_classes=2)
 
 
 def test_import_does_not_load_torch() -> None:

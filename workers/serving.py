@@ -5,11 +5,12 @@ rebuild of every member with its seeded initialisation and test-time noise u_k: 
 done once, when the model was loaded (its bytes verified against their SHA-256 then). An
 ensemble is kept stacked (``rab.ensemble.stacked.StackedMembers``: one set of stacked
 parameters and one u_k tensor per chunk of members, on the worker's device, CUDA when it has
-one), a partition model as its base models, a K-NN model as its verified training set. The
-bound (``RAB_MODEL_CACHE_BYTES``) counts the stacked weights, buffers and noise, the base
-models' weights, and the training arrays; the least recently used models go first, and a
-model larger than the whole bound is served without being kept. Cold or evicted, a request
-gets the same certificates, only later.
+one), a partition model as its base models, a K-NN model as its verified training set (with
+its split prepared for the K-NN once: ``rab.evaluation.knn_training_of``). The bound
+(``RAB_MODEL_CACHE_BYTES``) counts the stacked weights, buffers and noise, the base models'
+weights, and the training arrays, prepared ones included; the least recently used models go
+first, and a model larger than the whole bound is served without being kept. Cold or
+evicted, a request gets the same certificates, only later.
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ from rab.evaluation import (
     certify_members,
     certify_stacked,
     certify_test_sets,
+    knn_training_of,
 )
 from rab.evaluation.pipeline import evaluation_metrics
 from rab.metrics import DEFAULT_RADII
@@ -268,8 +269,9 @@ def _hot(model_id: str, method: Any) -> HotModel:
                             dataset=row)
         train = load_dataset(_store(), model.train_object_sha256, row,
                              expected_sha256=model.train_sha256)
-        return HotModel(None, train, int(train.X_train.nbytes + train.y_train.nbytes),
-                        model=model, dataset=row)
+        prepared = knn_training_of(train)  # kept with the dataset, counted with it
+        return HotModel(None, train, int(train.X_train.nbytes + train.y_train.nbytes)
+                        + prepared.nbytes, model=model, dataset=row)
 
     if "models" not in _resources:
         _resources["models"] = ModelCache(_settings().model_cache_bytes)

@@ -36,6 +36,7 @@ from rab.evaluation.methods import (
     certify_partition_votes,
     certify_stacked,
     certify_test_sets,
+    knn_training_of,
     method_from_dict,
 )
 from rab.evaluation.pipeline import EvaluationResult, evaluate
@@ -79,6 +80,7 @@ __all__ = [
     "chunks",
     "concat",
     "evaluate",
+    "knn_training_of",
     "load_dataset",
     "method_from_dict",
     "prepare",

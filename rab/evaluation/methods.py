@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import tempfile
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from rab.ensemble.config import TRAINING_PRESETS
 from rab.evaluation.summary import chunks, concat, take
 from rab.evaluation.testsets import TestSet, all_inputs, row_slices
 from rab.extras import require
+from rab.knn.inputs import KnnTraining, knn_training
 from rab.knn.levels import EDGE_RULES, EdgeRule
 from rab.partition.certificate import PoisonCountBatch, concat_counts
 from rab.seeds import fresh_seed, resolve_seed
@@ -337,12 +340,31 @@ class Certified:
     poison_count: PoisonCountBatch | None = None
 
 
+#: Each dataset's training split prepared for the K-NN, kept as long as the dataset object is
+#: (a worker's hot K-NN model keeps its dataset).
+_KNN_TRAINING: weakref.WeakKeyDictionary[Dataset, KnnTraining] = weakref.WeakKeyDictionary()
+_KNN_TRAINING_LOCK = threading.Lock()
+
+
+def knn_training_of(train: Dataset) -> KnnTraining:
+    """``train``'s training split checked and prepared once for the K-NN (float64 features,
+    labels, squared norms: ``rab.knn.knn_training``), however many certifications follow."""
+    with _KNN_TRAINING_LOCK:
+        training = _KNN_TRAINING.get(train)
+        if training is None:
+            training = _KNN_TRAINING[train] = knn_training(
+                train.X_train, train.y_train, train.num_classes
+            )
+        return training
+
+
 def _certify_knn(
     train: Dataset, tests: Sequence[TestSet], method: KnnMethod, progress: Progress | None
 ) -> dict[str, Certified]:
     from rab.knn import certify_knn
     from rab.partition.knn import plain_knn_certificate
 
+    training = knn_training_of(train)
     # All test sets in one pass (a worker's batch of certify jobs is many one-row sets).
     X = all_inputs(tests)
     stage = "K-NN certifying " + " + ".join(t.subset for t in tests)
@@ -352,13 +374,13 @@ def _certify_knn(
             progress(stage, part.start, len(X))
         batches.append(
             certify_knn(
-                train.X_train, train.y_train, X[part], sigma=method.sigma, k=method.k,
+                training, None, X[part], sigma=method.sigma, k=method.k,
                 num_classes=train.num_classes, num_levels=method.num_levels,
                 spread=method.spread, backend=method.backend, edge_rule=method.edge_rule,
             )
         )
-        counts.append(plain_knn_certificate(train.X_train, train.y_train, X[part],
-                                            k=method.k, num_classes=train.num_classes))
+        counts.append(plain_knn_certificate(training, None, X[part], k=method.k,
+                                            num_classes=train.num_classes))
     if progress is not None:
         progress(stage, len(X), len(X))
     certificates, poison_count = concat(batches), concat_counts(counts)

@@ -14,12 +14,13 @@ from numpy.typing import ArrayLike
 
 from rab.bounds import CertificateBatch, certify_exact
 from rab.knn.exact import exact_knn
+from rab.knn.inputs import KnnTraining
 from rab.knn.levels import EdgeRule, default_edges
 
 
 def certify_knn(
-    X_train: ArrayLike,
-    y_train: ArrayLike,
+    X_train: ArrayLike | KnnTraining,
+    y_train: ArrayLike | None,
     X_test: ArrayLike,
     *,
     sigma: float,
@@ -36,10 +37,12 @@ def certify_knn(
     ``edges`` default to ``default_edges(d, sigma, num_levels, spread, edge_rule)``
     (``edge_rule="authors"`` for the authors' edges); they must not depend on the training
     features.  Rows whose top class does not beat the runner-up by more than
-    twice the slack abstain.
+    twice the slack abstain.  ``X_train`` may be a prepared training set
+    (``rab.knn.inputs.knn_training``, with ``y_train=None``), checked once for many calls.
     """
     if edges is None:  # exact_knn validates the inputs; here only the feature count is needed
-        dim = int(np.prod(np.shape(X_train)[1:]))
+        features = X_train.X if isinstance(X_train, KnnTraining) else X_train
+        dim = int(np.prod(np.shape(features)[1:]))
         edges = default_edges(dim, sigma, num_levels, spread, edge_rule)
     result = exact_knn(
         X_train,

@@ -54,7 +54,7 @@ from threadpoolctl import ThreadpoolController
 
 from rab.knn.backend import ArrayOps, get_backend
 from rab.knn.bound_grid import bound_grid
-from rab.knn.inputs import KnnProblem, check_problem
+from rab.knn.inputs import KnnProblem, KnnTraining, check_problem
 from rab.knn.levels import (
     ChiSquareTable,
     chi_square_table,
@@ -382,8 +382,8 @@ def _solve(problem: KnnProblem, ops: ArrayOps) -> ExactKnnResult:
 
 
 def exact_knn(
-    X_train: ArrayLike,
-    y_train: ArrayLike,
+    X_train: ArrayLike | KnnTraining,
+    y_train: ArrayLike | None,
     X_test: ArrayLike,
     *,
     sigma: float,
@@ -395,6 +395,8 @@ def exact_knn(
     """Exact smoothed K-NN probabilities with the bound on neglected mass (see module doc).
 
     backend: "auto" (torch on CUDA when available, else numpy), "numpy" or "torch".
+    ``X_train``: the features, or a training set prepared once (``knn_training``, with
+    ``y_train=None``).
     """
     problem = check_problem(
         X_train, y_train, X_test, sigma=sigma, k=k, edges=edges, num_classes=num_classes

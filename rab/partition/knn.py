@@ -47,10 +47,13 @@ change the prediction (tests construct it; Jia et al. give the same per-operatio
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from numpy.typing import ArrayLike
 
 from rab.bounds import ABSTAIN
+from rab.knn.inputs import KnnTraining, prepared
 from rab.partition.certificate import PoisonCountBatch, plurality
 
 __all__ = ["plain_knn_certificate", "plain_knn_order"]
@@ -95,13 +98,19 @@ def plain_knn_order(X_train: ArrayLike, x: ArrayLike) -> np.ndarray:
 
 
 def plain_knn_certificate(
-    X_train: ArrayLike, y_train: ArrayLike, X_test: ArrayLike, *, k: int, num_classes: int
+    X_train: ArrayLike | KnnTraining, y_train: ArrayLike | None, X_test: ArrayLike, *, k: int,
+    num_classes: int,
 ) -> PoisonCountBatch:
     """Prediction of the plain K-NN and its poison count r_KNN per test point (module
-    docstring)."""
-    train = _flat(X_train, "X_train")
+    docstring). ``X_train`` may be a prepared training set (``rab.knn.knn_training``, with
+    ``y_train=None``)."""
+    training = prepared(X_train, y_train)
+    if training is None:
+        train = _flat(cast(ArrayLike, X_train), "X_train")
+        labels = np.asarray(y_train).astype(np.int64)
+    else:
+        train, labels = training.X, training.y
     test = _flat(X_test, "X_test")
-    labels = np.asarray(y_train).astype(np.int64)
     if labels.shape != (train.shape[0],) or train.shape[0] == 0:
         raise ValueError(f"need a non-empty training set with one label per row, got "
                          f"{train.shape[0]} rows and labels of shape {labels.shape}")
