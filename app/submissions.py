@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, func, insert, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import instance_state
 
 from app import quotas
 from app.orm import Job, WorkUnit
@@ -75,8 +76,8 @@ def submit_within_quota(db: Session, job: Job, units: Sequence[WorkUnit], limit:
     statement, or raise the quota's 429 and insert nothing."""
     if len(units) != 1:
         raise ValueError("the one-statement submission writes jobs of one unit")
-    params: dict[str, Any] = {f"job_{c}": getattr(job, c) for c in _JOB_COLUMNS}
-    params.update({f"unit_{c}": getattr(units[0], c) for c in _UNIT_COLUMNS})
+    params = {**_values(job, _JOB_COLUMNS, "job_"),
+              **_values(units[0], _UNIT_COLUMNS, "unit_", implied=("job_id",))}
     params.update(owner_id=job.owner_id, limit=limit)
     connection: Connection
     with db.get_bind().connect() as connection:  # type: ignore[union-attr]
@@ -85,3 +86,15 @@ def submit_within_quota(db: Session, job: Job, units: Sequence[WorkUnit], limit:
         ).one()
     if not row.inserted:
         raise quotas.jobs_refused(row.unfinished, limit)
+
+
+def _values(row: Job | WorkUnit, columns: tuple[str, ...], prefix: str,
+            implied: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The row's values of ``columns`` as parameters; a value set on any other column but the
+    ``implied`` ones (a column added to the model but not to the statement) is an error, not a
+    silent loss."""
+    given = set(instance_state(row).dict) & set(type(row).__table__.columns.keys())
+    unwritten = given - set(columns) - set(implied)
+    if unwritten:
+        raise ValueError(f"the one-statement submission writes no {sorted(unwritten)}")
+    return {f"{prefix}{c}": getattr(row, c) for c in columns}

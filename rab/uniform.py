@@ -90,10 +90,11 @@ def uniform_max_magnitude(
         t_max = sqrt(m) (b - a) * (1 - (1 - (pA - pB)/2)^(1 / (m r))),
 
     computed as -expm1(log1p(-(pA - pB)/2) / (m r)).  Every t < t_max is certified; 0 where
-    pA <= pB.  Unlike the Gaussian radius this is for one pattern shape, not a norm ball.
+    pA <= pB, and where t_max is below the smallest float64 (pA - pB near 1e-308 or less).
+    Unlike the Gaussian radius this is for one pattern shape, not a norm ball.
     """
     m = check_int_scalar(num_coords, "num_coords", minimum=1)
     count = check_int_scalar(r, "r", minimum=1)
     log_t = _log_threshold(p_a, p_b)
-    per_coord = -np.expm1(np.minimum(log_t, 0.0) / (m * count))
+    per_coord = -np.expm1(np.minimum(log_t, 0.0) / (m * count)) + 0.0  # + 0.0: never -0.0
     return np.sqrt(m) * _width(a, b) * per_coord

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from rab.bounds import (
@@ -173,9 +173,12 @@ def test_uniform_certificate_monotone_in_pattern(
 
 @SETTINGS
 @given(st.floats(0.0, 1.0), st.floats(0.0, 1.0), st.integers(1, 1000), st.integers(1, 10**6))
+@example(5e-324, 0.0, 1, 1)  # (pA - pB) / 2 underflows: t = 0, and +0.0 (it gave -0.0)
 def test_uniform_max_magnitude_monotone(p_a: float, p_b: float, m: int, r: int) -> None:
     t = float(uniform_max_magnitude(p_a, p_b, a=0.0, b=1.0, num_coords=m, r=r))
-    assert t >= 0.0 and (t > 0.0) == (p_a > p_b)
+    assert t >= 0.0 and math.copysign(1.0, t) == 1.0
+    # positive exactly when pA > pB, unless t_max (about (pA - pB) / (2 sqrt(m) r)) underflows
+    assert (t > 0.0) == (p_a > p_b) or 0.0 < p_a - p_b < 2e-300 * m * r
     assert float(uniform_max_magnitude(p_a, p_b, a=0.0, b=1.0, num_coords=m, r=r + 1)) <= t
     assert (
         float(uniform_max_magnitude(min(p_a + 0.01, 1.0), p_b, a=0.0, b=1.0, num_coords=m, r=r))

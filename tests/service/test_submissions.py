@@ -26,6 +26,15 @@ def _certify_job(owner: str) -> Job:
     )
 
 
+def _key(db: Database, name: str) -> str:
+    """A new API key's id (its hash made of its name)."""
+    with db.session() as session:
+        key = ApiKey(name=name, key_hash=(name * 64)[:64])
+        session.add(key)
+        session.flush()
+        return key.id
+
+
 def _row(session: Any, table: Any, **where: Any) -> dict[str, Any]:
     row = session.execute(select(*table.__table__.columns).filter_by(**where)).mappings().one()
     return dict(row)
@@ -41,11 +50,7 @@ def test_sqlite_keeps_the_orm_transaction(migrated_db: tuple[Settings, Database]
 @pytest.mark.parametrize("migrated_db", ["postgresql"], indirect=True)
 def test_one_statement_writes_what_the_orm_writes(migrated_db: tuple[Settings, Database]) -> None:
     _, db = migrated_db
-    with db.session() as session:
-        key = ApiKey(name="submissions", key_hash="s" * 64)
-        session.add(key)
-        session.flush()
-        owner = key.id
+    owner = _key(db, "submissions")
     with db.sessions() as session:
         assert submissions.available(session)
         by_orm = _certify_job(owner)
@@ -74,11 +79,7 @@ def test_one_statement_refuses_past_the_quota_and_writes_nothing(
     migrated_db: tuple[Settings, Database],
 ) -> None:
     _, db = migrated_db
-    with db.session() as session:
-        key = ApiKey(name="quota", key_hash="q" * 64)
-        session.add(key)
-        session.flush()
-        owner = key.id
+    owner = _key(db, "quota")
     with db.sessions() as session:
         for _ in range(2):
             job = _certify_job(owner)
@@ -96,3 +97,19 @@ def test_one_statement_refuses_past_the_quota_and_writes_nothing(
         session.commit()
         submissions.submit_within_quota(session, refused, plan(refused), 2)
         assert session.get(Job, refused.id) is not None
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("migrated_db", ["postgresql"], indirect=True)
+def test_a_value_the_statement_does_not_write_is_refused(
+    migrated_db: tuple[Settings, Database],
+) -> None:
+    """A column set on the job but not written by the statement (as a column added to the
+    model later would be) fails loudly instead of being lost."""
+    _, db = migrated_db
+    job = _certify_job(_key(db, "unwritten"))
+    job.idempotency_key = "not written by the one-statement path"
+    with db.sessions() as session, pytest.raises(ValueError, match="idempotency_key"):
+        submissions.submit_within_quota(session, job, plan(job), 10)
+    with db.sessions() as session:
+        assert session.get(Job, job.id) is None
