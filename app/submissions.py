@@ -1,10 +1,11 @@
-"""A new job and its units in one statement, within the key's job quota (PostgreSQL).
+"""A new job of one unit (a certify job) in one statement, within the key's job quota
+(PostgreSQL).
 
 The online path submits a certify job per request. Through the ORM that was four round
 trips in one transaction, each with the unit of work's bookkeeping: the quota's count
 (``app.quotas``), the job's insert, the units' insert and the commit. On PostgreSQL one
 statement does it all: a data-modifying common table expression counts the key's unfinished
-jobs, inserts the job only if one more stays within the quota, and inserts its units with
+jobs, inserts the job only if one more stays within the quota, and inserts its unit with
 it, on an autocommit connection, so its own commit, durable, comes with that one round trip.
 The rows are the ORM's own objects (``Job``, ``app.units.plan``), so every column's value
 and default has its one definition; only how they are written differs. SQLite (the embedded
