@@ -36,11 +36,6 @@ def unfinished_jobs_of(owner: str | BindParameter[str]) -> Select[int]:
 _UNFINISHED_COUNT = unfinished_jobs_of(bindparam("owner"))
 
 
-def unfinished_jobs(owner: str) -> Select[int]:
-    """The count of the key's unfinished jobs."""
-    return _UNFINISHED_COUNT.params(owner=owner)
-
-
 def jobs_refused(count: int, limit: int) -> ProblemError:
     """The 429 of a key that has ``count`` unfinished jobs against its ``limit``."""
     return _refuse(f"this key has {count} unfinished jobs, the limit is {limit} "

@@ -30,13 +30,7 @@ import weakref
 
 import numpy as np
 
-from rab.knn.levels import (
-    MIXTURE_BOUND_TERMS,
-    ChiSquareTable,
-    cdf_bounds,
-    ncx2_cdf_bounds,
-    poisson_windows,
-)
+from rab.knn.levels import MIXTURE_BOUND_TERMS, ChiSquareTable, cdf_bounds, poisson_windows
 
 _STEPS_PER_OCTAVE = 64
 # Below 2^-40 the lower neighbour is lambda = 0 (such points coincide with the input).
@@ -76,10 +70,8 @@ class CdfBoundGrid:
             raise ValueError("noncentralities must be >= 0")
         out = np.empty((lam.size, self.table.scaled_edges.size))
         closed = poisson_windows(lam).hi >= MIXTURE_BOUND_TERMS
-        if closed.any():
-            out[closed] = ncx2_cdf_bounds(
-                self.table.scaled_edges[None, :], self.table.dim, lam[closed, None]
-            )[1 if upper else 0]
+        if closed.any():  # cdf_bounds gives them its closed form, at their own lambda
+            out[closed] = cdf_bounds(lam[closed], self.table)[1 if upper else 0]
         octave, step = _neighbour(lam[~closed], upper=upper)
         rows = np.flatnonzero(~closed)
         for e in np.unique(octave):

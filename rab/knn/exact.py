@@ -131,10 +131,9 @@ def boundary_levels(lam: np.ndarray, problem: KnnProblem, table: ChiSquareTable)
     v_j <= P(S_j <= l).  u_j, v_j are CDF bounds at the grid values below and above the ends
     of the point's lambda bin (the CDF decreases in lambda; ``rab.knn.bound_grid``).  Only the
     choice of range relies on these bounds: the mass outside it is measured afterwards as
-    1 - sum(proba).  l_lo is the first level whose bound on
-    P(boundary <= l) exceeds the tolerance, l_hi the first (at least l_lo) whose bound on
-    P(boundary > l) is within it; the bounds are evaluated from level 0 up only until both are
-    found (:func:`_first_levels`).
+    1 - sum(proba).  l_lo is the first level whose bound on P(boundary <= l) exceeds the
+    tolerance, l_hi the first (at least l_lo) whose bound on P(boundary > l) is within it; the
+    bounds are evaluated from level 0 up only until both are found (:func:`_first_levels`).
     """
     lam = np.atleast_2d(lam)
     lam_sorted = np.sort(lam, axis=1)
