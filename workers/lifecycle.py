@@ -20,16 +20,15 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.orm import Session, undefer
 
 from app.db import Database
-from app.orm import UNFINISHED, Certificate, Job, ModelMember, WorkUnit, utcnow
+from app.orm import Certificate, Job, ModelMember, WorkUnit, utcnow
 from app.replies import publish_job
 from app.units import Message, release_vote
-from contract.api import TERMINAL_STATES
-from contract.jobs import TRAINED_METHODS
+from workers import claims, successes
+from workers.commits import lazy_commit
 
 log = logging.getLogger(__name__)
 AGGREGATING = "aggregating"  # phase prefix while the ensemble votes
@@ -86,88 +85,27 @@ def claim(db: Database, job_id: str, unit_name: str, lease_s: float,
           owner: str = WORKER_ID, batch_inputs: int = 0) -> Claim | None:
     """Take the unit's lease for ``lease_s``; None when there is nothing to run (job over,
     unit done or blocked, or held by a live lease, or the unit used up its attempts: then
-    the job fails).
+    the job fails; its waiters are told).
 
-    ``batch_inputs`` > 0, for a certify job: in the same transaction, also claim other
-    certify jobs of the same model waiting for a worker (their unit pending), oldest first, as
-    many as fit in ``batch_inputs`` inputs with this job's own (``Claim.batch``). Each gets a
-    lease exactly as this one does; rows another worker holds are skipped (``FOR UPDATE SKIP
-    LOCKED``), and a batched job's own message, delivered later, finds its unit taken and
-    does nothing."""
-    gave_up: list[str] = []
-    with db.session() as session:
-        found = session.execute(
-            select(Job, WorkUnit, *_lazy_commit(session)).join(WorkUnit, WorkUnit.job_id == Job.id)
-            .where(Job.id == job_id, WorkUnit.name == unit_name)
-            .options(undefer(Job.inputs_inline)).with_for_update()
-        ).first()
-        if found is None:  # nothing written: the commit has nothing to wait for
-            return None
-        claimed = _take(found[0], found[1], lease_s, owner, gave_up)
-        if claimed is not None and claimed.kind == "certify":
-            room = batch_inputs - found[0].progress_total  # its own inputs
-            if room > 0:
-                claimed = replace(claimed, batch=_batch(session, claimed, lease_s, room, owner,
-                                                        gave_up))
-    if gave_up:
-        publish_job(db.settings, gave_up[0], "failed", *gave_up[1:])
-    return claimed
-
-
-def _lazy_commit(session: Session) -> tuple[ColumnElement[str], ...]:
-    """A column to select (or return) in this transaction's first statement on PostgreSQL that
-    lets it commit without waiting for its log to reach the disk: ``set_config`` of
-    ``synchronous_commit = off`` for this transaction only, ``SET LOCAL`` as a function, so
-    that it needs no round trip of its own; it takes effect once a row is read or written,
-    and a transaction that finds no row writes nothing. Nothing on SQLite. (~4 ms saved per
-    commit here.)
-
-    For the lease-taking transactions: their row locks alone would make even a claim that
-    takes nothing wait for the disk, as every batched sibling's own late message does. A claim
-    lost in a database crash only leaves its unit where it was: the work's result is refused
-    as that of a job no longer running and the reaper sends the unit again; and the job's final
-    transaction, committed durably, makes every earlier one durable with it.
-
-    For the final transaction of a batch of certify jobs (``succeed_all(durable=False)``): a
-    certify job's result is a pure function of its stored model and inputs (the job row itself
-    was committed durably by the API), so a success lost in a crash leaves the job running
-    under an expiring lease; the reaper sends it again and the same certificates replace the
-    lost ones. The waiting client, answered already, got exactly those."""
-    if session.get_bind().dialect.name != "postgresql":
-        return ()
-    return (func.set_config("synchronous_commit", "off", True),)
-
-
-def _take(job: Job, unit: WorkUnit, lease_s: float, owner: str, gave_up: list[str]
-          ) -> Claim | None:
-    """The claim of ``unit`` (both rows locked by the caller's transaction), or None; a unit
-    that used up its attempts fails its job, and the job's id is appended to ``gave_up`` (its
-    waiters are told once the transaction is committed)."""
-    if job.state in TERMINAL_STATES:
-        return None
+    ``batch_inputs`` > 0, for a certify job: also claim other certify jobs of the same model
+    waiting for a worker, as many as fit in ``batch_inputs`` inputs with this job's own
+    (``Claim.batch``), each under a lease exactly as this one; the rules and the statements
+    are :mod:`workers.claims`'."""
     now = utcnow()
-    live = unit.state == "running" and unit.lease_expires_at is not None and (
-        unit.lease_expires_at > now
-    )
-    if unit.state not in ("pending", "running") or live:
+    with db.engine.connect() as connection:
+        written = claims.claim_rows(connection, job_id, unit_name, now,
+                                    now + timedelta(seconds=lease_s), owner, batch_inputs)
+        connection.commit()
+    if written.gave_up:
+        publish_job(db.settings, written.gave_up[0], "failed", *written.gave_up[1:])
+    if not written.jobs:
         return None
-    unit.attempts += 1
-    job.attempts += 1
-    if unit.attempts > unit.max_attempts:
-        unit.state = "failed"
-        unit.error = job.error = (
-            f"unit {unit.name} gave up after {unit.max_attempts} attempts (its worker was "
-            "lost each time)"
-        )
-        job.state, job.phase, job.finished_at = "failed", "failed", now
-        gave_up.append(job.id)
-        return None
-    unit.state, unit.lease_owner = "running", owner
-    unit.lease_expires_at = now + timedelta(seconds=lease_s)
-    if job.state == "queued":
-        job.state = "running"
-        job.phase = "training models" if job.method in TRAINED_METHODS else "starting"
-    job.started_at = job.started_at or now
+    first, *batch = (_claim_of(job, written.units[job.id], owner) for job in written.jobs)
+    return replace(first, batch=tuple(batch))
+
+
+def _claim_of(job: Any, unit: Any, owner: str) -> Claim:
+    """The claim of a job and its unit, from the rows the claim returned."""
     return Claim(
         job_id=job.id, unit=unit.name, args=dict(unit.args), kind=job.kind,
         owner_id=job.owner_id, dataset_id=job.dataset_id, model_id=job.model_id,
@@ -176,36 +114,6 @@ def _take(job: Job, unit: WorkUnit, lease_s: float, owner: str, gave_up: list[st
         inputs_sha256=job.inputs_sha256, attempt=unit.attempts, lease_owner=owner,
         inputs_inline=job.inputs_inline,
     )
-
-
-def queued_certify_jobs(model_id: str, besides: str, limit: int) -> Select[Job, WorkUnit]:
-    """The certify jobs of ``model_id`` but ``besides`` whose unit waits for a worker, oldest
-    first, at most ``limit`` (read from ``ix_jobs_unfinished_model``)."""
-    return (
-        select(Job, WorkUnit).join(WorkUnit, WorkUnit.job_id == Job.id)
-        .where(Job.kind == "certify", Job.model_id == model_id, Job.id != besides, UNFINISHED,
-               WorkUnit.state == "pending")
-        .order_by(Job.created_at).limit(limit)
-    )
-
-
-def _batch(session: Session, first: Claim, lease_s: float, room: int, owner: str,
-           gave_up: list[str]) -> tuple[Claim, ...]:
-    """The claims of other certify jobs of ``first``'s model waiting for a worker, oldest
-    first, as many as fit in ``room`` inputs (see :func:`claim`)."""
-    rows = session.execute(
-        queued_certify_jobs(str(first.model_id), first.job_id, room)
-        .options(undefer(Job.inputs_inline)).with_for_update(skip_locked=True)
-    ).all()
-    claims: list[Claim] = []
-    for job, unit in rows:
-        if job.progress_total > room:  # a certify job's total is its number of inputs
-            continue
-        taken = _take(job, unit, lease_s, owner, gave_up)
-        if taken is not None:
-            claims.append(taken)
-            room -= job.progress_total
-    return tuple(claims)
 
 
 def renew(db: Database, claim: Claim, lease_s: float) -> bool:
@@ -305,13 +213,6 @@ def report(db: Database, job_id: str, done: int, total: int, phase: str) -> None
             raise JobCancelledError(job_id)
 
 
-def _units_done(session: Session, job_ids: Sequence[str], name: str) -> None:
-    session.execute(
-        update(WorkUnit).where(WorkUnit.job_id.in_(job_ids), WorkUnit.name == name)
-        .values(state="done", lease_owner=None)
-    )
-
-
 def fail(db: Database, claim: Claim, message: str) -> None:
     """Mark the unit and its running job failed with ``message``."""
     with db.session() as session:
@@ -333,7 +234,8 @@ def finish_chunk(db: Database, claim: Claim) -> list[Message]:
         job = session.get(Job, claim.job_id, with_for_update=True)
         if job is None or job.state != "running":
             raise JobCancelledError(claim.job_id)
-        _units_done(session, [claim.job_id], claim.unit)
+        session.execute(successes.FINISH_UNITS,
+                        successes.finished_params([claim.job_id], {}, utcnow(), claim.unit))
         session.flush()
         return release_vote(session, claim.job_id)
 
@@ -363,40 +265,46 @@ def succeed_all(
     certificates and summary, in one transaction: one durable commit for the batch instead of
     one per job. The jobs no longer running (cancelled meanwhile) are skipped and returned;
     the others' waiters are told once it is committed. ``durable=False`` (certify jobs only:
-    their results can be computed again, see :func:`_lazy_commit`) does not wait for the
+    their results can be computed again: ``workers.commits``) does not wait for the
     disk."""
-    claims = {claim.job_id: claim for claim, _, _ in outcomes}
+    claimed = {claim.job_id: claim for claim, _, _ in outcomes}
     by_summary: dict[str, tuple[dict[str, Any], list[str]]] = {}  # a batch shares one
+    units: dict[str, list[str]] = {}
     for claim, _, summary in outcomes:
         key = json.dumps(summary, sort_keys=True)
         by_summary.setdefault(key, (summary, []))[1].append(claim.job_id)
-    with db.session() as session:
-        lazy = () if durable else _lazy_commit(session)
-        finished = {"state": "succeeded", "phase": "done", "finished_at": utcnow(),
-                    "progress_done": Job.progress_total}
-        if model_id is not None:
-            finished["model_id"] = model_id
-        ids: set[str] = set()
-        for shared, job_ids in by_summary.values():  # the running ones, locked and finished
-            ids.update(session.scalars(
-                update(Job).where(Job.id.in_(sorted(job_ids)), Job.state == "running")
-                .values(summary=shared, **finished).returning(Job.id, *lazy)
-            ))
-        done = [outcome for outcome in outcomes if outcome[0].job_id in ids]
-        if any(claim.attempt > 1 for claim, _, _ in done):  # an earlier attempt's rows
-            session.execute(delete(Certificate).where(Certificate.job_id.in_(sorted(ids))))
-        rows = [{"job_id": claim.job_id, **c} for claim, certificates, _ in done
-                for c in certificates]
-        if rows:
-            session.execute(insert(Certificate), rows)
-        if done:
-            session.add_all(extra_rows)
-        for name in {claim.unit for claim, _, _ in done}:
-            _units_done(session, [c.job_id for c, _, _ in done if c.unit == name], name)
+        units.setdefault(claim.unit, []).append(claim.job_id)
+    rows = [{"job_id": claim.job_id, **c} for claim, certificates, _ in outcomes
+            for c in certificates]
+    extra, dialect, now = list(extra_rows), db.engine.dialect.name, utcnow()
+    if (dialect == "postgresql" and not durable and not extra and model_id is None
+            and len(by_summary) == len(units) == 1
+            and all(c.attempt == 1 for c in claimed.values())):  # a certify batch
+        ((summary, job_ids),), (unit,) = by_summary.values(), units
+        with db.engine.connect() as connection:  # one statement (workers.successes)
+            ids = successes.succeed_certify_batch(connection, job_ids, summary, unit, now, rows)
+    else:
+        lazy = () if durable else lazy_commit(dialect)
+        finish = successes.FINISH_JOBS if model_id is None else successes.FINISH_JOBS_WITH_MODEL
+        with db.session() as session:
+            ids = set()
+            for summary, job_ids in by_summary.values():  # the running ones, locked, finished
+                ids.update(session.scalars(finish.returning(*lazy), successes.finished_params(
+                    job_ids, summary, now, model_id=model_id)))
+            if any(claimed[job_id].attempt > 1 for job_id in ids):  # an earlier attempt's
+                session.execute(delete(Certificate).where(Certificate.job_id.in_(sorted(ids))))
+            if rows := [row for row in rows if row["job_id"] in ids]:
+                session.execute(insert(Certificate), rows)
+            if ids:
+                session.add_all(extra)
+            for name, job_ids in units.items():
+                session.execute(successes.FINISH_UNITS, successes.finished_params(
+                    [j for j in job_ids if j in ids], {}, now, name))
+    done = [outcome for outcome in outcomes if outcome[0].job_id in ids]
     if done:  # committed: a woken waiter finds it
         first, *more = (claim.job_id for claim, _, _ in done)
         publish_job(db.settings, first, "succeeded", *more)
-    return [claim for job_id, claim in claims.items() if job_id not in ids]
+    return [claim for job_id, claim in claimed.items() if job_id not in ids]
 
 
 def add_member(db: Database, job_id: str, member: ModelMember) -> bool:

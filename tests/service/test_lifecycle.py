@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import event, insert, select, update
 
 from app.db import Database
 from app.orm import ApiKey, Certificate, Job, WorkUnit, utcnow
@@ -260,6 +260,45 @@ def test_a_batch_finishes_each_running_job_with_its_own_rows_and_summary(
     assert retried is not None and retried.attempt == 2
     lifecycle.succeed(db, retried, [_row(0, 5.0), _row(1, 6.0)], {})
     assert _stored(db, again) == [(0, 5.0), (1, 6.0)]
+
+
+def test_a_certify_batch_is_claimed_and_finished_in_one_statement_each_on_postgresql(
+    migrated_db: tuple[Settings, Database],
+) -> None:
+    """On PostgreSQL the claim of a certify batch, a claim that finds nothing, and the
+    batch's success are one statement each (``workers.claims``, ``workers.successes``); on
+    SQLite the same statements run in turn. The outcome is the same on both."""
+    _, db = migrated_db
+    first, *others = _certify_jobs(db, "model-e", [1, 2, 1])
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        own = lifecycle.claim(db, first, "certify", LEASE_S, owner="w1", batch_inputs=4)
+        counts = [len(statements)]
+        assert lifecycle.claim(db, others[0], "certify", LEASE_S, owner="w2") is None
+        counts.append(len(statements) - sum(counts))
+        assert own is not None and [c.job_id for c in own.batch] == others
+        claims = (own, *own.batch)
+        assert lifecycle.succeed_all(db, [
+            (claim, [_row(i, float(i)) for i in range(len(claims) - k)], {"batch": 3})
+            for k, claim in enumerate(claims)
+        ], durable=False) == []
+        counts.append(len(statements) - sum(counts))
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    if db.engine.dialect.name == "postgresql":
+        assert counts == [1, 1, 1], statements
+    assert [len(_stored(db, c.job_id)) for c in claims] == [3, 2, 1]
+    assert {_unit(db, c.job_id, "certify").state for c in claims} == {"done"}
+    with db.session() as session:
+        jobs = session.scalars(select(Job).where(Job.model_id == "model-e")).all()
+    assert {(j.state, j.attempts, j.progress_done == j.progress_total) for j in jobs} == {
+        ("succeeded", 1, True)}
+    assert all(j.summary == {"batch": 3} and j.started_at and j.finished_at for j in jobs)
 
 
 def test_one_heartbeat_thread_renews_every_running_lease_until_its_unit_ends(

@@ -12,7 +12,7 @@ from app.db import Database
 from app.orm import ApiKey, Job, WorkUnit, utcnow
 from app.quotas import unfinished_jobs_of
 from app.settings import Settings
-from workers.lifecycle import queued_certify_jobs
+from workers.claims import waiting_certify_jobs
 
 FINISHED = 3000  # enough that a full read of the key's or the model's jobs is the costlier plan
 
@@ -59,9 +59,10 @@ def test_the_quota_and_the_batch_read_only_unfinished_jobs(
     owner, queued = _jobs(db)
     with db.session() as session:
         assert session.scalar(unfinished_jobs_of(owner)) == 3
-        found = [job.id for job, _ in session.execute(queued_certify_jobs("m", queued[0], 10))]
+        batch = waiting_certify_jobs("m", queued[0], "certify", 10)
+        found = session.scalars(batch).all()
     assert found == queued[1:]
-    for statement in (unfinished_jobs_of(owner), queued_certify_jobs("m", queued[0], 10)):
+    for statement in (unfinished_jobs_of(owner), batch):
         plan = _plan(db, statement)
         assert "ix_jobs_unfinished_" in plan, plan  # one of the partial indexes
         for full_read in ("ix_jobs_owner_id", "ix_jobs_model_id", "Seq Scan on jobs",
