@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 import rab.data as rd
+from app.units import first_message_id
+from contract.messaging import CERTIFY_TASK
 from workers.serving import HotModel, ModelCache
 
 from .conftest import Service, wait_for_job
@@ -117,6 +119,17 @@ def test_concurrent_requests_for_one_model_are_batched(
     assert len({b["first_job"] for b in batches}) < 16, batches
     assert all(b["jobs"] == b["inputs"] for b in batches)  # one input per job
     assert max(b["jobs"] for b in batches) > 1
+    # a batched job's own message was revoked: the worker's main process discarded it (or,
+    # had it been on its way already, the pool process dropped it unread); none ran twice
+    siblings = [a["job_id"] for a, b in zip(answers, batches, strict=True)
+                if b["first_job"] != a["job_id"]]
+    log = (service.logs / "worker.log").read_text()
+    discarded = [job for job in siblings
+                 if f"Discarding revoked task: {CERTIFY_TASK}[{first_message_id(job, 'certify')}]"
+                 in log]
+    assert discarded, log[-3000:]
+    for job in siblings:
+        assert client_a.get(f"/v1/jobs/{job}").json()["attempts"] == 1
 
 
 @pytest.mark.services
