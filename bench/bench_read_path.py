@@ -20,7 +20,11 @@ of ``bench_service.py`` (Theorem 3; sigma = 1, K = 5, spread = 0.1, 200 test poi
    same split; median of 20 after a warm-up) and its throughput on a batch of 32 such inputs
    in one call (the most one worker could serve: the exact K-NN's cost per input barely falls
    in a batch); medians of the rounds; targets p50 <= 3x the library's, 32-client throughput
-   >= 150 req/s.
+   >= 150 req/s. During each 32-client run the CPU time of every part of the deployment is
+   read from /proc (the API processes, the worker's main and pool processes, PostgreSQL,
+   Redis, wrk) and reported per request, with the rate at which this machine's cores could
+   serve requests costing that much (``cores_limit_rps``); and the 32-client p50 is also
+   compared with the library's time for the 32 inputs those clients have in flight.
 
 Writes ``bench/results/read_path.json``. Usage: ``python bench/bench_read_path.py
 [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
@@ -138,6 +142,48 @@ def anchor(module: str, database_url: str, workers: int, log: Path) -> Iterator[
         process.wait(timeout=30)
 
 
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by each part of the deployment on this machine, from /proc: the
+    API processes, the worker's main process and its pool process, PostgreSQL, Redis, wrk."""
+    tick, parts = os.sysconf("SC_CLK_TCK"), dict.fromkeys(CPU_PARTS, 0.0)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        ppid, used = fields[1], (int(fields[11]) + int(fields[12])) / tick
+        if "celery" in command:
+            parent = Path(f"/proc/{ppid}/cmdline")
+            pool = parent.exists() and b"celery" in parent.read_bytes()
+            parts["worker pool process" if pool else "worker main process"] += used
+        elif "rab.cli.service" in command or "multiprocessing" in command:
+            parts["API"] += used
+        elif command.startswith("postgres") or "postgres:" in command:
+            parts["PostgreSQL"] += used
+        elif "redis-server" in command:
+            parts["Redis"] += used
+        elif command.startswith("wrk"):
+            parts["wrk"] += used
+    return parts
+
+
+CPU_PARTS = ("worker pool process", "worker main process", "API", "PostgreSQL", "Redis", "wrk")
+
+
+def wrk_with_cpu(url: str, key: str, duration: float, connections: int, body: Any
+                 ) -> dict[str, Any]:
+    """:func:`wrk`, with the CPU milliseconds each part of the deployment spent per request
+    meanwhile (and their sum: what one request costs the machine's cores)."""
+    before = _cpu_seconds()
+    run = wrk(url, key, duration, connections, body)
+    after = _cpu_seconds()
+    requests = run["throughput_rps"] * duration
+    per_request = {part: 1e3 * (after[part] - before[part]) / requests for part in CPU_PARTS}
+    return {**run, "cpu_ms_per_request": {**per_request, "all": sum(per_request.values())}}
+
+
 def library_ms(train: Any, method: Any, x: np.ndarray, repeats: int = 20) -> float:
     """The library's own time to certify the inputs ``x`` (one per row; the worker's call, same
     split): the median of ``repeats`` calls, in ms."""
@@ -150,8 +196,14 @@ def library_ms(train: Any, method: Any, x: np.ndarray, repeats: int = 20) -> flo
     return 1e3 * statistics.median(times)
 
 
-def _median(runs: list[dict[str, float]]) -> dict[str, Any]:
-    return {**{k: statistics.median(r[k] for r in runs) for k in runs[0]}, "runs": runs}
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each figure of the runs (of each part's, for a figure by part)."""
+    def median(key: str) -> Any:
+        if isinstance(runs[0][key], dict):
+            return {part: statistics.median(r[key][part] for r in runs) for part in runs[0][key]}
+        return statistics.median(r[key] for r in runs)
+
+    return {**{k: median(k) for k in runs[0]}, "runs": runs}
 
 
 def measure(args: argparse.Namespace, data_dir: Path, database_url: str) -> dict[str, Any]:
@@ -193,11 +245,12 @@ def measure_certify(args: argparse.Namespace, url: str, key: str, spambase: Path
                                   "clients_32": []}
     for _ in range(args.rounds):
         runs["sequential"].append(wrk(url, key, args.duration, 1, body))
-        runs["clients_32"].append(wrk(url, key, args.duration, CONNECTIONS, body))
+        runs["clients_32"].append(wrk_with_cpu(url, key, args.duration, CONNECTIONS, body))
         runs["library_ms"].append(library_ms(train, method, one))
         runs["library_batch_ms"].append(library_ms(train, method, batch, 5))
     library = statistics.median(runs["library_ms"])
-    ceiling = 1e3 * CONNECTIONS / statistics.median(runs["library_batch_ms"])
+    batch_ms = statistics.median(runs["library_batch_ms"])
+    ceiling = 1e3 * CONNECTIONS / batch_ms
     sequential, parallel = _median(runs["sequential"]), _median(runs["clients_32"])
     return {
         "load": "wrk (C), POST of one Spambase row as JSON; sequential: 1 connection",
@@ -210,6 +263,12 @@ def measure_certify(args: argparse.Namespace, url: str, key: str, spambase: Path
         "throughput_32_over_library_ceiling": parallel["throughput_rps"] / ceiling,
         "p50_over_library": {"sequential": sequential["p50_ms"] / library,
                              "clients_32": parallel["p50_ms"] / library},
+        # at 32 clients each request waits for the 32 inputs in flight: the library's own time
+        # for those (one call) is the p50's floor there
+        "p50_32_over_library_batch_of_32": parallel["p50_ms"] / batch_ms,
+        # the rate the machine's cores could serve if all went to requests at this cost each
+        "cores_limit_rps": 1e3 * (os.cpu_count() or 1)
+        / parallel["cpu_ms_per_request"]["all"],
         "targets": {"p50_over_library": "<= 3", "throughput_32_rps": ">= 150"},
         "met": {"sequential": sequential["p50_ms"] <= 3 * library,
                 "clients_32": parallel["p50_ms"] <= 3 * library,
