@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -144,7 +145,8 @@ def anchor(module: str, database_url: str, workers: int, log: Path) -> Iterator[
 
 def _cpu_seconds() -> dict[str, float]:
     """CPU seconds used so far by each part of the deployment on this machine, from /proc: the
-    API processes, the worker's main process and its pool process, PostgreSQL, Redis, wrk."""
+    API processes, the worker's main process and its pool process, PostgreSQL, Redis; and by
+    this process's finished children (wrk)."""
     tick, parts = os.sysconf("SC_CLK_TCK"), dict.fromkeys(CPU_PARTS, 0.0)
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -164,8 +166,8 @@ def _cpu_seconds() -> dict[str, float]:
             parts["PostgreSQL"] += used
         elif "redis-server" in command:
             parts["Redis"] += used
-        elif command.startswith("wrk"):
-            parts["wrk"] += used
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    parts["wrk"] = children.ru_utime + children.ru_stime
     return parts
 
 
@@ -355,7 +357,9 @@ def main() -> None:
               f"{knn['sequential']['p50_ms']:.1f} ms; 32 clients p50 "
               f"{knn['clients_32']['p50_ms']:.1f} ms, {knn['clients_32']['throughput_rps']:.0f}"
               f" req/s (library on batches of 32: {knn['library_batch_of_32']['inputs_per_s']:.0f}"
-              " inputs/s)")
+              f" inputs/s); CPU per request at 32 clients "
+              f"{knn['clients_32']['cpu_ms_per_request']['all']:.1f} ms (the cores' limit "
+              f"{knn['cores_limit_rps']:.0f} req/s)")
     print(f"wrote {args.output}")
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import structlog
 from celery import Task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 from sqlalchemy import select
 
 from app.artefacts import (
@@ -73,6 +73,15 @@ def _after_fork(**_: object) -> None:
     db = _resources.pop("db", None)
     if db is not None:
         db.dispose()
+    gc.collect()
+    gc.freeze()
+
+
+@worker_ready.connect
+def _settled(**_: object) -> None:
+    """What a worker imported lives as long as it does: out of the collector's sight, as in a
+    pool process after its fork (:func:`_after_fork`), for a worker that runs its tasks in
+    its own process (``rab.cli.service.worker_command``)."""
     gc.collect()
     gc.freeze()
 
@@ -375,13 +384,13 @@ _FINISHED_KEPT = 4096
 def _drop_first_messages(batched: list[lifecycle.Claim]) -> None:
     """Drop the first messages (their submission's, ``app.units.first_message_id``) of the
     certify jobs this worker finished in another job's batch. They are revoked, so that each
-    worker's main process discards them on delivery, acknowledged without reaching a pool
-    process: at 32 clients a batch's 31 such messages went through the pool one by one, ~5 ms
+    worker's main loop discards them on delivery, acknowledged without reaching the task
+    pool: at 32 clients a batch's 31 such messages went through the pool one by one, ~5 ms
     each on the loaded 2-core machine, while the next batch's requests waited behind them
     (measured: 150 - 200 ms between a batch's end and the next one's start, 20 - 90 ms
     revoked). A revocation is a broadcast over the broker; like the message's own
     acknowledgement, it waits while the broker is away. And they are remembered here
-    (:func:`_finished_here`) for a message already on its way to this pool when the
+    (:func:`_finished_here`) for a message already on its way to the pool when the
     revocation is heard. Only those messages: the batch's success was committed without
     waiting for the disk, so a database crash may lose it, and the reaper's message for the
     job, then sent with a fresh id, must run it again."""
@@ -392,7 +401,7 @@ def _drop_first_messages(batched: list[lifecycle.Claim]) -> None:
 
 def _finished_here(job_ids: list[str]) -> None:
     """Remember certify jobs this worker finished in another job's batch: each one's first
-    message, should it reach this pool process all the same, is dropped without a database
+    message, should it reach the pool all the same, is dropped without a database
     round trip (:func:`_drop_first_messages`)."""
     finished: dict[str, None] = _resources.setdefault("finished", {})
     finished.update(dict.fromkeys(job_ids))

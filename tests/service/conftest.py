@@ -117,8 +117,8 @@ class Service:
     def start_worker(
         self, name: str = "worker", queues: str = "cpu,gpu", env: dict[str, str] | None = None
     ) -> None:
-        """Start a Celery worker process (prefork, one child) through ``rab worker``, with
-        ``env`` overriding the service's environment."""
+        """Start a Celery worker process (one task at a time, in its own process) through
+        ``rab worker``, with ``env`` overriding the service's environment."""
         log = (self.logs / f"{name}.log").open("ab")
         cmd = service_cli("worker", "--queues", queues, "--concurrency", "1")
         self.processes[name] = subprocess.Popen(
