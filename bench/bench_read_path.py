@@ -145,8 +145,9 @@ def anchor(module: str, database_url: str, workers: int, log: Path) -> Iterator[
 
 def _cpu_seconds() -> dict[str, float]:
     """CPU seconds used so far by each part of the deployment on this machine, from /proc: the
-    API processes, the worker's main process and its pool process, PostgreSQL, Redis; and by
-    this process's finished children (wrk)."""
+    API processes, the worker's main process (which runs the tasks too in a worker of one:
+    ``rab.cli.service.worker_command``) and its pool processes (of a worker of several),
+    PostgreSQL, Redis; and by this process's finished children (wrk)."""
     tick, parts = os.sysconf("SC_CLK_TCK"), dict.fromkeys(CPU_PARTS, 0.0)
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -159,7 +160,7 @@ def _cpu_seconds() -> dict[str, float]:
         if "celery" in command:
             parent = Path(f"/proc/{ppid}/cmdline")
             pool = parent.exists() and b"celery" in parent.read_bytes()
-            parts["worker pool process" if pool else "worker main process"] += used
+            parts["worker pool processes" if pool else "worker main process"] += used
         elif "rab.cli.service" in command or "multiprocessing" in command:
             parts["API"] += used
         elif command.startswith("postgres") or "postgres:" in command:
@@ -171,7 +172,7 @@ def _cpu_seconds() -> dict[str, float]:
     return parts
 
 
-CPU_PARTS = ("worker pool process", "worker main process", "API", "PostgreSQL", "Redis", "wrk")
+CPU_PARTS = ("worker pool processes", "worker main process", "API", "PostgreSQL", "Redis", "wrk")
 
 
 def wrk_with_cpu(url: str, key: str, duration: float, connections: int, body: Any
