@@ -56,7 +56,13 @@ from typing import Any
 
 import httpx
 import numpy as np
-from bench_service import KNN_PARAMS, SPLIT, fresh_pg_database, shared_data
+from bench_service import (
+    KNN_PARAMS,
+    SPLIT,
+    fresh_pg_database,
+    service_processes,
+    shared_data,
+)
 
 from app.datasets import dataset_from_file
 from contract.api import INPUTS, DatasetOptions, job_request
@@ -143,30 +149,34 @@ def anchor(module: str, database_url: str, workers: int, log: Path) -> Iterator[
         process.wait(timeout=30)
 
 
-def _cpu_seconds() -> dict[str, float]:
+def _cpu_seconds(data_dir: Path) -> dict[str, float]:
     """CPU seconds used so far by each part of the deployment on this machine, from /proc: the
-    API processes, the worker's main process (which runs the tasks too in a worker of one:
-    ``rab.cli.service.worker_command``) and its pool processes (of a worker of several),
-    PostgreSQL, Redis; and by this process's finished children (wrk)."""
+    service's API processes and its worker's main process (which runs the tasks too in a
+    worker of one: ``rab.cli.service.worker_command``) and pool processes (of a worker of
+    several), those started on ``data_dir``; PostgreSQL and Redis; and this process's finished
+    children (wrk)."""
     tick, parts = os.sysconf("SC_CLK_TCK"), dict.fromkeys(CPU_PARTS, 0.0)
+
+    def read(pid: int | str) -> tuple[str, str, float]:  # command line, parent, CPU seconds
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return command, fields[1], (int(fields[11]) + int(fields[12])) / tick
+
+    service = set(service_processes(data_dir))
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            command, parent, used = read(pid)
+            if int(pid) in service and "celery" in command:
+                pool = "celery" in read(parent)[0]
+                parts["worker pool processes" if pool else "worker main process"] += used
+            elif int(pid) in service:
+                parts["API"] += used
+            elif command.startswith("postgres") or "postgres:" in command:
+                parts["PostgreSQL"] += used
+            elif "redis-server" in command:
+                parts["Redis"] += used
         except OSError:  # gone meanwhile
             continue
-        fields = stat.rsplit(")", 1)[1].split()
-        ppid, used = fields[1], (int(fields[11]) + int(fields[12])) / tick
-        if "celery" in command:
-            parent = Path(f"/proc/{ppid}/cmdline")
-            pool = parent.exists() and b"celery" in parent.read_bytes()
-            parts["worker pool processes" if pool else "worker main process"] += used
-        elif "rab.cli.service" in command or "multiprocessing" in command:
-            parts["API"] += used
-        elif command.startswith("postgres") or "postgres:" in command:
-            parts["PostgreSQL"] += used
-        elif "redis-server" in command:
-            parts["Redis"] += used
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     parts["wrk"] = children.ru_utime + children.ru_stime
     return parts
@@ -175,13 +185,14 @@ def _cpu_seconds() -> dict[str, float]:
 CPU_PARTS = ("worker pool processes", "worker main process", "API", "PostgreSQL", "Redis", "wrk")
 
 
-def wrk_with_cpu(url: str, key: str, duration: float, connections: int, body: Any
-                 ) -> dict[str, Any]:
-    """:func:`wrk`, with the CPU milliseconds each part of the deployment spent per request
-    meanwhile (and their sum: what one request costs the machine's cores)."""
-    before = _cpu_seconds()
+def wrk_with_cpu(url: str, key: str, duration: float, connections: int, body: Any,
+                 data_dir: Path) -> dict[str, Any]:
+    """:func:`wrk`, with the CPU milliseconds each part of the deployment (the service's on
+    ``data_dir``) spent per request meanwhile (and their sum: what one request costs the
+    machine's cores)."""
+    before = _cpu_seconds(data_dir)
     run = wrk(url, key, duration, connections, body)
-    after = _cpu_seconds()
+    after = _cpu_seconds(data_dir)
     requests = run["throughput_rps"] * duration
     per_request = {part: 1e3 * (after[part] - before[part]) / requests for part in CPU_PARTS}
     return {**run, "cpu_ms_per_request": {**per_request, "all": sum(per_request.values())}}
@@ -228,12 +239,13 @@ def measure(args: argparse.Namespace, data_dir: Path, database_url: str) -> dict
             out["get_certificate"] = measure_get(args, data_dir, database_url, url, key, job.id)
         if args.only in ("all", "certify"):
             out["knn_certify_one_input"] = measure_certify(
-                args, f"{url}/v1/models/{job.model_id}/certify", key, spambase, job.params, x)
+                args, f"{url}/v1/models/{job.model_id}/certify", key, spambase, job.params, x,
+                data_dir)
     return out
 
 
 def measure_certify(args: argparse.Namespace, url: str, key: str, spambase: Path,
-                    params: dict[str, Any], x: np.ndarray) -> dict[str, Any]:
+                    params: dict[str, Any], x: np.ndarray, data_dir: Path) -> dict[str, Any]:
     """``POST`` one input to ``url`` (a K-NN model's certify) from ``wrk``, sequential and at
     32 connections, interleaved with the library's own time for it; medians of the rounds."""
     train = dataset_from_file(spambase, "csv", spambase.name, DatasetOptions(**SPLIT), 2**30)
@@ -248,7 +260,8 @@ def measure_certify(args: argparse.Namespace, url: str, key: str, spambase: Path
                                   "clients_32": []}
     for _ in range(args.rounds):
         runs["sequential"].append(wrk(url, key, args.duration, 1, body))
-        runs["clients_32"].append(wrk_with_cpu(url, key, args.duration, CONNECTIONS, body))
+        runs["clients_32"].append(
+            wrk_with_cpu(url, key, args.duration, CONNECTIONS, body, data_dir))
         runs["library_ms"].append(library_ms(train, method, one))
         runs["library_batch_ms"].append(library_ms(train, method, batch, 5))
     library = statistics.median(runs["library_ms"])

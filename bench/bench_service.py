@@ -61,6 +61,20 @@ def shared_data() -> Path:
     return Path(os.environ.get("RAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+def service_processes(data_dir: Path) -> list[int]:
+    """Pids of this user's processes started with ``RAB_DATA_DIR`` = ``data_dir``."""
+    marker = f"RAB_DATA_DIR={data_dir.resolve()}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
 @contextmanager
 def fresh_pg_database(server_url: str) -> Iterator[str]:
     """A new PostgreSQL database on the server of ``server_url``, dropped afterwards."""

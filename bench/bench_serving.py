@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from bench_service import run_and_write, shared_data
+from bench_service import run_and_write, service_processes, shared_data
 
 from contract.api import job_request
 from rab.cli.demo import embedded_service
@@ -65,20 +65,6 @@ def _subset(data: Path, folder: Path) -> tuple[Path, np.ndarray]:
     path = folder / "mnist01-bench.npz"
     np.savez(path, **arrays)
     return path, (arrays["X_test"].astype(np.float32) / 255)[:, None]
-
-
-def _processes(data_dir: Path) -> list[int]:
-    """Pids of this user's processes started with ``RAB_DATA_DIR`` = ``data_dir``."""
-    marker = f"RAB_DATA_DIR={data_dir.resolve()}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
 
 
 def _rss_mib(pid: int) -> float:
@@ -151,14 +137,14 @@ def run(args: argparse.Namespace, data_dir: Path, settings: dict[str, str]) -> d
     with service as (url, _), httpx.Client(  # the models' owner: the first key
         base_url=url, headers={"X-API-Key": key}, timeout=600
     ) as http:
-        idle_rss = max(_rss_mib(pid) for pid in _processes(data_dir))
+        idle_rss = max(_rss_mib(pid) for pid in service_processes(data_dir))
         for n in args.sizes:
             model_id, train_s = models[n]
             cold = _certify(http, model_id, X_test[0])
             before = _floor(n, X_test, args.requests)
             warm = [_certify(http, model_id, X_test[1 + i % (len(X_test) - 1)])
                     for i in range(args.requests)]
-            rss = {pid: _rss_mib(pid) for pid in _processes(data_dir)}
+            rss = {pid: _rss_mib(pid) for pid in service_processes(data_dir)}
             after = _floor(n, X_test, args.requests)
             # the lower of the two: the stricter target (a busy shared machine only slows it)
             floor = {**min(before, after, key=lambda f: f["p50_s"]),

@@ -60,6 +60,7 @@ _NOW = bindparam("claim_now", type_=UTCDateTime())
 _EXPIRES = bindparam("lease_until", type_=UTCDateTime())
 _OWNER = bindparam("claimant", type_=String)
 _BATCH_INPUTS = bindparam("batch_inputs", type_=Integer)
+_IDS = bindparam("claim_ids", expanding=True, type_=String)  # the jobs a statement in turn takes
 _CERTIFY = "certify"
 _ON_UNIT = _UNITS.c.job_id == _JOBS.c.id
 
@@ -86,12 +87,11 @@ _CLAIM_UNIT_COLUMNS = (_UNITS.c.job_id, _UNITS.c.name, _UNITS.c.args, _UNITS.c.a
 
 @dataclass(frozen=True)
 class ClaimedRows:
-    """What a claim wrote: the claimed jobs' and units' rows (the asked-for job first, then its
-    batch, oldest first) and the ids of the jobs that gave up."""
+    """What a claim wrote: each claimed job's row and its unit's (the asked-for job first,
+    then its batch, oldest first) and the ids of the jobs that gave up."""
 
-    jobs: Sequence[Any]
-    units: dict[str, Any]
-    gave_up: list[str]
+    claimed: Sequence[tuple[Any, Any]]
+    gave_up: Sequence[str]
 
 
 def _first() -> Select[Any]:
@@ -126,12 +126,15 @@ def _siblings(model_id: ColumnElement[Any], room: ColumnElement[int]) -> Select[
             .order_by(ranked.c.created_at, ranked.c.id))
 
 
+_SIBLINGS = _siblings(bindparam("batch_model", type_=String),
+                      bindparam("batch_room", type_=Integer))
+
+
 def waiting_certify_jobs(model_id: str, besides: str, unit: str, room: int) -> Select[Any]:
     """The ids of the certify jobs a claim of ``besides`` takes along (see
     :func:`_siblings`), as a statement of its own, every value bound."""
-    return _siblings(bindparam("batch_model", model_id, type_=String),
-                     bindparam("batch_room", room, type_=Integer)).params(
-        claim_job=besides, claim_unit=unit)
+    return _SIBLINGS.params(batch_model=model_id, batch_room=room, claim_job=besides,
+                            claim_unit=unit)
 
 
 def _take_units(job_ids: Any) -> Update:
@@ -173,8 +176,8 @@ def _give_up_jobs(job_ids: Any) -> Update:
 
 
 def _composed() -> Select[Any]:
-    """The whole claim as one statement (PostgreSQL): one row per claimed job (none claimed:
-    one row of NULLs), each with the number of jobs that gave up."""
+    """The whole claim as one statement (PostgreSQL): one row per claimed job, with its unit's
+    columns (none claimed: one row of NULLs), each with the ids of the jobs that gave up."""
     first = _first().cte("first")
     opened = first.c.claimable & ~first.c.exhausted
     certify = select(first.c.model_id).where(opened, first.c.kind == _CERTIFY).scalar_subquery()
@@ -200,6 +203,9 @@ def _composed() -> Select[Any]:
 
 
 _COMPOSED = _composed()
+# the statements in turn (SQLite)
+_FIRST, _TAKE_UNITS, _TAKE_JOBS = _first(), _take_units(_IDS), _take_jobs(_IDS)
+_GIVE_UP_UNITS, _GIVE_UP_JOBS = _give_up_units(_IDS), _give_up_jobs(_IDS)
 
 
 def _params(job_id: str, unit: str, now: datetime, expires: datetime, owner: str,
@@ -218,19 +224,20 @@ def claim_rows(connection: Connection, job_id: str, unit: str, now: datetime,
     if connection.dialect.name == "postgresql":
         rows = connection.execution_options(isolation_level="AUTOCOMMIT").execute(
             _COMPOSED, params).all()
-        claimed = [row for row in rows if row.id is not None]
-        return ClaimedRows(claimed, {row.id: row for row in claimed}, list(rows[0].ids or ()))
-    first = connection.execute(_first(), params).one_or_none()
+        claimed = [(row, row) for row in rows if row.id is not None]
+        return ClaimedRows(claimed, rows[0].ids or ())
+    first = connection.execute(_FIRST, params).one_or_none()
     if first is None or not first.claimable:
-        return ClaimedRows([], {}, [])
+        return ClaimedRows((), ())
     if first.exhausted:
-        connection.execute(_give_up_units([first.id]), params)
-        connection.execute(_give_up_jobs([first.id]), params)
-        return ClaimedRows([], {}, [first.id])
+        connection.execute(_GIVE_UP_UNITS, {**params, "claim_ids": [first.id]})
+        connection.execute(_GIVE_UP_JOBS, {**params, "claim_ids": [first.id]})
+        return ClaimedRows((), (first.id,))
     ids = [first.id]
     if first.kind == _CERTIFY and batch_inputs > first.progress_total:
-        ids += connection.scalars(waiting_certify_jobs(
-            first.model_id, job_id, unit, batch_inputs - first.progress_total)).all()
-    units = {row.job_id: row for row in connection.execute(_take_units(ids), params)}
-    jobs = {row.id: row for row in connection.execute(_take_jobs(ids), params)}
-    return ClaimedRows([jobs[i] for i in ids], units, [])
+        ids += connection.scalars(_SIBLINGS, {**params, "batch_model": first.model_id,
+                                              "batch_room": batch_inputs - first.progress_total})
+    params["claim_ids"] = ids
+    units = {row.job_id: row for row in connection.execute(_TAKE_UNITS, params)}
+    jobs = {row.id: row for row in connection.execute(_TAKE_JOBS, params)}
+    return ClaimedRows([(jobs[i], units[i]) for i in ids], ())

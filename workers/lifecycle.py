@@ -98,9 +98,9 @@ def claim(db: Database, job_id: str, unit_name: str, lease_s: float,
         connection.commit()
     if written.gave_up:
         publish_job(db.settings, written.gave_up[0], "failed", *written.gave_up[1:])
-    if not written.jobs:
+    if not written.claimed:
         return None
-    first, *batch = (_claim_of(job, written.units[job.id], owner) for job in written.jobs)
+    first, *batch = (_claim_of(job, unit, owner) for job, unit in written.claimed)
     return replace(first, batch=tuple(batch))
 
 
@@ -235,7 +235,7 @@ def finish_chunk(db: Database, claim: Claim) -> list[Message]:
         if job is None or job.state != "running":
             raise JobCancelledError(claim.job_id)
         session.execute(successes.FINISH_UNITS,
-                        successes.finished_params([claim.job_id], {}, utcnow(), claim.unit))
+                        successes.finished_params([claim.job_id], unit=claim.unit))
         session.flush()
         return release_vote(session, claim.job_id)
 
@@ -290,7 +290,7 @@ def succeed_all(
             ids = set()
             for summary, job_ids in by_summary.values():  # the running ones, locked, finished
                 ids.update(session.scalars(finish.returning(*lazy), successes.finished_params(
-                    job_ids, summary, now, model_id=model_id)))
+                    job_ids, summary=summary, now=now, model_id=model_id)))
             if any(claimed[job_id].attempt > 1 for job_id in ids):  # an earlier attempt's
                 session.execute(delete(Certificate).where(Certificate.job_id.in_(sorted(ids))))
             if rows := [row for row in rows if row["job_id"] in ids]:
@@ -299,7 +299,7 @@ def succeed_all(
                 session.add_all(extra)
             for name, job_ids in units.items():
                 session.execute(successes.FINISH_UNITS, successes.finished_params(
-                    [j for j in job_ids if j in ids], {}, now, name))
+                    [j for j in job_ids if j in ids], unit=name))
     done = [outcome for outcome in outcomes if outcome[0].job_id in ids]
     if done:  # committed: a woken waiter finds it
         first, *more = (claim.job_id for claim, _, _ in done)

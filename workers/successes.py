@@ -74,9 +74,11 @@ FINISH_JOBS, FINISH_JOBS_WITH_MODEL = _finish_jobs(False), _finish_jobs(True)
 FINISH_UNITS = _finish_units(_JOB_IDS)
 
 
-def finished_params(job_ids: Sequence[str], summary: dict[str, Any], now: datetime,
-                    unit: str | None = None, model_id: str | None = None) -> dict[str, Any]:
-    """The parameters of these statements."""
+def finished_params(job_ids: Sequence[str], *, summary: dict[str, Any] | None = None,
+                    now: datetime | None = None, unit: str | None = None,
+                    model_id: str | None = None) -> dict[str, Any]:
+    """The parameters of these statements (those a statement has no use for may be left
+    out)."""
     return {"finished_ids": sorted(job_ids), "finished_summary": summary,
             "finished_time": now, "finished_unit": unit, "finished_model": model_id}
 
@@ -110,7 +112,7 @@ def succeed_certify_batch(connection: Connection, job_ids: Sequence[str],
     ``certificates`` (dicts with a ``job_id``) and mark their units ``unit`` done, in one
     autocommit statement (PostgreSQL) whose commit does not wait for the disk
     (``workers.commits``); the ids finished."""
-    params = finished_params(job_ids, summary, now, unit)
+    params = finished_params(job_ids, summary=summary, now=now, unit=unit)
     params.update({f"certificate_{name}": [row.get(name) for row in certificates]
                    for name in _CERTIFICATE_COLUMNS})
     result = connection.execution_options(isolation_level="AUTOCOMMIT").execute(

@@ -73,15 +73,17 @@ def _after_fork(**_: object) -> None:
     db = _resources.pop("db", None)
     if db is not None:
         db.dispose()
-    gc.collect()
-    gc.freeze()
+    _freeze_imports()
 
 
 @worker_ready.connect
 def _settled(**_: object) -> None:
-    """What a worker imported lives as long as it does: out of the collector's sight, as in a
-    pool process after its fork (:func:`_after_fork`), for a worker that runs its tasks in
-    its own process (``rab.cli.service.worker_command``)."""
+    """The same freeze for a worker that runs its tasks in its own process
+    (``rab.cli.service.worker_command``)."""
+    _freeze_imports()
+
+
+def _freeze_imports() -> None:
     gc.collect()
     gc.freeze()
 
