@@ -74,6 +74,15 @@ def json_nesting(body: bytes) -> int:
     return deepest
 
 
+def nested_too_deep(body: bytes) -> bool:
+    """Whether a JSON text nests arrays and objects deeper than :data:`MAX_JSON_DEPTH`; a
+    text with no more opening brackets than that cannot (a count at C speed, 1 us for a
+    certify request's body against the scan's 50 us), any other is scanned
+    (:func:`json_nesting`)."""
+    opening = body.count(b"[") + body.count(b"{")
+    return opening > MAX_JSON_DEPTH and json_nesting(body) > MAX_JSON_DEPTH
+
+
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (
@@ -149,7 +158,7 @@ class BoundedBodies:
             return _too_large(self.max_bytes), b"", False
         if body and content_type and not _is_json(content_type):
             return _unsupported(content_type), body, True
-        if body and json_nesting(body) > MAX_JSON_DEPTH:
+        if nested_too_deep(body):
             detail = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
             return ProblemError(422, "Invalid request", detail), body, True
         return None, body, True

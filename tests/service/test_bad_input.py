@@ -27,7 +27,7 @@ from app.db import Database
 from app.migrate import upgrade
 from app.orm import NAME_LENGTH, ApiKey, Base
 from app.settings import Settings
-from app.uploads import MAX_JSON_DEPTH, json_nesting
+from app.uploads import MAX_JSON_DEPTH, json_nesting, nested_too_deep
 from models_store import LocalStore
 from rab.data import from_arrays
 from rab.data.tabular import MAX_CELL_CHARS
@@ -410,6 +410,14 @@ def _depth(value: Any) -> int:
 def test_json_nesting_counts_brackets_outside_strings(value: Any) -> None:
     text = json.dumps(value)
     assert json_nesting(text.encode()) == _depth(value)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(_JSON, st.integers(0, 2 * MAX_JSON_DEPTH))
+def test_too_deep_is_the_nesting_against_the_limit(value: Any, wraps: int) -> None:
+    """Whichever way it decides (few brackets, or the scan), as the nesting says."""
+    text = "[" * wraps + json.dumps(value) + "]" * wraps
+    assert nested_too_deep(text.encode()) == (wraps + _depth(value) > MAX_JSON_DEPTH)
 
 
 def test_json_nesting_across_scan_chunks() -> None:
