@@ -5,7 +5,6 @@ field of the same name (one vocabulary)."""
 from __future__ import annotations
 
 import dataclasses
-import threading
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from app.main import create_app
 from app.settings import Settings
 from contract.api import AttackIn, EnsembleParams, KnnParams
 from contract.jobs import EXECUTION_KEYS
-from contract.messaging import make_celery
 from rab.architectures import ARCHITECTURES
 from rab.data.tabular import SPAMBASE_VARIANTS
 from rab.ensemble.certify import BOUNDS
@@ -65,15 +63,3 @@ def test_request_fields_are_library_fields(request_model: Any, library_class: ty
     extra = set(request_model.model_fields) - _fields(library_class)
     assert extra <= {"num_test", *EXECUTION_KEYS}, extra
 
-
-def test_one_result_backend_serves_every_thread() -> None:
-    """Sending a task from a new thread of the API's pool builds no backend of its own (each
-    build scans every installed package's entry points)."""
-    app = make_celery("memory://", {})
-    backends = [app.backend]
-    threads = [threading.Thread(target=lambda: backends.append(app.backend)) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(backends) == 4 and all(b is backends[0] for b in backends)
