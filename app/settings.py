@@ -95,9 +95,15 @@ class Settings(BaseSettings):
     )
     certify_batch_wait_s: float = Field(
         default=0.005, ge=0,
-        description="A worker starting a certify job under concurrent load (its last batch "
-        "had other jobs) waits this long, then certifies with it the other queued certify jobs "
+        description="A worker claiming a certify job under concurrent load (its last batch "
+        "had other jobs) waits this long, then certifies with it the other waiting certify jobs "
         "of the same model in one pass; a lone request does not wait.",
+    )
+    certify_serve_s: float = Field(
+        default=1.0, gt=0,
+        description="A worker certifies the waiting requests of one model, batch after batch, "
+        "for at most this long before it takes the other messages queued (it sends one for the "
+        "model's requests still waiting).",
     )
     certify_batch_inputs: int = Field(
         default=256, ge=1,

@@ -7,6 +7,9 @@ trips in one transaction, each with the unit of work's bookkeeping: the quota's 
 statement does it all: a data-modifying common table expression counts the key's unfinished
 jobs, inserts the job only if one more stays within the quota, and inserts its unit with
 it, on an autocommit connection, so its own commit, durable, comes with that one round trip.
+The same statement finds, and locks until that commit, the certify job of the same model that
+already waits for a worker, if any: then the new job needs no message of its own
+(``app.certify_queue``).
 The rows are the ORM's own objects (``Job``, ``app.units.plan``), so every column's value
 and default has its one definition; only how they are written differs. SQLite (the embedded
 default) has no data-modifying CTE and keeps the ORM's transaction.
@@ -22,6 +25,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
 
 from app import quotas
+from app.certify_queue import OLDEST_WAITING
 from app.orm import Job, WorkUnit
 
 #: The columns a submission writes, besides those left to their defaults (state, phase,
@@ -36,8 +40,10 @@ _UNIT_COLUMNS = (
 
 
 def _insert_within_quota() -> Select[Any]:
-    """(unfinished, inserted): the key's unfinished jobs before the submission and whether the
-    job and its unit were inserted (only when one more job stays within ``limit``)."""
+    """(unfinished, inserted, covered): the key's unfinished jobs before the submission,
+    whether the job and its unit were inserted (only when one more job stays within
+    ``limit``), and whether a certify job of its model waits for a worker (the oldest no
+    other transaction holds, locked ``FOR SHARE`` until the commit: ``app.certify_queue``)."""
     table, unit_table = Job.__table__, WorkUnit.__table__
     count = quotas.unfinished_jobs_of(bindparam("owner_id")).cte("quota")
     job = (
@@ -61,7 +67,13 @@ def _insert_within_quota() -> Select[Any]:
         .cte("unit")
     )
     inserted = select(func.count()).select_from(unit).scalar_subquery()
-    return select(count.c.unfinished, inserted.label("inserted")).select_from(count)
+    # never waits for a row another holds (a claim's, a success's): a submission that held
+    # one row and waited for another could deadlock with them; with every waiting row locked
+    # elsewhere, the job sends its own message
+    cover = OLDEST_WAITING.with_for_update(read=True, skip_locked=True).cte("cover")
+    covered = select(cover.c.id).exists()
+    return select(count.c.unfinished, inserted.label("inserted"),
+                  covered.label("covered")).select_from(count)
 
 
 _SUBMIT = _insert_within_quota()
@@ -72,14 +84,15 @@ def available(db: Session) -> bool:
     return db.get_bind().dialect.name == "postgresql"
 
 
-def submit_within_quota(db: Session, job: Job, units: Sequence[WorkUnit], limit: int) -> None:
+def submit_within_quota(db: Session, job: Job, units: Sequence[WorkUnit], limit: int) -> bool:
     """Insert ``job`` (transient, its id set) with its one unit in one durable autocommit
-    statement, or raise the quota's 429 and insert nothing."""
+    statement, or raise the quota's 429 and insert nothing. True when the job needs no
+    message: a certify job of its model was waiting for a worker as it was committed."""
     if len(units) != 1:
         raise ValueError("the one-statement submission writes jobs of one unit")
     params = {**_values(job, _JOB_COLUMNS, "job_"),
               **_values(units[0], _UNIT_COLUMNS, "unit_", implied=("job_id",))}
-    params.update(owner_id=job.owner_id, limit=limit)
+    params.update(owner_id=job.owner_id, limit=limit, waiting_model=job.model_id)
     connection: Connection
     with db.get_bind().connect() as connection:  # type: ignore[union-attr]
         row = connection.execution_options(isolation_level="AUTOCOMMIT").execute(
@@ -87,6 +100,7 @@ def submit_within_quota(db: Session, job: Job, units: Sequence[WorkUnit], limit:
         ).one()
     if not row.inserted:
         raise quotas.jobs_refused(row.unfinished, limit)
+    return bool(row.covered)
 
 
 def _values(row: Job | WorkUnit, columns: tuple[str, ...], prefix: str,

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, aliased
 
+from app.certify_queue import CERTIFY_KIND, CERTIFY_UNIT
 from app.db import Database
 from app.orm import UNFINISHED, Job, WorkUnit, utcnow
 from contract.jobs import models_to_train
@@ -64,8 +65,8 @@ def plan(job: Job) -> list[WorkUnit]:
     """The units of a new job (its id assigned): one K-NN run or certification, or the
     chunks of ``models_per_task`` models (ensemble members, partition base models: index
     ranges) and, blocked until they are done, the vote."""
-    if job.kind == "certify":
-        return [_unit(job, "certify", CERTIFY_TASK)]
+    if job.kind == CERTIFY_KIND:
+        return [_unit(job, CERTIFY_UNIT, CERTIFY_TASK)]
     if job.method == "knn":
         return [_unit(job, "knn", KNN_TASK)]
     chunk_task, vote_task = _TRAINED_TASKS[job.method]

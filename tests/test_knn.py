@@ -15,6 +15,7 @@ from rab.bounds import certify_exact
 from rab.knn import (
     certify_knn,
     default_edges,
+    exact,
     exact_knn,
     exact_knn_proba,
     monte_carlo_knn_proba,
@@ -464,6 +465,35 @@ def test_rows_solved_together_equal_rows_solved_alone() -> None:
         np.testing.assert_allclose(together.proba[t], alone.proba[0], rtol=0, atol=1e-15)
         assert together.slack[t] == pytest.approx(alone.slack[0], rel=0, abs=1e-15)
         assert together.kept[t] == alone.kept[0]
+
+
+def test_the_rows_computed_together_stay_within_the_memory_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The groups whose level CDFs are one Poisson mixture hold at most ``_BATCH_VALUES``
+    values over their points and the union of their level ranges (a group alone may hold
+    more), every group in one part, in order; and rows cut into many parts get what they get
+    in one."""
+    monkeypatch.setattr(exact, "_BATCH_VALUES", 1000)
+    window = np.array([[0, 4], [2, 6], [150, 199], [1, 3], [0, 0]])
+    kept = np.array([10, 10, 30, 20, 2000])
+    groups = [np.array([0]), np.array([1, 3]), np.array([2]), np.array([4])]
+    parts = list(exact._cdf_parts(groups, window, kept))
+    assert [g.tolist() for part in parts for g in part] == [g.tolist() for g in groups]
+    for part in parts:
+        rows = np.concatenate(part)
+        values = (window[rows, 1].max() - window[rows, 0].min() + 2) * kept[rows].sum()
+        assert len(part) == 1 or values <= 1000
+    assert len(parts) == 3  # 0, 1 and 3 together; 2 (far levels) alone; 4 (many points) alone
+    rng = np.random.default_rng(22)
+    X_train, y_train = rng.normal(size=(120, 4)), rng.integers(0, 2, 120)
+    X_test = rng.normal(size=(9, 4)) * 1.5
+    args = dict(sigma=0.5, k=3, edges=default_edges(4, 0.5), backend="numpy")
+    small = exact_knn(X_train, y_train, X_test, **args)
+    monkeypatch.undo()
+    whole = exact_knn(X_train, y_train, X_test, **args)
+    np.testing.assert_allclose(small.proba, whole.proba, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(small.slack, whole.slack, rtol=0, atol=1e-15)
 
 
 def _spambase_like(rng: np.random.Generator, n: int, m: int) -> tuple[np.ndarray, ...]:

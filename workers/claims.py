@@ -10,11 +10,12 @@ Every rule of a claim is one SQL expression here, used by both forms:
 - otherwise the claim takes the lease (``RAB_LEASE_S``), counts an attempt of the unit and of
   the job, and moves a queued job to running in its first phase (``training models`` for a
   trained method, else ``starting``);
-- a certify job's claim takes with it other certify jobs of the same model whose unit waits
-  (pending, attempts left), oldest first: among those that fit alone in the room left by its
-  own inputs (``batch_inputs``), the longest run whose inputs fit together. Rows another
-  transaction holds are skipped (``FOR UPDATE SKIP LOCKED``), so two workers never take the
-  same job, and a batched job's own message, delivered later, finds its unit taken.
+- a certify job's claim takes with it other certify jobs of the same model that wait for a
+  worker (``app.certify_queue.waiting_for_worker``), oldest first: among those that fit alone
+  in the room left by its own inputs (``batch_inputs``), the longest run whose inputs fit
+  together. Rows another transaction holds are skipped (``FOR UPDATE SKIP LOCKED``), so two
+  workers never take the same job, and a batched job's own message, if it has one, delivered
+  later, finds its unit taken.
 
 On PostgreSQL the claim was five round trips through the ORM (two locking reads, two updates
 and the commit: 5 ms of a certify request's 30 ms sequentially, 17 ms of a batch of 23 at 32
@@ -47,6 +48,7 @@ from sqlalchemy import (
     update,
 )
 
+from app.certify_queue import CERTIFY_KIND, EXHAUSTED, JOB_UNITS, waiting_for_worker
 from app.orm import UNFINISHED, Job, UTCDateTime, WorkUnit
 from contract.jobs import TRAINED_METHODS
 from workers.commits import lazy_commit
@@ -61,16 +63,12 @@ _EXPIRES = bindparam("lease_until", type_=UTCDateTime())
 _OWNER = bindparam("claimant", type_=String)
 _BATCH_INPUTS = bindparam("batch_inputs", type_=Integer)
 _IDS = bindparam("claim_ids", expanding=True, type_=String)  # the jobs a statement in turn takes
-_CERTIFY = "certify"
-_ON_UNIT = _UNITS.c.job_id == _JOBS.c.id
 
 #: A claimable unit (see the module's docstring).
 CLAIMABLE = UNFINISHED & _UNITS.c.state.in_(("pending", "running")) & ~(
     (_UNITS.c.state == "running") & _UNITS.c.lease_expires_at.is_not(None)
     & (_UNITS.c.lease_expires_at > _NOW)
 )
-#: A unit with no attempt left: claimed once more, it gives up.
-EXHAUSTED = _UNITS.c.attempts >= _UNITS.c.max_attempts
 #: The error of a unit that gave up, and of its job.
 GAVE_UP = (
     literal("unit ", String) + _UNITS.c.name + " gave up after "
@@ -99,7 +97,7 @@ def _first() -> Select[Any]:
     return (
         select(_JOBS.c.id, _JOBS.c.kind, _JOBS.c.model_id, _JOBS.c.progress_total,
                CLAIMABLE.label("claimable"), EXHAUSTED.label("exhausted"))
-        .select_from(_JOBS.join(_UNITS, _ON_UNIT))
+        .select_from(JOB_UNITS)
         .where(_JOBS.c.id == _JOB_ID, _UNITS.c.name == _UNIT)
         .with_for_update()
     )
@@ -110,9 +108,8 @@ def _siblings(model_id: ColumnElement[Any], room: ColumnElement[int]) -> Select[
     inputs (see the module's docstring), locked, skipping rows held elsewhere."""
     waiting = (
         select(_JOBS.c.id, _JOBS.c.progress_total, _JOBS.c.created_at)
-        .select_from(_JOBS.join(_UNITS, _ON_UNIT))
-        .where(_JOBS.c.kind == _CERTIFY, _JOBS.c.model_id == model_id, _JOBS.c.id != _JOB_ID,
-               UNFINISHED, _UNITS.c.name == _UNIT, _UNITS.c.state == "pending", ~EXHAUSTED,
+        .select_from(JOB_UNITS)
+        .where(waiting_for_worker(model_id), _JOBS.c.id != _JOB_ID,
                _JOBS.c.progress_total <= room)
         .order_by(_JOBS.c.created_at)  # as ix_jobs_unfinished_model is
         .limit(case((room > 0, room), else_=0))  # each has an input at least
@@ -180,7 +177,8 @@ def _composed() -> Select[Any]:
     columns (none claimed: one row of NULLs), each with the ids of the jobs that gave up."""
     first = _first().cte("first")
     opened = first.c.claimable & ~first.c.exhausted
-    certify = select(first.c.model_id).where(opened, first.c.kind == _CERTIFY).scalar_subquery()
+    certify = (select(first.c.model_id).where(opened, first.c.kind == CERTIFY_KIND)
+               .scalar_subquery())
     room = _BATCH_INPUTS - select(first.c.progress_total).scalar_subquery()
     taken = union_all(select(first.c.id).where(opened), _siblings(certify, room)).cte("taken")
     units = _take_units(select(taken.c.id)).cte("claimed_units")
@@ -234,7 +232,7 @@ def claim_rows(connection: Connection, job_id: str, unit: str, now: datetime,
         connection.execute(_GIVE_UP_JOBS, {**params, "claim_ids": [first.id]})
         return ClaimedRows((), (first.id,))
     ids = [first.id]
-    if first.kind == _CERTIFY and batch_inputs > first.progress_total:
+    if first.kind == CERTIFY_KIND and batch_inputs > first.progress_total:
         ids += connection.scalars(_SIBLINGS, {**params, "batch_model": first.model_id,
                                               "batch_room": batch_inputs - first.progress_total})
     params["claim_ids"] = ids

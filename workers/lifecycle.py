@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
+from app import certify_queue
+from app.certify_queue import CERTIFY_UNIT
 from app.db import Database
 from app.orm import Certificate, Job, ModelMember, WorkUnit, utcnow
 from app.replies import publish_job
@@ -199,6 +201,23 @@ class Heartbeat:
 
     def __exit__(self, *_: object) -> None:
         _BEATS.remove(id(self))
+
+
+def oldest_waiting(db: Database, model_id: str) -> Message | None:
+    """The message for the oldest certify job of ``model_id`` that waits for a worker
+    (``app.certify_queue``), None when none waits; read in a statement of its own, so it sees
+    every commit before it."""
+    with db.engine.connect() as connection:
+        row = connection.execution_options(isolation_level="AUTOCOMMIT").execute(
+            certify_queue.oldest_waiting(model_id)).first()
+    return None if row is None else (row.task, [row.id, CERTIFY_UNIT], row.queue)
+
+
+def model_of(db: Database, job_id: str) -> str | None:
+    """The model a certify job certifies with (None for another job, or none such)."""
+    with db.engine.connect() as connection:
+        return connection.execution_options(isolation_level="AUTOCOMMIT").scalar(
+            select(Job.model_id).where(Job.id == job_id))
 
 
 def report(db: Database, job_id: str, done: int, total: int, phase: str) -> None:

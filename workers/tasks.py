@@ -28,7 +28,7 @@ from app.db import Database
 from app.orm import Dataset as DatasetRow
 from app.orm import Model, ModelMember, new_id
 from app.settings import Settings, get_settings
-from app.units import first_message_id, send
+from app.units import Message, first_message_id, send
 from contract.api import INPUTS
 from contract.jobs import evaluation_request
 from contract.messaging import (
@@ -334,14 +334,11 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
     """A certify job: new inputs against a stored model, hot in this worker's cache (an
     ensemble needs only its members, stacked; a K-NN its training set).
 
-    Concurrent requests are batched: the worker claimed with this job the other queued
-    certify jobs of the same model (``claim.batch``, up to ``RAB_CERTIFY_BATCH_INPUTS``
-    inputs in all: :func:`lifecycle.claim`), certifies every input in one pass and finishes
-    every job of the batch, each with its own rows, in one transaction
-    (:func:`lifecycle.succeed_all`). While this worker is under concurrent load (its last
-    batch had several jobs) it first waits ``RAB_CERTIFY_BATCH_WAIT_S`` for more to arrive
-    (:func:`_run`); a lone request does not wait. A job's summary records the batch it ran
-    in."""
+    Concurrent requests are batched: the worker claimed with this job the other certify jobs
+    of the same model that wait (``claim.batch``, up to ``RAB_CERTIFY_BATCH_INPUTS`` inputs in
+    all: :func:`lifecycle.claim`), certifies every input in one pass and finishes every job of
+    the batch, each with its own rows, in one transaction (:func:`lifecycle.succeed_all`).
+    A job's summary records the batch it ran in."""
     db, store = _db(), _store()
     if claim.model_id is None or claim.inputs_sha256 is None:
         raise RuntimeError(f"certify job {claim.job_id} has no model or no inputs")
@@ -372,50 +369,82 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
     skipped = lifecycle.succeed_all(db, [
         (job, _input_rows(certified[job.job_id]), summary) for job, _ in batch
     ], durable=False)
-    _drop_first_messages([c for c in claim.batch if c not in skipped])
+    _finished_here([job.job_id for job, _ in batch if job not in skipped])
     for job in skipped:
         if job is claim:
             raise lifecycle.JobCancelledError(job.job_id)
         log.info("job %s was cancelled", job.job_id)
 
 
-#: The most certify jobs a worker remembers having finished in another job's batch.
+#: The most certify jobs a worker remembers having finished.
 _FINISHED_KEPT = 4096
 
 
-def _drop_first_messages(batched: list[lifecycle.Claim]) -> None:
-    """Drop the first messages (their submission's, ``app.units.first_message_id``) of the
-    certify jobs this worker finished in another job's batch. They are revoked, so that each
-    worker's main loop discards them on delivery, acknowledged without reaching the task
-    pool: at 32 clients a batch's 31 such messages went through the pool one by one, ~5 ms
-    each on the loaded 2-core machine, while the next batch's requests waited behind them
-    (measured: 150 - 200 ms between a batch's end and the next one's start, 20 - 90 ms
-    revoked). A revocation is a broadcast over the broker; like the message's own
-    acknowledgement, it waits while the broker is away. And they are remembered here
-    (:func:`_finished_here`) for a message already on its way to the pool when the
-    revocation is heard. Only those messages: the batch's success was committed without
-    waiting for the disk, so a database crash may lose it, and the reaper's message for the
-    job, then sent with a fresh id, must run it again."""
-    if batched:
-        celery_app.control.revoke([first_message_id(c.job_id, c.unit) for c in batched])
-        _finished_here([c.job_id for c in batched])
-
-
 def _finished_here(job_ids: list[str]) -> None:
-    """Remember certify jobs this worker finished in another job's batch: each one's first
-    message, should it reach the pool all the same, is dropped without a database
-    round trip (:func:`_drop_first_messages`)."""
+    """Remember certify jobs this worker finished: the first message of such a job (its
+    submission's, ``app.units.first_message_id``), should it come after the job was
+    certified in a batch it did not start, is dropped without a database round trip
+    (:func:`_serve`; the worker that certified it did so after any job it covers was
+    committed, and went on to those: ``app.certify_queue``). Only that message: the batch's
+    success was committed without waiting for the disk, so a database crash may lose it, and
+    the reaper's message for the job, then sent with a fresh id, must run it again."""
     finished: dict[str, None] = _resources.setdefault("finished", {})
     finished.update(dict.fromkeys(job_ids))
     while len(finished) > _FINISHED_KEPT:
         del finished[next(iter(finished))]
 
 
+def _serve(job_id: str, unit: str, message_id: str | None) -> None:
+    """A certify message: its job with the model's other waiting ones in one batch, then
+    again the model's oldest waiting job with the others, batch after batch, until none waits
+    (``app.certify_queue``: a request that finds another of its model waiting sends no
+    message); after ``RAB_CERTIFY_SERVE_S`` on one model, one message for its oldest waiting
+    job, behind the others queued. While this worker is under concurrent load (its last batch
+    had several jobs) it first waits ``RAB_CERTIFY_BATCH_WAIT_S`` for more requests to
+    arrive; a lone request does not wait, nor does a batch after another (the requests that
+    arrived while the last one was certified are there)."""
+    if job_id in _resources.get("finished", {}) and message_id == first_message_id(job_id,
+                                                                                   unit):
+        log.info("job %s: finished in an earlier batch of this worker", job_id)
+        return
+    db, settings = _db(), _settings()
+    deadline, model_id = time.monotonic() + settings.certify_serve_s, None
+    if _resources.get("batching"):  # under load: let more requests arrive
+        time.sleep(settings.certify_batch_wait_s)
+    try:
+        while True:
+            claim = _run(job_id, unit, _certify_inputs, settings.certify_batch_inputs)
+            if model_id is None:
+                model_id = claim.model_id if claim is not None else lifecycle.patiently(
+                    lifecycle.model_of, db, job_id)
+            waiting = None if model_id is None else lifecycle.patiently(
+                lifecycle.oldest_waiting, db, model_id)
+            if waiting is None:
+                return
+            if time.monotonic() > deadline:
+                _requeue(waiting)
+                return
+            job_id, unit = waiting[1]
+    except lifecycle.TRANSIENT_DB_ERRORS:
+        log.warning("model %s: database unreachable; its waiting certify jobs are left to the "
+                    "reaper", model_id)
+
+
+def _requeue(waiting: Message) -> None:
+    """The message for a model's oldest waiting certify job, behind those queued (a broker
+    that is away leaves it to the reaper, which sends every long-waiting unit again)."""
+    try:
+        send(celery_app, [waiting])
+    except Exception as exc:
+        log.warning("job %s: broker unreachable (%s); the reaper will send its message",
+                    waiting[1][0], exc)
+
+
 def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None],
-         batch_inputs: int = 0, message_id: str | None = None) -> None:
+         batch_inputs: int = 0) -> lifecycle.Claim | None:
     """Claim the unit under a lease (renewed while it runs) and run it; ``batch_inputs``:
-    a certify job, claimed with other queued ones of its model (:func:`_certify_inputs`);
-    ``message_id``: its message's task id (:func:`_finished_here`).
+    a certify job, claimed with other waiting ones of its model (:func:`_certify_inputs`).
+    The claim, None when there was nothing to run.
 
     A database that goes away is waited for (:func:`lifecycle.patiently`), and the work is
     repeated once it is back (stored members are kept; results replace earlier ones); past
@@ -424,20 +453,15 @@ def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None],
     db, lease_s = _db(), _settings().lease_s
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(job_id=job_id, unit=unit)  # on every log line
-    if job_id in _resources.get("finished", {}) and message_id == first_message_id(job_id, unit):
-        log.info("job %s: finished in an earlier batch of this worker", job_id)
-        return
-    if batch_inputs and _resources.get("batching"):  # under load: let more requests arrive
-        time.sleep(_settings().certify_batch_wait_s)
     try:
         claim = lifecycle.patiently(lifecycle.claim, db, job_id, unit, lease_s,
                                     lifecycle.WORKER_ID, batch_inputs)
     except lifecycle.TRANSIENT_DB_ERRORS:
         log.warning("job %s: database unreachable; unit %s left to the reaper", job_id, unit)
-        return
+        return None
     if claim is None:
         log.info("job %s: unit %s has nothing to run", job_id, unit)
-        return
+        return None
     with lifecycle.Heartbeat(db, [claim, *claim.batch], lease_s):
         try:
             lifecycle.patiently(work, claim)
@@ -451,6 +475,7 @@ def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None],
                 lifecycle.patiently(lifecycle.fail, db, claim, f"{type(exc).__name__}: {exc}")
             except lifecycle.TRANSIENT_DB_ERRORS:
                 log.warning("job %s: could not record the failure; left to the reaper", job_id)
+    return claim
 
 
 @celery_app.task(name=KNN_TASK)
@@ -473,5 +498,5 @@ def ensemble_aggregate(job_id: str, unit: str) -> None:
 
 @celery_app.task(name=CERTIFY_TASK, bind=True)
 def certify_inputs_job(self: Task, job_id: str, unit: str) -> None:
-    """Certify new inputs against a stored model."""
-    _run(job_id, unit, _certify_inputs, _settings().certify_batch_inputs, self.request.id)
+    """Certify new inputs against a stored model, with the model's other waiting ones."""
+    _serve(job_id, unit, self.request.id)

@@ -213,7 +213,9 @@ def _submit(
     model: Model, X: np.ndarray, job_id: str,
 ) -> Job:
     """Store the inputs (in the job's row when small: ``app.orm.INLINE_INPUTS_BYTES``), commit
-    the certify job ``job_id`` and enqueue it (the job row comes first).
+    the certify job ``job_id`` and enqueue it (the job row comes first); on PostgreSQL with
+    small inputs, no message when a certify job of the model already waits for a worker
+    (``app.certify_queue``).
 
     Larger inputs go to the artefact store, their object row written last: its upsert holds
     that row locked until the commit (``app.artefacts.put_object``), and concurrent requests
@@ -231,8 +233,8 @@ def _submit(
     )
     if inline and submissions.available(db):  # one round trip (app.submissions)
         units = plan(job)
-        submissions.submit_within_quota(db, job, units, settings.quota_jobs)
-        enqueue(request, job.id, units)
+        if not submissions.submit_within_quota(db, job, units, settings.quota_jobs):
+            enqueue(request, job.id, units)  # else a worker takes it with the waiting one
         return job
     quotas.check_job(db, owner, settings, 0)
     db.add(job)

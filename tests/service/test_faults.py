@@ -1,7 +1,8 @@
 """Jobs always finish: a database restarted mid-job, a broker restarted without persistence,
 a whole worker SIGKILLed with the DEFAULT (6 h) visibility timeout, three worker losses in
 three chunks of one job, the embedded mode's local worker killed, the database crashed just
-after batches of certify jobs were answered; on Redis and on RabbitMQ.
+after batches of certify jobs were answered, a burst of certify requests (one message for
+all) whose message was lost or whose worker died; on Redis and on RabbitMQ.
 
 Every disturbed job completes within RECOVERY_S with exactly N members and certificates
 identical to an undisturbed run of the same request (same seeds) on the same deployment. The
@@ -279,6 +280,91 @@ def test_postgres_crash_loses_a_batch_of_certify_successes(deployment: Deploymen
         if lost_in_batches:
             break
     assert lost_in_batches, f"no batched job's success was lost in {CRASH_ROUNDS} crashes"
+
+
+BURST = 8  # concurrent certify requests: one message for the first, none for the others
+
+
+def _knn_model(deployment: Deployment) -> str:
+    with deployment.client() as client:
+        job = _until(client, _submit(deployment, "knn"), lambda j: j["state"] == "succeeded",
+                     RECOVERY_S)
+    return str(job["links"]["model"])
+
+
+def _burst(deployment: Deployment, model: str, inputs: np.ndarray,
+           fault: Callable[[Callable[[], list[str]]], None]) -> None:
+    """BURST certify requests at once for ``model``, one slice of ``inputs`` each; ``fault``
+    is caused once every one of their jobs exists, given a function that reads their states.
+    Every request is answered within RECOVERY_S of the fault with the certificates one
+    undisturbed request for all the inputs gets."""
+    parts = np.array_split(inputs, BURST)
+
+    def post(x: np.ndarray) -> list[dict[str, Any]]:
+        with deployment.client() as client:
+            answer = client.post(f"{model}/certify", json={"inputs": x.tolist()},
+                                 timeout=RECOVERY_S + 60)
+            assert answer.status_code == 200, answer.text
+            return answer.json()["certificates"]
+
+    def certify_jobs() -> list[dict[str, Any]]:
+        return client.get("/v1/jobs", params={"kind": "certify", "limit": 100}).json()["items"]
+
+    with deployment.client() as client, ThreadPoolExecutor(BURST) as pool:
+        before = {j["id"] for j in certify_jobs()}
+        answers = [pool.submit(post, x) for x in parts]
+
+        def states() -> list[str]:
+            return [j["state"] for j in certify_jobs() if j["id"] not in before]
+
+        deadline = time.monotonic() + RECOVERY_S
+        while len(states()) < BURST and time.monotonic() < deadline:
+            time.sleep(0.05)
+        fault(states)
+        started = time.monotonic()
+        got = [c for a in answers for c in a.result(timeout=RECOVERY_S + 60)]
+        assert time.monotonic() - started < RECOVERY_S
+        reference = client.post(f"{model}/certify", json={"inputs": inputs.tolist()}).json()
+    assert len(got) == len(inputs)
+    assert not _differences([{**c, "index": i} for i, c in enumerate(got)],
+                            [{**c, "index": i} for i, c in enumerate(reference["certificates"])])
+
+
+@pytest.mark.parametrize("deployment", ["redis"], indirect=True)
+def test_a_certify_burst_whose_one_message_the_broker_lost(deployment: Deployment) -> None:
+    """No worker runs while a burst of certify requests arrives: the first sends a message,
+    the others, finding it waiting, none (``app.certify_queue``). Redis restarts without
+    persistence and loses that message; a new worker has nothing to consume until the reaper
+    sends the waiting jobs again, and every request is answered."""
+    model = _knn_model(deployment)
+    deployment.service.kill_worker()
+    inputs = np.random.default_rng(5).uniform(0, 1, size=(BURST, 57)).round(3)
+
+    def lose_the_message(states: Callable[[], list[str]]) -> None:
+        assert states() == ["queued"] * BURST
+        deployment.redis.stop()
+        deployment.redis.start()
+        deployment.service.start_worker()
+
+    _burst(deployment, model, inputs, lose_the_message)
+
+
+def test_a_worker_killed_while_it_serves_a_certify_burst(deployment: Deployment) -> None:
+    """The worker dies while it certifies a burst of requests (large enough to take a few
+    seconds), the jobs it holds running under leases, others waiting without messages of
+    their own: its replacement answers every request (the reaper re-queues the expired
+    leases and re-sends the waiting jobs)."""
+    model = _knn_model(deployment)
+    inputs = np.random.default_rng(6).uniform(0, 1, size=(40 * BURST, 57)).round(3)
+
+    def kill_while_serving(states: Callable[[], list[str]]) -> None:
+        deadline = time.monotonic() + RECOVERY_S
+        while "running" not in states() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "running" in states() and "succeeded" not in states()
+        _replace_worker(deployment)
+
+    _burst(deployment, model, inputs, kill_while_serving)
 
 
 def _replace_worker(deployment: Deployment) -> None:

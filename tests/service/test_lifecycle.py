@@ -330,8 +330,8 @@ def test_one_heartbeat_thread_renews_every_running_lease_until_its_unit_ends(
 def test_only_its_first_message_is_dropped_for_a_job_finished_in_another_batch(
     migrated_db: tuple[Settings, Database], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A worker that finished a certify job in another job's batch drops that job's first
-    message (its submission's) unread; a later one (the reaper's, say after a crash lost the
+    """A worker that finished a certify job drops that job's first message (its
+    submission's) unread; a later one (the reaper's, say after a crash lost the
     batch's success) has another id and is claimed and run."""
     settings, db = migrated_db
     for name, value in {"settings": settings, "db": db, "finished": {}}.items():
@@ -339,9 +339,10 @@ def test_only_its_first_message_is_dropped_for_a_job_finished_in_another_batch(
     (job_id,) = _certify_jobs(db, "model-f", [1])
     tasks._finished_here([job_id])
     ran: list[lifecycle.Claim] = []
-    tasks._run(job_id, "certify", ran.append, message_id=first_message_id(job_id, "certify"))
+    monkeypatch.setattr(tasks, "_certify_inputs", ran.append)
+    tasks._serve(job_id, "certify", first_message_id(job_id, "certify"))
     assert ran == [] and _unit(db, job_id, "certify").state == "pending"  # not even claimed
-    tasks._run(job_id, "certify", ran.append, message_id="sent-again-by-the-reaper")
+    tasks._serve(job_id, "certify", "sent-again-by-the-reaper")
     assert [claim.job_id for claim in ran] == [job_id]
     assert _unit(db, job_id, "certify").attempts == 1
 
