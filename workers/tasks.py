@@ -14,6 +14,7 @@ import numpy as np
 import structlog
 from celery import Task
 from celery.signals import worker_process_init, worker_ready
+from celery.worker import state as worker_state
 from sqlalchemy import select
 
 from app.artefacts import (
@@ -24,6 +25,7 @@ from app.artefacts import (
     put_object,
     save_dataset,
 )
+from app.certify_queue import CERTIFY_UNIT
 from app.db import Database
 from app.orm import Dataset as DatasetRow
 from app.orm import Model, ModelMember, new_id
@@ -387,11 +389,20 @@ def _finished_here(job_ids: list[str]) -> None:
     (:func:`_serve`; the worker that certified it did so after any job it covers was
     committed, and went on to those: ``app.certify_queue``). Only that message: the batch's
     success was committed without waiting for the disk, so a database crash may lose it, and
-    the reaper's message for the job, then sent with a fresh id, must run it again."""
+    the reaper's message for the job, then sent with a fresh id, must run it again.
+
+    Its id also joins this process's own set of revoked task ids (no broadcast), which a
+    worker's main loop checks as each message arrives: where the task runs in that process
+    (``rab worker`` of one), the message is acknowledged and dropped there, without waiting
+    for the task thread (with the embedded mode's filesystem broker, where every request has
+    a message, each one that went through the thread waited for the next poll: ten a second,
+    measured)."""
     finished: dict[str, None] = _resources.setdefault("finished", {})
     finished.update(dict.fromkeys(job_ids))
     while len(finished) > _FINISHED_KEPT:
         del finished[next(iter(finished))]
+    for job_id in job_ids:
+        worker_state.revoked.add(first_message_id(job_id, CERTIFY_UNIT))
 
 
 def _serve(job_id: str, unit: str, message_id: str | None) -> None:

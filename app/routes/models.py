@@ -233,8 +233,8 @@ def _submit(
     )
     if inline and submissions.available(db):  # one round trip (app.submissions)
         units = plan(job)
-        if not submissions.submit_within_quota(db, job, units, settings.quota_jobs):
-            enqueue(request, job.id, units)  # else a worker takes it with the waiting one
+        covered = submissions.submit_within_quota(db, job, units, settings.quota_jobs)
+        enqueue(request, job.id, [] if covered else units)  # covered: taken with the waiting one
         return job
     quotas.check_job(db, owner, settings, 0)
     db.add(job)

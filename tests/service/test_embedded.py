@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+
+from app.units import first_message_id
+from contract.messaging import CERTIFY_TASK
 
 from .conftest import (
     REPO_ROOT,
@@ -18,6 +25,7 @@ from .conftest import (
     free_port,
     service_cli,
     stop,
+    wait_for_job,
     wait_healthy,
 )
 from .flow import MNIST01_ENSEMBLE, run_ensemble_flow, run_spambase_knn_flow, upload_mnist01
@@ -61,3 +69,41 @@ def test_embedded_mode_runs_without_servers(
         dataset, local = upload_mnist01(client, shared_data)
         run_ensemble_flow(client, dataset["id"], local, MNIST01_ENSEMBLE, seed=5,
                           min_accuracy=0.9)
+
+
+def test_embedded_concurrent_certify_requests_are_batched_and_their_messages_dropped(
+    embedded: tuple[str, str, Path],
+) -> None:
+    """16 certify requests at once for a K-NN model: every one answered, several in one
+    batch; SQLite keeps one message per request, and the worker's main loop drops the
+    messages of jobs it already certified in a batch (its own revoked set) instead of
+    passing each through its task thread."""
+    base, key, root = embedded
+    X = np.random.default_rng(7).uniform(0, 16, (16, 64)).round(2)
+    with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=120) as client:
+        dataset = client.post("/v1/datasets", json={"builtin": "digits", "classes": [0, 1]})
+        job = client.post("/v1/jobs", json={"dataset_id": dataset.json()["id"], "method": "knn",
+                                            "params": {"sigma": 1.0, "k": 3, "num_test": 4}})
+        done = wait_for_job(client, job.json()["id"], timeout=300)
+        assert done["state"] == "succeeded", done
+
+        def certify(x: np.ndarray) -> dict[str, Any]:
+            answer = client.post(f"{done['links']['model']}/certify",
+                                 json={"inputs": [x.tolist()]})
+            assert answer.status_code == 200, answer.text
+            return answer.json()  # type: ignore[no-any-return]
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(certify, X))
+        batches = [client.get(f"/v1/jobs/{a['job_id']}/summary").json()["batch"]
+                   for a in answers]
+    assert max(b["jobs"] for b in batches) > 1, batches
+    batched = [a["job_id"] for a, b in zip(answers, batches, strict=True)
+               if b["first_job"] != a["job_id"]]
+    deadline, dropped, log = time.monotonic() + 30, [], ""
+    while not dropped and time.monotonic() < deadline:  # delivered after the batch ended
+        time.sleep(0.2)
+        log = (root / "serve.log").read_text()
+        dropped = [j for j in batched if "Discarding revoked task: "
+                   f"{CERTIFY_TASK}[{first_message_id(j, 'certify')}]" in log]
+    assert dropped, log[-3000:]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery.utils.collections import LimitedSet
 from sqlalchemy import event, insert, select, update
 
 from app.db import Database
@@ -336,11 +337,14 @@ def test_only_its_first_message_is_dropped_for_a_job_finished_in_another_batch(
     settings, db = migrated_db
     for name, value in {"settings": settings, "db": db, "finished": {}}.items():
         monkeypatch.setitem(tasks._resources, name, value)
+    monkeypatch.setattr(tasks.worker_state, "revoked", LimitedSet(maxlen=10))
     (job_id,) = _certify_jobs(db, "model-f", [1])
     tasks._finished_here([job_id])
+    # the worker's main loop drops it on delivery (its own revoked set, no broadcast) ...
+    assert first_message_id(job_id, "certify") in tasks.worker_state.revoked
     ran: list[lifecycle.Claim] = []
     monkeypatch.setattr(tasks, "_certify_inputs", ran.append)
-    tasks._serve(job_id, "certify", first_message_id(job_id, "certify"))
+    tasks._serve(job_id, "certify", first_message_id(job_id, "certify"))  # ... or the task
     assert ran == [] and _unit(db, job_id, "certify").state == "pending"  # not even claimed
     tasks._serve(job_id, "certify", "sent-again-by-the-reaper")
     assert [claim.job_id for claim in ran] == [job_id]

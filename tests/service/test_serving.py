@@ -126,6 +126,8 @@ def test_concurrent_requests_for_one_model_are_batched(
     received = [a["job_id"] for a in answers
                 if f"{CERTIFY_TASK}[{first_message_id(a['job_id'], 'certify')}] received" in log]
     assert len(received) < len(answers), log[-3000:]
+    requests = (service.logs / "api.log").read_text()  # each request's line names its job,
+    assert all(f'"job_id": "{a["job_id"]}"' in requests for a in answers)  # message or not
     for answer in answers:
         assert client_a.get(f"/v1/jobs/{answer['job_id']}").json()["attempts"] == 1
 
