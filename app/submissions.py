@@ -7,9 +7,9 @@ trips in one transaction, each with the unit of work's bookkeeping: the quota's 
 statement does it all: a data-modifying common table expression counts the key's unfinished
 jobs, inserts the job only if one more stays within the quota, and inserts its unit with
 it, on an autocommit connection, so its own commit, durable, comes with that one round trip.
-The same statement finds, and locks until that commit, the certify job of the same model that
-already waits for a worker, if any: then the new job needs no message of its own
-(``app.certify_queue``).
+The same statement finds, and locks until that commit, a certify job of the same model that
+waits for a worker or is being certified, if any: then the new job needs no message of its
+own (``app.certify_queue``).
 The rows are the ORM's own objects (``Job``, ``app.units.plan``), so every column's value
 and default has its one definition; only how they are written differs. SQLite (the embedded
 default) has no data-modifying CTE and keeps the ORM's transaction.
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
 
 from app import quotas
-from app.certify_queue import OLDEST_WAITING
+from app.certify_queue import COVER
 from app.orm import Job, WorkUnit
 
 #: The columns a submission writes, besides those left to their defaults (state, phase,
@@ -42,8 +42,9 @@ _UNIT_COLUMNS = (
 def _insert_within_quota() -> Select[Any]:
     """(unfinished, inserted, covered): the key's unfinished jobs before the submission,
     whether the job and its unit were inserted (only when one more job stays within
-    ``limit``), and whether a certify job of its model waits for a worker (the oldest no
-    other transaction holds, locked ``FOR SHARE`` until the commit: ``app.certify_queue``)."""
+    ``limit``), and whether a certify job of its model covers it (waits for a worker or is
+    being certified; the oldest no other transaction holds, locked ``FOR SHARE`` until the
+    commit: ``app.certify_queue``)."""
     table, unit_table = Job.__table__, WorkUnit.__table__
     count = quotas.unfinished_jobs_of(bindparam("owner_id")).cte("quota")
     job = (
@@ -68,9 +69,9 @@ def _insert_within_quota() -> Select[Any]:
     )
     inserted = select(func.count()).select_from(unit).scalar_subquery()
     # never waits for a row another holds (a claim's, a success's): a submission that held
-    # one row and waited for another could deadlock with them; with every waiting row locked
-    # elsewhere, the job sends its own message
-    cover = OLDEST_WAITING.with_for_update(read=True, skip_locked=True).cte("cover")
+    # one row and waited for another could deadlock with them; with every covering row
+    # locked elsewhere, the job sends its own message
+    cover = COVER.cte("cover")
     covered = select(cover.c.id).exists()
     return select(count.c.unfinished, inserted.label("inserted"),
                   covered.label("covered")).select_from(count)
@@ -87,7 +88,8 @@ def available(db: Session) -> bool:
 def submit_within_quota(db: Session, job: Job, units: Sequence[WorkUnit], limit: int) -> bool:
     """Insert ``job`` (transient, its id set) with its one unit in one durable autocommit
     statement, or raise the quota's 429 and insert nothing. True when the job needs no
-    message: a certify job of its model was waiting for a worker as it was committed."""
+    message: a certify job of its model was waiting for a worker, or being certified, as it
+    was committed."""
     if len(units) != 1:
         raise ValueError("the one-statement submission writes jobs of one unit")
     params = {**_values(job, _JOB_COLUMNS, "job_"),

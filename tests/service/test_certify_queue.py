@@ -60,7 +60,7 @@ def _waiting(db: Database, model_id: str) -> list[str]:
             .where(Job.model_id == model_id, UNFINISHED, WorkUnit.state == "pending")))
 
 
-def test_a_submission_is_covered_only_by_a_job_of_its_model_waiting_for_a_worker(
+def test_a_submission_is_covered_only_by_a_job_of_its_model_waiting_or_being_certified(
     migrated_db: tuple[Settings, Database],
 ) -> None:
     _, db = migrated_db
@@ -70,10 +70,14 @@ def test_a_submission_is_covered_only_by_a_job_of_its_model_waiting_for_a_worker
     assert _submit(db, owner, "model-1")[1] is None  # first waits: it covers this one
     assert _submit(db, owner, "model-2")[1] is not None  # another model's queue
     claim = lifecycle.claim(db, first, "certify", 30.0, batch_inputs=10)
-    assert claim is not None and len(claim.batch) == 1  # both taken: none waits any more
-    third, sent = _submit(db, owner, "model-1")
-    assert sent is not None
-    _cancel(db, third)  # a cancelled job covers nothing
+    assert claim is not None and len(claim.batch) == 1  # both taken: none waits ...
+    third, sent = _submit(db, owner, "model-1")  # ... but their worker reads again after them
+    assert sent is None
+    lifecycle.succeed_all(db, [(c, [], {}) for c in (claim, *claim.batch)], durable=False)
+    fourth, sent = _submit(db, owner, "model-1")
+    assert sent is None  # third waits
+    _cancel(db, third)
+    _cancel(db, fourth)  # a cancelled job covers nothing
     assert _submit(db, owner, "model-1")[1] is not None
     with db.session() as session:  # nor does one whose unit has no attempt left
         session.execute(update(WorkUnit).values(attempts=WorkUnit.max_attempts))
