@@ -4,10 +4,11 @@ A certify job *waits* while its job is unfinished and its one unit (``CERTIFY_UN
 pending with attempts left (:func:`waiting_for_worker`). Concurrent certify requests for one
 model are certified together (``workers.claims``), so one message per burst of them is
 enough, not one per request: a submission that finds another certify job of its model
-waiting sends no message, and a worker that certified a batch claims the model's waiting jobs
-again until none waits (``workers.tasks``). At 32 clients the per-request messages were
-about a third of the worker's time (its main loop's fetch, acknowledgement and bookkeeping
-of each, measured with py-spy) and held the next batch back behind the last one's.
+waiting, or being certified, sends no message, and a worker that certified a batch claims the
+model's waiting jobs again until none waits (``workers.tasks``). At 32 clients the
+per-request messages were about a third of the worker's time (its main loop's fetch,
+acknowledgement and bookkeeping of each, measured with py-spy) and held the next batch back
+behind the last one's.
 
 Why no waiting job is left without a worker (PostgreSQL; SQLite, the embedded default, has no
 row locks and keeps one message per job):
