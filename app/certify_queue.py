@@ -59,23 +59,27 @@ EXHAUSTED = _UNITS.c.attempts >= _UNITS.c.max_attempts
 JOB_UNITS = _JOBS.join(_UNITS, _UNITS.c.job_id == _JOBS.c.id)
 
 
+def _certify_job_of(model_id: ColumnElement[Any]) -> ColumnElement[bool]:
+    """The rows of :data:`JOB_UNITS` that are an unfinished certify job of ``model_id`` and
+    its unit."""
+    return ((_JOBS.c.kind == CERTIFY_KIND) & (_JOBS.c.model_id == model_id) & UNFINISHED
+            & (_UNITS.c.name == CERTIFY_UNIT))
+
+
+_WAITS = (_UNITS.c.state == "pending") & ~EXHAUSTED
+
+
 def waiting_for_worker(model_id: ColumnElement[Any]) -> ColumnElement[bool]:
     """The rows of :data:`JOB_UNITS` that are a certify job of ``model_id`` waiting for a
     worker (see the module's docstring)."""
-    return (
-        (_JOBS.c.kind == CERTIFY_KIND) & (_JOBS.c.model_id == model_id) & UNFINISHED
-        & (_UNITS.c.name == CERTIFY_UNIT) & (_UNITS.c.state == "pending") & ~EXHAUSTED
-    )
+    return _certify_job_of(model_id) & _WAITS
 
 
 def covering(model_id: ColumnElement[Any]) -> ColumnElement[bool]:
     """The rows of :data:`JOB_UNITS` that are a certify job of ``model_id`` waiting for a
     worker or being certified (its unit running): either makes a worker read the model's
     waiting jobs after it is claimed, or certified (see the module's docstring)."""
-    return waiting_for_worker(model_id) | (
-        (_JOBS.c.kind == CERTIFY_KIND) & (_JOBS.c.model_id == model_id) & UNFINISHED
-        & (_UNITS.c.name == CERTIFY_UNIT) & (_UNITS.c.state == "running")
-    )
+    return _certify_job_of(model_id) & (_WAITS | (_UNITS.c.state == "running"))
 
 
 #: A certify job of ``waiting_model`` that covers a new one (:func:`covering`), oldest first,

@@ -203,21 +203,25 @@ class Heartbeat:
         _BEATS.remove(id(self))
 
 
+def _first_row(db: Database, statement: Any) -> Any:
+    """The first row of a read, in a statement of its own (autocommit: no transaction round
+    trips, and it sees every commit before it); None when there is none."""
+    with db.engine.connect() as connection:
+        return connection.execution_options(isolation_level="AUTOCOMMIT").execute(
+            statement).first()
+
+
 def oldest_waiting(db: Database, model_id: str) -> Message | None:
     """The message for the oldest certify job of ``model_id`` that waits for a worker
-    (``app.certify_queue``), None when none waits; read in a statement of its own, so it sees
-    every commit before it."""
-    with db.engine.connect() as connection:
-        row = connection.execution_options(isolation_level="AUTOCOMMIT").execute(
-            certify_queue.oldest_waiting(model_id)).first()
+    (``app.certify_queue``), None when none waits."""
+    row = _first_row(db, certify_queue.oldest_waiting(model_id))
     return None if row is None else (row.task, [row.id, CERTIFY_UNIT], row.queue)
 
 
 def model_of(db: Database, job_id: str) -> str | None:
     """The model a certify job certifies with (None for another job, or none such)."""
-    with db.engine.connect() as connection:
-        return connection.execution_options(isolation_level="AUTOCOMMIT").scalar(
-            select(Job.model_id).where(Job.id == job_id))
+    row = _first_row(db, select(Job.model_id).where(Job.id == job_id))
+    return None if row is None else row.model_id
 
 
 def report(db: Database, job_id: str, done: int, total: int, phase: str) -> None:

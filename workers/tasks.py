@@ -378,29 +378,22 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
         log.info("job %s was cancelled", job.job_id)
 
 
-#: The most certify jobs a worker remembers having finished.
-_FINISHED_KEPT = 4096
-
-
 def _finished_here(job_ids: list[str]) -> None:
     """Remember certify jobs this worker finished: the first message of such a job (its
     submission's, ``app.units.first_message_id``), should it come after the job was
-    certified in a batch it did not start, is dropped without a database round trip
-    (:func:`_serve`; the worker that certified it did so after any job it covers was
-    committed, and went on to those: ``app.certify_queue``). Only that message: the batch's
-    success was committed without waiting for the disk, so a database crash may lose it, and
-    the reaper's message for the job, then sent with a fresh id, must run it again.
+    certified in a batch it did not start, is dropped without a database round trip (the
+    worker that certified it did so after any job it covers was committed, and went on to
+    those: ``app.certify_queue``). Only that message: the batch's success was committed
+    without waiting for the disk, so a database crash may lose it, and the reaper's message
+    for the job, then sent with a fresh id, must run it again.
 
-    Its id also joins this process's own set of revoked task ids (no broadcast), which a
-    worker's main loop checks as each message arrives: where the task runs in that process
-    (``rab worker`` of one), the message is acknowledged and dropped there, without waiting
-    for the task thread (with the embedded mode's filesystem broker, where every request has
-    a message, each one that went through the thread waited for the next poll: ten a second,
-    measured)."""
-    finished: dict[str, None] = _resources.setdefault("finished", {})
-    finished.update(dict.fromkeys(job_ids))
-    while len(finished) > _FINISHED_KEPT:
-        del finished[next(iter(finished))]
+    Its id joins this process's own set of revoked task ids (no broadcast; bounded and
+    expiring: Celery's ``LimitedSet``), which a worker's main loop checks as each message
+    arrives: where the task runs in that process (``rab worker`` of one), the message is
+    acknowledged and dropped there, without waiting for the task thread (with the embedded
+    mode's filesystem broker, where every request has a message, each one that went through
+    the thread waited for the next poll: ten a second, measured); in a pool process,
+    :func:`_serve` drops it."""
     for job_id in job_ids:
         worker_state.revoked.add(first_message_id(job_id, CERTIFY_UNIT))
 
@@ -408,14 +401,13 @@ def _finished_here(job_ids: list[str]) -> None:
 def _serve(job_id: str, unit: str, message_id: str | None) -> None:
     """A certify message: its job with the model's other waiting ones in one batch, then
     again the model's oldest waiting job with the others, batch after batch, until none waits
-    (``app.certify_queue``: a request that finds another of its model waiting sends no
-    message); after ``RAB_CERTIFY_SERVE_S`` on one model, one message for its oldest waiting
-    job, behind the others queued. While this worker is under concurrent load (its last batch
-    had several jobs) it first waits ``RAB_CERTIFY_BATCH_WAIT_S`` for more requests to
-    arrive; a lone request does not wait, nor does a batch after another (the requests that
-    arrived while the last one was certified are there)."""
-    if job_id in _resources.get("finished", {}) and message_id == first_message_id(job_id,
-                                                                                   unit):
+    (``app.certify_queue``: a request that finds another of its model waiting, or being
+    certified, sends no message); after ``RAB_CERTIFY_SERVE_S`` on one model, one message for
+    its oldest waiting job, behind the others queued. While this worker is under concurrent
+    load (its last batch had several jobs) it first waits ``RAB_CERTIFY_BATCH_WAIT_S`` for
+    more requests to arrive; a lone request does not wait, nor does a batch after another
+    (the requests that arrived while the last one was certified are there)."""
+    if message_id is not None and message_id in worker_state.revoked:  # _finished_here
         log.info("job %s: finished in an earlier batch of this worker", job_id)
         return
     db, settings = _db(), _settings()

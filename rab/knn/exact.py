@@ -390,15 +390,13 @@ def _cdf_parts(groups: list[np.ndarray], window: np.ndarray, kept: np.ndarray
     for group in groups:
         g_low, g_high = int(window[group, 0].min()), int(window[group, 1].max())
         g_points = int(kept[group].sum())
-        if part:
-            u_low, u_high = min(low, g_low), max(high, g_high)
-            if (u_high - u_low + 2) * (points + g_points) > _BATCH_VALUES:
-                yield part
-                part = []
-        if not part:
-            low, high, points = g_low, g_high, 0
+        union = ((min(low, g_low), max(high, g_high), points + g_points) if part
+                 else (g_low, g_high, g_points))
+        if part and (union[1] - union[0] + 2) * union[2] > _BATCH_VALUES:
+            yield part
+            part, union = [], (g_low, g_high, g_points)
         part.append(group)
-        low, high, points = min(low, g_low), max(high, g_high), points + g_points
+        low, high, points = union
     if part:
         yield part
 

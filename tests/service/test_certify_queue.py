@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from celery.utils.collections import LimitedSet
 from sqlalchemy import func, select, text, update
 
 from app import submissions
@@ -94,8 +95,9 @@ def fake_worker(migrated_db: tuple[Settings, Database], monkeypatch: pytest.Monk
     settings, db = migrated_db
     settings = settings.model_copy(update={"certify_serve_s": 0.05,
                                            "certify_batch_wait_s": 0.002})
-    for name, value in {"settings": settings, "db": db, "finished": {}}.items():
+    for name, value in {"settings": settings, "db": db}.items():
         monkeypatch.setitem(tasks._resources, name, value)
+    monkeypatch.setattr(tasks.worker_state, "revoked", LimitedSet(maxlen=10_000))
     broker: queue.Queue[tuple[Message, str]] = queue.Queue()
     batches: list[int] = []
 

@@ -335,7 +335,7 @@ def test_only_its_first_message_is_dropped_for_a_job_finished_in_another_batch(
     submission's) unread; a later one (the reaper's, say after a crash lost the
     batch's success) has another id and is claimed and run."""
     settings, db = migrated_db
-    for name, value in {"settings": settings, "db": db, "finished": {}}.items():
+    for name, value in {"settings": settings, "db": db}.items():
         monkeypatch.setitem(tasks._resources, name, value)
     monkeypatch.setattr(tasks.worker_state, "revoked", LimitedSet(maxlen=10))
     (job_id,) = _certify_jobs(db, "model-f", [1])
