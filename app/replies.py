@@ -23,17 +23,24 @@ share nothing but files; or a RabbitMQ broker) a waiting request polls the job r
 microseconds, and the embedded mode has no server that could carry a signal. Its key cache is
 off, since a revocation would not be heard.
 
-Channels (under ``RAB_BROKER_KEY_PREFIX``): ``rab:jobs`` carries ``"<job id> <state>"``,
-``rab:keys`` the id of a revoked key.
+A certify job's signal carries its certificates as well (up to
+:data:`SIGNAL_CERTIFICATES_MAX`, as JSON, exactly the rows its success committed): its request
+answers from them, without reading them back (a read per request was an eighth of the API's
+CPU at 32 clients, and 0.4 ms of a sequential request, measured). A signal without them (a
+larger job, another state, an older worker) is answered from the rows, as before.
+
+Channels (under ``RAB_BROKER_KEY_PREFIX``): ``rab:jobs`` carries ``"<job id> <state>"`` or
+``"<job id> succeeded <certificates as JSON>"``, ``rab:keys`` the id of a revoked key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -41,6 +48,7 @@ import redis
 import redis.asyncio
 
 from app.auth import KeyCache
+from app.orm import Certificate
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +57,10 @@ FIRST_POLL_S, LAST_POLL_S = 0.005, 0.2  # polling: look soon, then less and less
 RECHECK_S = 1.0  # a signalled waiter reads its row this often all the same
 CONNECT_TIMEOUT_S = 1.0
 RETRY_S = (0.5, 5.0)  # reconnection backoff of the subscriber: first and longest pause
+#: The most certificates a job's success signal carries (beyond, its request reads them).
+SIGNAL_CERTIFICATES_MAX = 64
+#: The columns of a certificate a signal carries: all but its job's id (the signal's).
+_SIGNALLED_COLUMNS = tuple(c.name for c in Certificate.__table__.columns if c.name != "job_id")
 
 
 def channel(settings: Settings, name: str) -> str:
@@ -103,12 +115,22 @@ def publisher(settings: Settings) -> Publisher | None:
         return _publishers[key]
 
 
-def publish_job(settings: Settings, job_id: str, state: str, *more_job_ids: str) -> None:
+def publish_job(settings: Settings, job_id: str, state: str, *more_job_ids: str,
+                certificates: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> None:
     """Announce that job ``job_id`` (and ``more_job_ids``: a batch) reached ``state`` (call
-    after committing it)."""
+    after committing it); ``certificates``: the rows just committed of the certify jobs among
+    them, by job id (each signal carries its job's, up to :data:`SIGNAL_CERTIFICATES_MAX`)."""
     sender = publisher(settings)
     if sender is not None:
-        sender.publish(JOBS, *(f"{job} {state}" for job in (job_id, *more_job_ids)))
+        sender.publish(JOBS, *(_payload(job, state, (certificates or {}).get(job))
+                               for job in (job_id, *more_job_ids)))
+
+
+def _payload(job_id: str, state: str, rows: Sequence[Mapping[str, Any]] | None) -> str:
+    if rows is None or len(rows) > SIGNAL_CERTIFICATES_MAX:
+        return f"{job_id} {state}"
+    carried = [{name: row.get(name) for name in _SIGNALLED_COLUMNS} for row in rows]
+    return f"{job_id} {state} {json.dumps(carried, separators=(',', ':'))}"
 
 
 def publish_key_revoked(settings: Settings, key_id: str) -> bool:
@@ -126,6 +148,8 @@ class Waiter:
         self._signals = signals
         self.woken = asyncio.Event()
         self.state: str | None = None  # the terminal state a signal announced
+        #: the certificates its success signal carried (app.replies' docstring), in order
+        self.certificates: list[dict[str, Any]] | None = None
         self.via = "poll"  # how the wait ended: signal, poll (a read found it) or deadline
         # the subscription trusted from registration on (None: none confirmed, poll)
         self._heard = signals.epoch if signals.live else None
@@ -183,9 +207,12 @@ class Signals:
             self._waiters.pop(job_id, None)
 
     def _job(self, payload: str) -> None:
-        job_id, _, state = payload.partition(" ")
+        job_id, _, signal = payload.partition(" ")
         waiter = self._waiters.get(job_id)
-        if waiter is not None:
+        if waiter is not None:  # another process's request: not even parsed
+            state, _, carried = signal.partition(" ")
+            if carried:
+                waiter.certificates = json.loads(carried)
             waiter.state = state
             waiter.woken.set()
 

@@ -18,6 +18,7 @@ the broker's visibility timeout.
 
 from __future__ import annotations
 
+import base64
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
@@ -83,6 +84,15 @@ def message(unit: WorkUnit) -> Message:
     return unit.task, [unit.job_id, unit.name], unit.queue
 
 
+def certify_message(unit: WorkUnit, model_id: str, inputs: bytes) -> Message:
+    """A certify job's first message: its unit's (:func:`message`) with its model's id and
+    its inputs (their npz, base64: small ones only, those kept in the job's row), so that a
+    worker with the model hot certifies them before any claim (``workers.tasks``); a message
+    sent again (the reaper's) carries neither, and claims."""
+    task, args, queue = message(unit)
+    return task, [*args, model_id, base64.b64encode(inputs).decode("ascii")], queue
+
+
 def first_message_id(job_id: str, unit_name: str) -> str:
     """The task id of the message a unit gets when its job is submitted. A worker drops a
     certify job's message unread only when it carries this id and the worker finished that job
@@ -97,7 +107,7 @@ def send(celery: Any, messages: Iterable[Message], first: bool = False) -> None:
     """Send messages (by task name: the sender imports no task code); ``first``: the messages
     of a job's submission (:func:`first_message_id`)."""
     for task, args, queue in messages:
-        task_id = first_message_id(*args) if first else None
+        task_id = first_message_id(args[0], args[1]) if first else None
         celery.send_task(task, args=args, queue=queue, task_id=task_id)
 
 

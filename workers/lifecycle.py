@@ -324,10 +324,34 @@ def succeed_all(
                 session.execute(successes.FINISH_UNITS, successes.finished_params(
                     [j for j in job_ids if j in ids], unit=name))
     done = [outcome for outcome in outcomes if outcome[0].job_id in ids]
-    if done:  # committed: a woken waiter finds it
+    if done:  # committed: a woken waiter finds it (a certify job's, its rows in the signal)
         first, *more = (claim.job_id for claim, _, _ in done)
-        publish_job(db.settings, first, "succeeded", *more)
+        publish_job(db.settings, first, "succeeded", *more, certificates=_by_job(rows))
     return [claim for job_id, claim in claimed.items() if job_id not in ids]
+
+
+def succeed_unclaimed(db: Database, job_id: str, unit: str, model_id: str, inputs_sha256: str,
+                      certificates: Iterable[dict[str, Any]], summary: dict[str, Any]) -> bool:
+    """The success of a certify job no one has claimed (PostgreSQL; the rules are
+    :func:`workers.successes.succeed_unclaimed`'s), its waiter told with its certificates;
+    whether it was this one's (else the job is someone else's to finish: drop the result)."""
+    if db.engine.dialect.name != "postgresql":  # SQLite: claimed, always
+        return False
+    rows = [{"job_id": job_id, **c} for c in certificates]
+    with db.engine.connect() as connection:
+        done = successes.succeed_unclaimed(connection, job_id, unit, model_id, inputs_sha256,
+                                           summary, utcnow(), rows)
+    if done:
+        publish_job(db.settings, job_id, "succeeded", certificates={job_id: rows})
+    return done
+
+
+def _by_job(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Certificate rows grouped by their job, in order."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(row["job_id"], []).append(row)
+    return grouped
 
 
 def add_member(db: Database, job_id: str, member: ModelMember) -> bool:

@@ -53,14 +53,22 @@ class ModelCache:
     def nbytes(self) -> int:
         return sum(m.nbytes for m in self._models.values())
 
-    def get(self, model_id: str, load: Callable[[], HotModel]) -> HotModel:
-        """The hot model ``model_id``, loaded by ``load()`` on a miss."""
+    def hot(self, model_id: str) -> HotModel | None:
+        """The model ``model_id`` if it is hot (counted as a hit), else None; loads
+        nothing."""
         with self._lock:
             hot = self._models.get(model_id)
             if hot is not None:
                 self._models.move_to_end(model_id)
                 self.hits += 1
-                return hot
+            return hot
+
+    def get(self, model_id: str, load: Callable[[], HotModel]) -> HotModel:
+        """The hot model ``model_id``, loaded by ``load()`` on a miss."""
+        hot = self.hot(model_id)
+        if hot is not None:
+            return hot
+        with self._lock:
             self.misses += 1
         hot = load()
         with self._lock:

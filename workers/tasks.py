@@ -3,7 +3,9 @@ in the forked child process, never in the parent before the fork."""
 
 from __future__ import annotations
 
+import base64
 import gc
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -286,10 +288,14 @@ def _hot(model_id: str, method: Any) -> HotModel:
         return HotModel(None, train, int(train.X_train.nbytes + train.y_train.nbytes)
                         + prepared.nbytes, model=model, dataset=row)
 
+    return _models().get(model_id, load)
+
+
+def _models() -> ModelCache:
+    """This worker's hot models (``RAB_MODEL_CACHE_BYTES``)."""
     if "models" not in _resources:
         _resources["models"] = ModelCache(_settings().model_cache_bytes)
-    cache: ModelCache = _resources["models"]
-    return cache.get(model_id, load)
+    return _resources["models"]
 
 
 def _config(method: EnsembleMethod, row: DatasetRow) -> Any:
@@ -349,17 +355,9 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
         method = _request(claim).method
         hot = _hot(claim.model_id, method)
         batch = [(c, _certify_inputs_of(store, c)) for c in (claim, *claim.batch)]
-        tests = tuple(TestSet(c.job_id, X, None) for c, X in batch)
         if isinstance(method, EnsembleMethod):
             lifecycle.report(db, claim.job_id, 0, len(batch[0][1]), "voting")
-            certified = certify_stacked(hot.stacks or (), tests, method,
-                                        _config(method, hot.dataset))
-        elif isinstance(method, PartitionMethod):
-            from workers import partitions
-
-            certified = partitions.certify_hot(hot, tests, method, hot.dataset)
-        else:
-            certified = certify_test_sets(hot.train, tests, method)
+        certified = _certify_hot(hot, method, tuple(TestSet(c.job_id, X, None) for c, X in batch))
     except Exception as exc:
         for sibling in claim.batch:  # the same error would fail each of them alone
             lifecycle.fail(db, sibling, f"{type(exc).__name__}: {exc}")
@@ -367,7 +365,7 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
     inputs = sum(len(X) for _, X in batch)
     log.info("job %s: certified %d jobs (%d inputs) in one batch", claim.job_id, len(batch),
              inputs)
-    summary = {"batch": {"first_job": claim.job_id, "jobs": len(batch), "inputs": inputs}}
+    summary = _batch_summary(claim.job_id, len(batch), inputs)
     skipped = lifecycle.succeed_all(db, [
         (job, _input_rows(certified[job.job_id]), summary) for job, _ in batch
     ], durable=False)
@@ -376,6 +374,59 @@ def _certify_inputs(claim: lifecycle.Claim) -> None:
         if job is claim:
             raise lifecycle.JobCancelledError(job.job_id)
         log.info("job %s was cancelled", job.job_id)
+
+
+def _certify_hot(hot: HotModel, method: Any, tests: tuple[TestSet, ...]) -> dict[str, Certified]:
+    """The certificates of ``tests`` by a hot model: an ensemble's stacked members, a
+    partition model's base models, a K-NN model's training set."""
+    if isinstance(method, EnsembleMethod):
+        return certify_stacked(hot.stacks or (), tests, method, _config(method, hot.dataset))
+    if isinstance(method, PartitionMethod):
+        from workers import partitions
+
+        return partitions.certify_hot(hot, tests, method, hot.dataset)
+    return certify_test_sets(hot.train, tests, method)
+
+
+def _batch_summary(first_job: str, jobs: int, inputs: int) -> dict[str, Any]:
+    """A certify job's summary: the batch it was certified in."""
+    return {"batch": {"first_job": first_job, "jobs": jobs, "inputs": inputs}}
+
+
+def _certify_unclaimed(job_id: str, unit: str, model_id: str, inputs: str) -> bool:
+    """Certify the inputs a certify job's first message carries (``app.units.certify_message``)
+    before any claim, if its model is hot here, and finish the job with them in one write,
+    provided no one has touched it meanwhile (``workers.successes``); whether this did. Only an
+    idle worker does (a busy one claims, to batch): a lone request then waits for no claim, the
+    round trip that came before its computation. A model not hot, or inputs the model cannot
+    certify, leave the job to the claim (which records such an error as the job's)."""
+    hot = _models().hot(model_id)
+    if hot is None or hot.model is None:
+        return False
+    _bind(job_id, unit)
+    data = base64.b64decode(inputs)
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        X = arrays_of(data, digest)["X"]
+        method = evaluation_request(hot.model.method, hot.model.params, None).method
+        certified = _certify_hot(hot, method, (TestSet(job_id, X, None),))[job_id]
+    except Exception as exc:
+        log.warning("job %s: not certified unclaimed (%s: %s); claiming it", job_id,
+                    type(exc).__name__, exc)
+        return False
+    done = lifecycle.patiently(lifecycle.succeed_unclaimed, _db(), job_id, unit, model_id,
+                               digest, _input_rows(certified), _batch_summary(job_id, 1, len(X)))
+    if done:
+        log.info("job %s: certified unclaimed (%d inputs)", job_id, len(X))
+    else:
+        log.info("job %s: touched while certified unclaimed; its result dropped", job_id)
+    return done
+
+
+def _bind(job_id: str, unit: str) -> None:
+    """Name the job and unit on every log line from now on."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(job_id=job_id, unit=unit)
 
 
 def _finished_here(job_ids: list[str]) -> None:
@@ -398,8 +449,11 @@ def _finished_here(job_ids: list[str]) -> None:
         worker_state.revoked.add(first_message_id(job_id, CERTIFY_UNIT))
 
 
-def _serve(job_id: str, unit: str, message_id: str | None) -> None:
-    """A certify message: its job with the model's other waiting ones in one batch, then
+def _serve(job_id: str, unit: str, message_id: str | None,
+           carried: tuple[str, str] | None = None) -> None:
+    """A certify message: its job, certified unclaimed from the model id and inputs it
+    ``carried`` where it can be (:func:`_certify_unclaimed`), else claimed with the model's
+    other waiting ones in one batch, then
     again the model's oldest waiting job with the others, batch after batch, until none waits
     (``app.certify_queue``: a request that finds another of its model waiting, or being
     certified, sends no message); after ``RAB_CERTIFY_SERVE_S`` on one model, one message for
@@ -415,11 +469,16 @@ def _serve(job_id: str, unit: str, message_id: str | None) -> None:
     if _resources.get("batching"):  # under load: let more requests arrive
         time.sleep(settings.certify_batch_wait_s)
     try:
+        if carried is not None and not _resources.get("batching"):
+            model_id = carried[0] if _certify_unclaimed(job_id, unit, *carried) else None
+        to_claim = model_id is None
         while True:
-            claim = _run(job_id, unit, _certify_inputs, settings.certify_batch_inputs)
-            if model_id is None:
-                model_id = claim.model_id if claim is not None else lifecycle.patiently(
-                    lifecycle.model_of, db, job_id)
+            if to_claim:
+                claim = _run(job_id, unit, _certify_inputs, settings.certify_batch_inputs)
+                if model_id is None:
+                    model_id = claim.model_id if claim is not None else lifecycle.patiently(
+                        lifecycle.model_of, db, job_id)
+            to_claim = True
             waiting = None if model_id is None else lifecycle.patiently(
                 lifecycle.oldest_waiting, db, model_id)
             if waiting is None:
@@ -454,8 +513,7 @@ def _run(job_id: str, unit: str, work: Callable[[lifecycle.Claim], None],
     that patience the lease expires and the API's reaper re-queues the unit. Any other error
     fails the job with its message (no blind retries)."""
     db, lease_s = _db(), _settings().lease_s
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(job_id=job_id, unit=unit)  # on every log line
+    _bind(job_id, unit)
     try:
         claim = lifecycle.patiently(lifecycle.claim, db, job_id, unit, lease_s,
                                     lifecycle.WORKER_ID, batch_inputs)
@@ -500,6 +558,10 @@ def ensemble_aggregate(job_id: str, unit: str) -> None:
 
 
 @celery_app.task(name=CERTIFY_TASK, bind=True)
-def certify_inputs_job(self: Task, job_id: str, unit: str) -> None:
-    """Certify new inputs against a stored model, with the model's other waiting ones."""
-    _serve(job_id, unit, self.request.id)
+def certify_inputs_job(self: Task, job_id: str, unit: str, model_id: str | None = None,
+                       inputs: str | None = None) -> None:
+    """Certify new inputs against a stored model, with the model's other waiting ones (a
+    submission's message carries the model's id and the inputs:
+    ``app.units.certify_message``)."""
+    _serve(job_id, unit, self.request.id,
+           None if model_id is None or inputs is None else (model_id, inputs))

@@ -26,14 +26,14 @@ from app.db import Database
 from app.deps import DB, AppSettings, Owner, Reader, owned
 from app.fastreads import CERTIFICATE_COLUMNS, CERTIFICATE_READ
 from app.logs import bind_request_context
-from app.orm import Certificate, Job, WorkUnit, is_id, utcnow
+from app.orm import Certificate, Job, is_id, utcnow
 from app.orm import Dataset as DatasetRow
 from app.paging import Cursor, Limit, RowId, keyset_page
 from app.problems import ProblemError, bad_input, not_found
 from app.queues import starved_queues
 from app.replies import publish_job
 from app.responses import json_response
-from app.units import message, plan, send
+from app.units import Message, message, plan, send
 from contract.api import (
     MAX_INT,
     AnyJobIn,
@@ -102,16 +102,15 @@ def commit_with_units(request: Request, db: Session, job: Job) -> None:
     units = plan(job)
     db.add_all(units)
     db.commit()
-    enqueue(request, job.id, units)
+    enqueue(request, job.id, [message(u) for u in units if u.state == "pending"])
 
 
-def enqueue(request: Request, job_id: str, units: Sequence[WorkUnit]) -> None:
+def enqueue(request: Request, job_id: str, messages: Sequence[Message]) -> None:
     """Send the messages of a new job's pending units, once its rows are committed; a broker
     that is unreachable leaves them to the reaper."""
     bind_request_context(job_id=job_id)
     try:
-        send(request.app.state.celery, [message(u) for u in units if u.state == "pending"],
-             first=True)
+        send(request.app.state.celery, messages, first=True)
     except Exception as exc:
         log.warning("job %s: broker unreachable (%s); the reaper will send its work", job_id, exc)
 

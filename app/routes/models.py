@@ -31,7 +31,7 @@ from app.problems import ProblemError, bad_input
 from app.responses import json_response
 from app.routes.jobs import certificate_out, commit_with_units, enqueue, job_out
 from app.settings import Settings
-from app.units import plan
+from app.units import certify_message, plan
 from app.uploads import read_upload
 from contract.api import INPUTS, MAX_INPUTS, TERMINAL_STATES, CertifyIn, Method, Page
 from models_store import ObjectStore
@@ -215,7 +215,7 @@ def _submit(
     """Store the inputs (in the job's row when small: ``app.orm.INLINE_INPUTS_BYTES``), commit
     the certify job ``job_id`` and enqueue it (the job row comes first); on PostgreSQL with
     small inputs, no message when a certify job of the model already waits for a worker
-    (``app.certify_queue``).
+    (``app.certify_queue``), else one that carries the inputs too (``app.units``).
 
     Larger inputs go to the artefact store, their object row written last: its upsert holds
     that row locked until the commit (``app.artefacts.put_object``), and concurrent requests
@@ -234,7 +234,8 @@ def _submit(
     if inline and submissions.available(db):  # one round trip (app.submissions)
         units = plan(job)
         covered = submissions.submit_within_quota(db, job, units, settings.quota_jobs)
-        enqueue(request, job.id, [] if covered else units)  # covered: taken with the waiting one
+        # covered: taken with the waiting one; else the message carries the inputs
+        enqueue(request, job.id, [] if covered else [certify_message(units[0], model.id, data)])
         return job
     quotas.check_job(db, owner, settings, 0)
     db.add(job)
@@ -297,7 +298,8 @@ async def certify(
     ``RAB_CERTIFY_WAIT_S`` seconds, else answers 202 with the job to poll.
 
     The wait ends on the job's signal (``app.replies``: registered before the job is
-    submitted, so it cannot be missed; polling of the job row without Redis). Every database
+    submitted, so it cannot be missed; polling of the job row without Redis), which carries
+    the certificates of a small job (else they are read). Every database
     call runs in the thread pool, never on the event loop, and the session holds no
     connection while waiting, so many concurrent requests neither block the server nor
     exhaust the connection pool."""
@@ -317,6 +319,9 @@ async def certify(
             lambda: run_in_threadpool(_finished_state, db, job.id),
         )
     bind_request_context(reply=reply.via)
+    if state == "succeeded" and reply.certificates is not None:  # its rows came with it
+        bind_request_context(certificates="signal")
+        return _certified(job.id, reply.certificates)
     reads = request.app.state.reads
     if state == "succeeded" and reads is not None:  # its rows, read from the event loop
         return _certified(job.id, await reads.subset(job.id, INPUTS))

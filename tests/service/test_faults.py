@@ -25,6 +25,8 @@ import httpx
 import numpy as np
 import pytest
 
+from contract.messaging import CERTIFY_TASK
+
 from .conftest import (
     REPO_ROOT,
     Service,
@@ -365,6 +367,41 @@ def test_a_worker_killed_while_it_serves_a_certify_burst(deployment: Deployment)
         _replace_worker(deployment)
 
     _burst(deployment, model, inputs, kill_while_serving)
+
+
+def test_a_worker_killed_while_it_certifies_a_lone_request_unclaimed(
+    deployment: Deployment,
+) -> None:
+    """The worker dies while it certifies a lone request for a hot model from the inputs its
+    message carried, before any claim (``workers.tasks._certify_unclaimed``): nothing of it
+    was written and the job still waits; its replacement answers the request (the reaper
+    sends the job's message again, which carries no inputs and claims) with an undisturbed
+    request's certificates, after one counted attempt."""
+    model = _knn_model(deployment)
+    # in the job's row (under 64 KiB), and about a second of the worker's time
+    inputs = np.random.default_rng(8).uniform(0, 1, size=(250, 57)).round(3)
+    body = {"inputs": inputs.tolist()}
+    log = deployment.service.logs / "worker.log"
+
+    def post() -> Any:
+        with deployment.client() as client:
+            return client.post(f"{model}/certify", json=body, timeout=RECOVERY_S + 60)
+
+    reference = post().json()  # the model made hot, by a claimed request
+    seen = len(log.read_text())
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(post)
+        deadline = time.monotonic() + RECOVERY_S
+        while f"{CERTIFY_TASK}[" not in log.read_text()[seen:] and time.monotonic() < deadline:
+            time.sleep(0.005)
+        _replace_worker(deployment)
+        got = answer.result(timeout=RECOVERY_S + 60)
+    assert got.status_code == 200, got.text
+    job_id = got.json()["job_id"]
+    assert f"job {job_id}: certified unclaimed" not in log.read_text()  # killed before
+    assert got.json()["certificates"] == reference["certificates"]
+    with deployment.client() as client:
+        assert client.get(f"/v1/jobs/{job_id}").json()["attempts"] == 1
 
 
 def _replace_worker(deployment: Deployment) -> None:

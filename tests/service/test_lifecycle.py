@@ -302,6 +302,53 @@ def test_a_certify_batch_is_claimed_and_finished_in_one_statement_each_on_postgr
     assert all(j.summary == {"batch": 3} and j.started_at and j.finished_at for j in jobs)
 
 
+def test_only_an_untouched_certify_job_succeeds_unclaimed_in_one_statement(
+    migrated_db: tuple[Settings, Database],
+) -> None:
+    """A certify job no one has touched succeeds unclaimed in one statement (PostgreSQL):
+    its first attempt counted on job and unit, its rows stored. One with other inputs or
+    another model, one claimed first (its claim finishes it), one cancelled, or one already
+    finished is left as it is, and nothing of the unclaimed result is stored. SQLite has no
+    such statement: there a job is always claimed."""
+    _, db = migrated_db
+    jobs = _certify_jobs(db, "model-u", [1, 1, 1, 1])
+    sha = [f"{i:064d}" for i in range(len(jobs))]
+
+    def unclaimed(i: int, model: str = "model-u", inputs: str | None = None) -> bool:
+        return lifecycle.succeed_unclaimed(db, jobs[i], "certify", model, inputs or sha[i],
+                                           [_row(0, float(i + 1))], {"batch": "alone"})
+
+    def state(i: int) -> tuple[Any, ...]:
+        with db.session() as session:
+            job = session.get_one(Job, jobs[i])
+            unit = session.get_one(WorkUnit, (jobs[i], "certify"))
+            return job.state, job.attempts, unit.state, unit.attempts
+
+    if db.engine.dialect.name != "postgresql":
+        assert not unclaimed(0) and state(0) == ("queued", 0, "pending", 0)
+        return
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda _c, _k, statement, *_: statements.append(statement))
+    assert unclaimed(0) and len(statements) == 1, statements
+    assert state(0) == ("succeeded", 1, "done", 1) and _stored(db, jobs[0]) == [(0, 1.0)]
+    with db.session() as session:
+        job = session.get_one(Job, jobs[0])
+        assert job.summary == {"batch": "alone"} and job.started_at and job.finished_at
+        assert job.progress_done == job.progress_total
+    assert not unclaimed(0) and _stored(db, jobs[0]) == [(0, 1.0)]  # finished: once
+    assert not unclaimed(1, inputs=sha[2]) and not unclaimed(1, model="model-x")
+    assert state(1) == ("queued", 0, "pending", 0)
+    own = lifecycle.claim(db, jobs[1], "certify", LEASE_S, owner="w1")
+    assert own is not None and not unclaimed(1) and state(1) == ("running", 1, "running", 1)
+    lifecycle.succeed(db, own, [_row(0, 7.0)], {})
+    assert _stored(db, jobs[1]) == [(0, 7.0)]
+    with db.session() as session:
+        session.execute(update(Job).where(Job.id == jobs[2]).values(state="cancelled"))
+    assert not unclaimed(2) and state(2)[0] == "cancelled" and _stored(db, jobs[2]) == []
+    assert unclaimed(3) and state(3) == ("succeeded", 1, "done", 1)
+
+
 def test_one_heartbeat_thread_renews_every_running_lease_until_its_unit_ends(
     migrated_db: tuple[Settings, Database],
 ) -> None:

@@ -57,6 +57,16 @@ def _ensemble_model(client: httpx.Client, dataset_id: str, seed: int) -> str:
     return str(_ensemble_job(client, dataset_id, seed)["links"]["model"])
 
 
+def _knn_model(client: httpx.Client) -> str:
+    """A K-NN model of digits 0 and 1 (its evaluation job run)."""
+    dataset = client.post("/v1/datasets", json={"builtin": "digits", "classes": [0, 1]}).json()
+    job = client.post("/v1/jobs", json={"dataset_id": dataset["id"], "method": "knn",
+                                        "params": {"sigma": 1.0, "k": 3, "num_test": 4}})
+    done = wait_for_job(client, job.json()["id"], timeout=300)
+    assert done["state"] == "succeeded", done
+    return str(done["links"]["model"])
+
+
 def _fields(certificates: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return [tuple(c[f] for f in FIELDS) for c in certificates]
 
@@ -161,6 +171,45 @@ def test_hot_and_cold_answers_agree_and_damaged_bytes_are_refused(
 
 
 @pytest.mark.services
+def test_a_lone_request_for_a_hot_model_is_certified_unclaimed_and_answered_from_its_signal(
+    client_a: httpx.Client, service: Service
+) -> None:
+    """A K-NN model made hot by a first request (claimed: the worker loads it under a
+    lease); a second, alone, is certified from the inputs its message carries, before any
+    claim, and finished in one write (``workers.successes``): the same certificates as the
+    claimed request's, and its answer, built from the certificates its signal carried
+    (``app.replies``), is exactly what was stored; one attempt, counted on job and unit."""
+    import sqlalchemy as sa
+
+    model = _knn_model(client_a)
+    X = np.random.default_rng(9).uniform(0, 16, (3, 64)).round(2)
+    cold, hot = _certify(client_a, model, X), _certify(client_a, model, X)
+    assert hot["certificates"] == cold["certificates"]
+    stored = client_a.get(f"/v1/jobs/{hot['job_id']}/certificates",
+                          params={"subset": "inputs"}).json()["items"]
+    assert hot["certificates"] == stored
+    log = (service.logs / "worker.log").read_text()
+    assert f"job {hot['job_id']}: certified unclaimed (3 inputs)" in log, log[-3000:]
+    assert f"job {cold['job_id']}: certified unclaimed" not in log
+    requests = [line for line in (service.logs / "api.log").read_text().splitlines()
+                if f'"job_id": "{hot["job_id"]}"' in line and '"reply"' in line]
+    assert requests and all('"reply": "signal"' in line and '"certificates": "signal"' in line
+                            for line in requests), requests
+    summary = client_a.get(f"/v1/jobs/{hot['job_id']}/summary").json()
+    assert summary["batch"] == {"first_job": hot["job_id"], "jobs": 1, "inputs": 3}
+    engine = sa.create_engine(service.database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT j.state, j.attempts, j.started_at IS NOT NULL, u.state, u.attempts, "
+                "u.lease_owner FROM jobs j JOIN work_units u ON u.job_id = j.id WHERE j.id = :j"
+            ), {"j": hot["job_id"]}).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [("succeeded", 1, True, "done", 1, None)]
+
+
+@pytest.mark.services
 def test_small_inputs_live_in_the_job_row_and_large_ones_in_the_store(
     client_a: httpx.Client, service: Service
 ) -> None:
@@ -170,12 +219,7 @@ def test_small_inputs_live_in_the_job_row_and_large_ones_in_the_store(
 
     from app.orm import INLINE_INPUTS_BYTES
 
-    dataset = client_a.post("/v1/datasets", json={"builtin": "digits", "classes": [0, 1]}).json()
-    job = client_a.post("/v1/jobs", json={"dataset_id": dataset["id"], "method": "knn",
-                                          "params": {"sigma": 1.0, "k": 3, "num_test": 4}})
-    done = wait_for_job(client_a, job.json()["id"], timeout=300)
-    assert done["state"] == "succeeded", done
-    model = str(done["links"]["model"])
+    model = _knn_model(client_a)
     rows = int(INLINE_INPUTS_BYTES / (64 * 4)) + 8  # float32 digits: 256 bytes a row
     X = np.random.default_rng(5).uniform(0, 16, (rows, 64)).astype(np.float32)
     small, large = _certify(client_a, model, X[:3]), _certify(client_a, model, X)
