@@ -10,25 +10,29 @@ of ``bench_service.py`` (Theorem 3; sigma = 1, K = 5, spread = 0.1, 200 test poi
    on the same database (``bench/anchors``: the same key check and certificate read, with sync
    SQLAlchemy, and with asyncpg + orjson), each with the same number of uvicorn workers,
    served as ``rab serve`` serves the API (``rab.cli.service.serve_processes``: TCP_NODELAY);
-   interleaved rounds, medians of ``--rounds`` (3). Ratios to the async anchor; targets:
+   interleaved rounds, medians of ``--rounds`` (5). Ratios to the async anchor; targets:
    throughput >= 0.6x, p99 <= 2x.
 2. ``POST /v1/models/{id}/certify`` with one Spambase input (the same row each time), from
-   ``wrk`` too (a Lua script sets the JSON body, so that the client's own CPU does not come
-   out of the two cores the service runs on): sequential (one connection) and at 32
-   connections, ``--duration`` seconds each, interleaved over ``--rounds`` with the library's
-   own time for that input (``rab.evaluation.certify_test_sets``, the worker's call, on the
-   same split; median of 20 after a warm-up) and its throughput on a batch of 32 such inputs
-   in one call (the most one worker could serve: the exact K-NN's cost per input barely falls
-   in a batch); medians of the rounds; targets p50 <= 3x the library's, 32-client throughput
-   >= 150 req/s. During each 32-client run the CPU time of every part of the deployment is
-   read from /proc (the API processes, the worker's main and pool processes, PostgreSQL,
-   Redis, wrk) and reported per request, with the rate at which this machine's cores could
-   serve requests costing that much (``cores_limit_rps``); and the 32-client p50 is also
-   compared with the library's time for the 32 inputs those clients have in flight.
+   ``wrk`` too (a Lua script sets the JSON body, so that the client's own CPU does not come out
+   of the two cores the service runs on): sequential (one connection) and at 32 connections,
+   ``--duration`` seconds each, interleaved over ``--rounds`` with the library's own time for
+   that input (``rab.evaluation.certify_test_sets``, the worker's call, on the same split;
+   median of 20 after a warm-up) and its throughput on a batch of 32 such inputs in one call
+   (the most one worker could serve: the exact K-NN's cost per input barely falls in a batch);
+   medians of the rounds; targets p50 <= 3x the library's, 32-client throughput >= 150 req/s.
+   The sequential ratio is each round's p50 over the library's time measured just before and
+   just after that run (their mean), the median of the rounds' ratios: this shared machine's
+   speed changes within seconds (the library's own time for one input varied 4.3 - 9.7 ms
+   within ten minutes), so a ratio is taken between figures measured together (the ratio of the
+   medians is reported beside it). During each 32-client run the CPU time of every part of the
+   deployment is read from /proc (the API processes, the worker's main and pool processes,
+   PostgreSQL, Redis, wrk) and reported per request, with the rate at which this machine's
+   cores could serve requests costing that much (``cores_limit_rps``); and the 32-client p50 is
+   also compared with the library's time for the 32 inputs those clients have in flight.
 
 Writes ``bench/results/read_path.json``. Usage: ``python bench/bench_read_path.py
 [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
-[--broker-url redis://127.0.0.1:6379/13] [--api-workers 2] [--rounds 3] [--duration 5]
+[--broker-url redis://127.0.0.1:6379/13] [--api-workers 2] [--rounds 5] [--duration 5]
 [--quick] [--only all|get|certify]``; ``--only`` measures one part
 and keeps the other part of the JSON as it was (each part names the command that measured it).
 """
@@ -258,11 +262,14 @@ def measure_certify(args: argparse.Namespace, url: str, key: str, spambase: Path
     wrk(url, key, 2, 1, body)  # warm-up of the service: the model gets hot
     runs: dict[str, list[Any]] = {"library_ms": [], "library_batch_ms": [], "sequential": [],
                                   "clients_32": []}
+    ratios: list[float] = []  # each round's sequential p50 over the library's time around it
     for _ in range(args.rounds):
+        before = library_ms(train, method, one)
         runs["sequential"].append(wrk(url, key, args.duration, 1, body))
+        runs["library_ms"].append(statistics.mean([before, library_ms(train, method, one)]))
+        ratios.append(runs["sequential"][-1]["p50_ms"] / runs["library_ms"][-1])
         runs["clients_32"].append(
             wrk_with_cpu(url, key, args.duration, CONNECTIONS, body, data_dir))
-        runs["library_ms"].append(library_ms(train, method, one))
         runs["library_batch_ms"].append(library_ms(train, method, batch, 5))
     library = statistics.median(runs["library_ms"])
     batch_ms = statistics.median(runs["library_batch_ms"])
@@ -277,7 +284,9 @@ def measure_certify(args: argparse.Namespace, url: str, key: str, spambase: Path
         "library_batch_of_32": {"ms": runs["library_batch_ms"], "inputs_per_s": ceiling},
         "sequential": sequential, "clients_32": parallel,
         "throughput_32_over_library_ceiling": parallel["throughput_rps"] / ceiling,
-        "p50_over_library": {"sequential": sequential["p50_ms"] / library,
+        "p50_over_library": {"sequential": statistics.median(ratios),
+                             "sequential_rounds": ratios,
+                             "sequential_medians": sequential["p50_ms"] / library,
                              "clients_32": parallel["p50_ms"] / library},
         # at 32 clients each request waits for the 32 inputs in flight: the library's own time
         # for those (one call) is the p50's floor there
@@ -286,7 +295,7 @@ def measure_certify(args: argparse.Namespace, url: str, key: str, spambase: Path
         "cores_limit_rps": 1e3 * (os.cpu_count() or 1)
         / parallel["cpu_ms_per_request"]["all"],
         "targets": {"p50_over_library": "<= 3", "throughput_32_rps": ">= 150"},
-        "met": {"sequential": sequential["p50_ms"] <= 3 * library,
+        "met": {"sequential": statistics.median(ratios) <= 3,
                 "clients_32": parallel["p50_ms"] <= 3 * library,
                 "throughput_32_rps": parallel["throughput_rps"] >= 150},
     }
@@ -326,7 +335,7 @@ def main() -> None:
                         default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--broker-url", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--api-workers", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s")
     parser.add_argument("--only", choices=("all", "get", "certify"), default="all",
