@@ -214,7 +214,9 @@ def test_a_worker_serves_one_model_for_a_while_then_queues_it_behind_the_others(
     message for the model's oldest waiting job (a fresh task id: it claims), so that other
     messages queued before it are taken first."""
     db, broker, batches = fake_worker
-    settings = tasks._resources["settings"].model_copy(update={"certify_serve_s": 0.3})
+    # past the serving time only after the second batch, whatever the machine's pauses
+    # (the first ends 0.4 s before it: a margin, not a bound; the second past it, surely)
+    settings = tasks._resources["settings"].model_copy(update={"certify_serve_s": 1.0})
     monkeypatch.setitem(tasks._resources, "settings", settings)
     owner, model = _owner(db), "model-busy"
     first, sent = _submit(db, owner, model)
@@ -224,7 +226,7 @@ def test_a_worker_serves_one_model_for_a_while_then_queues_it_behind_the_others(
 
     def certify_while_more_arrive(claim: lifecycle.Claim) -> None:
         certify(claim)
-        time.sleep(0.2)  # the second batch ends past the 0.3 s on one model
+        time.sleep(0.6)  # the second batch ends past the 1 s on one model
         more.append(_submit(db, owner, model)[0])
 
     monkeypatch.setattr(tasks, "_certify_inputs", certify_while_more_arrive)
