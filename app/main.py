@@ -7,6 +7,8 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -26,6 +28,7 @@ from app.replies import Signals
 from app.routes import datasets, health, jobs, models, queues
 from app.settings import Settings, get_settings
 from app.units import reap
+from app.upkeep import upkeep
 from app.uploads import BoundedBodies
 from contract.messaging import make_celery
 from rab import __version__
@@ -37,17 +40,15 @@ Every resource belongs to the API key (header `X-API-Key`) that created it; othe
 Errors are `application/problem+json` documents."""
 
 
-async def _reap_forever(app: FastAPI, settings: Settings) -> None:
-    """The reaper (``app.units.reap``), at start-up and every ``RAB_REAP_INTERVAL_S``; a
-    database or broker that is away is tried again at the next round."""
+async def _every(interval_s: float, step: partial[Any]) -> None:
+    """``step`` in a worker thread at start-up and every ``interval_s``; a database or broker
+    that is away is tried again at the next round."""
     while True:
         try:
-            await run_in_threadpool(
-                reap, app.state.db, app.state.celery, resend_after_s=settings.resend_after_s
-            )
+            await run_in_threadpool(step)
         except Exception as exc:
-            log.warning("reaper: %s: %s", type(exc).__name__, exc)
-        await asyncio.sleep(settings.reap_interval_s)
+            log.warning("%s: %s: %s", step.func.__name__, type(exc).__name__, exc)
+        await asyncio.sleep(interval_s)
 
 
 def _freeze_start_up() -> None:
@@ -79,13 +80,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.keys = keys = KeyCache(settings.key_cache_ttl_s)
         app.state.reads = FastReads(settings) if fastreads.available(settings) else None
         app.state.signals = signals = Signals(settings, keys)
-        reaper = asyncio.create_task(_reap_forever(app, settings))
+        # the reaper (app.units.reap) and the tables' upkeep (app.upkeep.upkeep)
+        maintenance = [
+            asyncio.create_task(_every(settings.reap_interval_s, partial(
+                reap, app.state.db, app.state.celery, resend_after_s=settings.resend_after_s))),
+            asyncio.create_task(_every(settings.upkeep_interval_s, partial(
+                upkeep, app.state.db, settings.upkeep_rows))),
+        ]
         subscriber = asyncio.create_task(signals.run())
         _freeze_start_up()
         try:
             yield
         finally:
-            reaper.cancel()
+            for task in maintenance:
+                task.cancel()
             subscriber.cancel()
             await signals.close()
             if app.state.reads is not None:

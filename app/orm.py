@@ -154,7 +154,7 @@ class Job(Base):
     owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
     kind: Mapped[str] = mapped_column(String(16))  # "evaluate" | "certify"
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"))
-    model_id: Mapped[str | None] = mapped_column(String(32), index=True)  # certify jobs
+    model_id: Mapped[str | None] = mapped_column(String(32))  # certify jobs
     method: Mapped[str] = mapped_column(String(16))
     params: Mapped[dict[str, Any]]
     attack: Mapped[dict[str, Any] | None]

@@ -118,6 +118,17 @@ class Settings(BaseSettings):
     reap_interval_s: float = Field(
         default=10.0, gt=0, description="How often the API's reaper looks for lost work."
     )
+    upkeep_interval_s: float = Field(
+        default=2.0, gt=0,
+        description="How often each API process checks whether jobs or work_units needs a "
+        "VACUUM or an ANALYZE (app.upkeep; one statistics query when neither does).",
+    )
+    upkeep_rows: int = Field(
+        default=1000, ge=0,
+        description="PostgreSQL: the API vacuums jobs or work_units once this many of its row "
+        "versions (plus 5 % of its live rows) are dead, and analyzes it once that many rows "
+        "changed since its last analysis (app.upkeep); 0: leave both to autovacuum.",
+    )
     resend_after_s: float = Field(
         default=60.0, gt=0,
         description="A unit still pending this long after its message was sent is sent again "

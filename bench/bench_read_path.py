@@ -24,11 +24,14 @@ of ``bench_service.py`` (Theorem 3; sigma = 1, K = 5, spread = 0.1, 200 test poi
    just after that run (their mean), the median of the rounds' ratios: this shared machine's
    speed changes within seconds (the library's own time for one input varied 4.3 - 9.7 ms
    within ten minutes), so a ratio is taken between figures measured together (the ratio of the
-   medians is reported beside it). During each 32-client run the CPU time of every part of the
+   medians is reported beside it). During each run the CPU time of every part of the
    deployment is read from /proc (the API processes, the worker's main and pool processes,
-   PostgreSQL, Redis, wrk) and reported per request, with the rate at which this machine's
-   cores could serve requests costing that much (``cores_limit_rps``); and the 32-client p50 is
-   also compared with the library's time for the 32 inputs those clients have in flight.
+   PostgreSQL, Redis, wrk) and reported per request (less noisy than a latency on this shared
+   machine: each round's sequential PostgreSQL figure shows whether the 32-client rounds
+   before it left the tables slower to read, ``app.upkeep``), and at 32 clients with the rate
+   at which this machine's cores could serve requests costing that much (``cores_limit_rps``);
+   and the 32-client p50 is also compared with the library's time for the 32 inputs those
+   clients have in flight.
 
 Writes ``bench/results/read_path.json``. Usage: ``python bench/bench_read_path.py
 [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
@@ -265,7 +268,7 @@ def measure_certify(args: argparse.Namespace, url: str, key: str, spambase: Path
     ratios: list[float] = []  # each round's sequential p50 over the library's time around it
     for _ in range(args.rounds):
         before = library_ms(train, method, one)
-        runs["sequential"].append(wrk(url, key, args.duration, 1, body))
+        runs["sequential"].append(wrk_with_cpu(url, key, args.duration, 1, body, data_dir))
         runs["library_ms"].append(statistics.mean([before, library_ms(train, method, one)]))
         ratios.append(runs["sequential"][-1]["p50_ms"] / runs["library_ms"][-1])
         runs["clients_32"].append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,19 @@ def test_a_connection_in_steady_use_is_not_tested(
     assert len(pids) == 1 and pings == []  # one connection, reused, never pinged
     time.sleep(PING_AFTER_IDLE_S + 0.1)
     assert _backend_pid(db) in pids and len(pings) == 1  # idle: tested, still good
+
+
+def test_connections_opened_for_a_burst_are_kept_for_the_next(
+    counted: tuple[Database, list[float], str],
+) -> None:
+    db, _, _ = counted
+
+    def burst(width: int) -> set[int]:  # ``width`` connections in use at once
+        with ExitStack() as stack:
+            connections = [stack.enter_context(db.engine.connect()) for _ in range(width)]
+            return {c.execute(text("SELECT pg_backend_pid()")).scalar_one()
+                    for c in connections}
+
+    first = burst(32)
+    assert len(first) == 32
+    assert burst(32) == first  # no backend closed on its return and started afresh
