@@ -95,6 +95,9 @@ def test_ctrl_c_stops_the_service(tmp_path: Path) -> None:
     process = subprocess.Popen(
         _demo("--output", str(out), "--data-dir", str(data), "--num-test", "6"),
         cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # as at a terminal, whatever this run inherited: a shell's background job (`make test &`)
+        # ignores SIGINT, and so would the demo
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen, url = "", None
     deadline = time.monotonic() + 180
