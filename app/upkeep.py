@@ -21,8 +21,9 @@ with at least ``RAB_UPKEEP_ROWS`` plus :data:`UPKEEP_FRACTION` of its live rows 
 vacuumed (and analyzed), one with that many rows changed since its last analysis is analyzed.
 Both skip a table another process is vacuuming or analyzing (``SKIP_LOCKED``: autovacuum,
 another API process), take no lock that blocks reads or writes, and run on an autocommit
-connection (``VACUUM`` cannot run in a transaction). A server that refuses them (a role that
-does not own the tables) logs a warning and changes nothing. SQLite needs none of it.
+connection (``VACUUM`` cannot run in a transaction). For a role that does not own the tables
+PostgreSQL skips them with a warning (in its own log) and nothing changes. SQLite needs none
+of it.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ def _statistics(db: Database) -> dict[str, dict[str, Any]]:
     with db.engine.connect() as connection:
         rows = connection.execute(text(
             "SELECT relname, n_live_tup, n_dead_tup, n_mod_since_analyze, vacuum_count, "
-            "analyze_count FROM pg_stat_user_tables WHERE relname IN ('jobs', 'work_units')"
-        )).mappings().all()
+            "analyze_count FROM pg_stat_user_tables WHERE relname = ANY(:tables)"
+        ), {"tables": list(UPKEPT_TABLES)}).mappings().all()
     return {row["relname"]: dict(row) for row in rows}
 
 
