@@ -34,6 +34,11 @@ row locks and keeps one message per job):
   per batch. A worker that dies leaves its claimed jobs to expire and the waiting ones
   pending: the reaper sends both again (``app.units.reap``), and the claim of a re-queued
   job reads the model's waiting ones after it.
+- A lone request's message may reach a worker before its job is committed (``app.ahead``):
+  the worker looks for the job until that message's wait is over, and the API sends the
+  message again after a slower commit, so to this argument the job's message comes after
+  its commit; a covered job whose message went ahead has one more than it needs, harmless
+  as every duplicate is.
 - A worker keeps to one model at most ``RAB_CERTIFY_SERVE_S``; it then sends one message for
   the oldest waiting job and takes the other messages before it (no model starves another).
 """

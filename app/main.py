@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from app import fastreads
+from app.ahead import AheadSending
 from app.auth import KeyCache
 from app.dashboard import install_dashboard
 from app.db import Database
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.keys = keys = KeyCache(settings.key_cache_ttl_s)
         app.state.reads = FastReads(settings) if fastreads.available(settings) else None
         app.state.signals = signals = Signals(settings, keys)
+        app.state.ahead = AheadSending(settings.certify_ahead_wait_s)
         # the reaper (app.units.reap) and the tables' upkeep (app.upkeep.upkeep)
         maintenance = [
             asyncio.create_task(_every(settings.reap_interval_s, partial(

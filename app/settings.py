@@ -105,6 +105,14 @@ class Settings(BaseSettings):
         "for at most this long before it takes the other messages queued (it sends one for the "
         "model's requests still waiting).",
     )
+    certify_ahead_wait_s: float = Field(
+        default=0.1, ge=0,
+        description="PostgreSQL: a lone certify request sends its message before its job is "
+        "committed, and a worker given a message whose job it cannot see yet looks for it "
+        "until this long after the message reached it (the API sends the message again when "
+        "its submission took more than half of this; app.ahead); 0: every message after its "
+        "commit.",
+    )
     certify_batch_inputs: int = Field(
         default=256, ge=1,
         description="Most inputs a worker certifies in one batch of certify jobs.",

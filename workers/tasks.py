@@ -394,13 +394,16 @@ def _batch_summary(first_job: str, jobs: int, inputs: int) -> dict[str, Any]:
     return {"batch": {"first_job": first_job, "jobs": jobs, "inputs": inputs}}
 
 
-def _certify_unclaimed(job_id: str, unit: str, model_id: str, inputs: str) -> bool:
+def _certify_unclaimed(job_id: str, unit: str, model_id: str, inputs: str,
+                       submitted_by: float) -> bool:
     """Certify the inputs a certify job's first message carries (``app.units.certify_message``)
     before any claim, if its model is hot here, and finish the job with them in one write,
     provided no one has touched it meanwhile (``workers.successes``); whether this did. Only an
     idle worker does (a busy one claims, to batch): a lone request then waits for no claim, the
     round trip that came before its computation. A model not hot, or inputs the model cannot
-    certify, leave the job to the claim (which records such an error as the job's)."""
+    certify, leave the job to the claim (which records such an error as the job's). A job not
+    committed yet (its message went ahead: ``app.ahead``) is waited for until
+    ``submitted_by`` (:func:`_await_commit`)."""
     hot = _models().hot(model_id)
     if hot is None or hot.model is None:
         return False
@@ -415,13 +418,44 @@ def _certify_unclaimed(job_id: str, unit: str, model_id: str, inputs: str) -> bo
         log.warning("job %s: not certified unclaimed (%s: %s); claiming it", job_id,
                     type(exc).__name__, exc)
         return False
-    done = lifecycle.patiently(lifecycle.succeed_unclaimed, _db(), job_id, unit, model_id,
-                               digest, _input_rows(certified), _batch_summary(job_id, 1, len(X)))
+    db, rows, summary = _db(), _input_rows(certified), _batch_summary(job_id, 1, len(X))
+    done = lifecycle.patiently(lifecycle.succeed_unclaimed, db, job_id, unit, model_id, digest,
+                               rows, summary)
+    if not done and _await_commit(db, job_id, submitted_by):  # it may have come meanwhile
+        done = lifecycle.patiently(lifecycle.succeed_unclaimed, db, job_id, unit, model_id,
+                                   digest, rows, summary)
     if done:
+        _finished_here([job_id])  # a message sent again after the commit is dropped unread
         log.info("job %s: certified unclaimed (%d inputs)", job_id, len(X))
     else:
         log.info("job %s: touched while certified unclaimed; its result dropped", job_id)
     return done
+
+
+#: The first pause of :func:`_await_commit`, doubling up to :data:`_LOOK_AGAIN_MAX_S`.
+_LOOK_AGAIN_S, _LOOK_AGAIN_MAX_S = 0.001, 0.01
+
+
+def _await_commit(db: Database, job_id: str, by: float) -> bool:
+    """Whether the job ``job_id`` exists, looked for until ``by`` (``time.monotonic()``): the
+    message of a lone certify request goes before its job is committed (``app.ahead``), and
+    one that finds no job may have come first. The last look starts at ``by`` or later, so a
+    job committed before then is seen; one that is not (its submission refused, or slower
+    than the API's bound, which then sends the message again) leaves this one dropped."""
+    pause, first_look = _LOOK_AGAIN_S, time.monotonic()
+    while True:
+        looked_at = time.monotonic()
+        if lifecycle.patiently(lifecycle.model_of, db, job_id) is not None:
+            if looked_at > first_look:
+                log.info("job %s: committed %.1f ms after a first look found it not yet",
+                         job_id, 1e3 * (looked_at - first_look))
+            return True
+        if looked_at >= by:
+            log.info("job %s: not committed by the end of its message's wait; the message is "
+                     "dropped", job_id)
+            return False
+        time.sleep(min(pause, by - looked_at))
+        pause = min(2 * pause, _LOOK_AGAIN_MAX_S)
 
 
 def _bind(job_id: str, unit: str) -> None:
@@ -433,7 +467,9 @@ def _bind(job_id: str, unit: str) -> None:
 def _finished_here(job_ids: list[str]) -> None:
     """Remember certify jobs this worker finished: the first message of such a job (its
     submission's, ``app.units.first_message_id``), should it come after the job was
-    certified in a batch it did not start, is dropped without a database round trip (the
+    certified in a batch it did not start, or again after the worker certified it unclaimed
+    (a lone request's, sent ahead and then again: ``app.ahead``), is dropped without a
+    database round trip (the
     worker that certified it did so after any job it covers was committed, and went on to
     those: ``app.certify_queue``). Only that message: the batch's success was committed
     without waiting for the disk, so a database crash may lose it, and the reaper's message
@@ -461,21 +497,31 @@ def _serve(job_id: str, unit: str, message_id: str | None,
     its oldest waiting job, behind the others queued. While this worker is under concurrent
     load (its last batch had several jobs) it first waits ``RAB_CERTIFY_BATCH_WAIT_S`` for
     more requests to arrive; a lone request does not wait, nor does a batch after another
-    (the requests that arrived while the last one was certified are there)."""
+    (the requests that arrived while the last one was certified are there). A message that
+    carries inputs may have come before its job was committed (``app.ahead``): a job it finds
+    no row of is looked for until ``RAB_CERTIFY_AHEAD_WAIT_S`` after this call began
+    (:func:`_await_commit`)."""
     if message_id is not None and message_id in worker_state.revoked:  # _finished_here
         log.info("job %s: finished in an earlier batch of this worker", job_id)
         return
     db, settings = _db(), _settings()
-    deadline, model_id = time.monotonic() + settings.certify_serve_s, None
+    started, model_id = time.monotonic(), None
+    # a message that carries inputs may have come before its job's commit (app.ahead)
+    deadline, submitted_by = (started + settings.certify_serve_s,
+                              started + settings.certify_ahead_wait_s)
     if _resources.get("batching"):  # under load: let more requests arrive
         time.sleep(settings.certify_batch_wait_s)
     try:
         if carried is not None and not _resources.get("batching"):
-            model_id = carried[0] if _certify_unclaimed(job_id, unit, *carried) else None
-        to_claim = model_id is None
+            model_id = (carried[0] if _certify_unclaimed(job_id, unit, *carried, submitted_by)
+                        else None)
+        to_claim, early = model_id is None, carried is not None
         while True:
             if to_claim:
                 claim = _run(job_id, unit, _certify_inputs, settings.certify_batch_inputs)
+                if claim is None and early and _await_commit(db, job_id, submitted_by):
+                    claim = _run(job_id, unit, _certify_inputs, settings.certify_batch_inputs)
+                early = False  # the jobs read from the database next were committed
                 if model_id is None:
                     model_id = claim.model_id if claim is not None else lifecycle.patiently(
                         lifecycle.model_of, db, job_id)

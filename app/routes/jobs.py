@@ -105,14 +105,17 @@ def commit_with_units(request: Request, db: Session, job: Job) -> None:
     enqueue(request, job.id, [message(u) for u in units if u.state == "pending"])
 
 
-def enqueue(request: Request, job_id: str, messages: Sequence[Message]) -> None:
-    """Send the messages of a new job's pending units, once its rows are committed; a broker
-    that is unreachable leaves them to the reaper."""
+def enqueue(request: Request, job_id: str, messages: Sequence[Message]) -> bool:
+    """Send the messages of a new job's pending units, once its rows are committed (a lone
+    certify request's may go before: ``app.ahead``); whether they went. A broker that is
+    unreachable leaves them to the reaper."""
     bind_request_context(job_id=job_id)
     try:
         send(request.app.state.celery, messages, first=True)
     except Exception as exc:
         log.warning("job %s: broker unreachable (%s); the reaper will send its work", job_id, exc)
+        return False
+    return True
 
 
 def _earlier(db: Session, owner: str, key: str, request_sha: str) -> Job | None:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 import contract.api as wire
 from app import quotas, submissions
+from app.ahead import AheadSending
 from app.artefacts import npz_bytes, put_object
 from app.deps import DB, AppSettings, Owner, Store, owned
 from app.fastreads import SUBSET_READ
@@ -210,12 +211,13 @@ def _input_shape(db: Session, owner: str, model_id: str) -> tuple[Model, tuple[i
 
 def _submit(
     request: Request, db: Session, store: ObjectStore, settings: Settings, owner: str,
-    model: Model, X: np.ndarray, job_id: str,
+    model: Model, X: np.ndarray, job_id: str, ahead: bool = False,
 ) -> Job:
     """Store the inputs (in the job's row when small: ``app.orm.INLINE_INPUTS_BYTES``), commit
     the certify job ``job_id`` and enqueue it (the job row comes first); on PostgreSQL with
     small inputs, no message when a certify job of the model already waits for a worker
-    (``app.certify_queue``), else one that carries the inputs too (``app.units``).
+    (``app.certify_queue``), else one that carries the inputs too (``app.units``); ``ahead``
+    (a lone request's): that message goes first, before the job is committed (``app.ahead``).
 
     Larger inputs go to the artefact store, their object row written last: its upsert holds
     that row locked until the commit (``app.artefacts.put_object``), and concurrent requests
@@ -233,9 +235,19 @@ def _submit(
     )
     if inline and submissions.available(db):  # one round trip (app.submissions)
         units = plan(job)
-        covered = submissions.submit_within_quota(db, job, units, settings.quota_jobs)
-        # covered: taken with the waiting one; else the message carries the inputs
-        enqueue(request, job.id, [] if covered else [certify_message(units[0], model.id, data)])
+        first = [certify_message(units[0], model.id, data)]  # it carries the inputs
+        sending: AheadSending = request.app.state.ahead
+        sent_at = time.monotonic()
+        sent = ahead and enqueue(request, job.id, first)  # a lone request's, first (app.ahead)
+        try:
+            covered = submissions.submit_within_quota(db, job, units, settings.quota_jobs)
+        except ProblemError:  # the quota's 429
+            sending.submitted(owner, taken=False)
+            raise
+        sending.submitted(owner, taken=True)
+        # covered: taken with the waiting one
+        if not covered and (not sent or sending.late(time.monotonic() - sent_at)):
+            enqueue(request, job.id, first)
         return job
     quotas.check_job(db, owner, settings, 0)
     db.add(job)
@@ -309,10 +321,11 @@ async def certify(
     model, input_shape = known
     raw = await _request_inputs(request, store, settings)
     job_id = new_id()
-    with request.app.state.signals.expect(job_id) as reply:
+    with request.app.state.signals.expect(job_id) as reply, \
+            request.app.state.ahead.request(owner, model.id) as ahead:
         job = await run_in_threadpool(  # one thread hop: the inputs checked, then submitted
             lambda: _submit(request, db, store, settings, owner, model,
-                            _inputs(raw, input_shape), job_id)
+                            _inputs(raw, input_shape), job_id, ahead)
         )
         state = await reply.wait(
             time.monotonic() + settings.certify_wait_s,

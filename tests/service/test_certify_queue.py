@@ -5,21 +5,28 @@ one, and the reaper never has to step in."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import queue
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from celery.utils.collections import LimitedSet
 from sqlalchemy import func, select, text, update
 
 from app import submissions
+from app.ahead import AheadSending
+from app.artefacts import npz_bytes
 from app.db import Database
 from app.orm import UNFINISHED, ApiKey, Job, WorkUnit, new_id
+from app.problems import ProblemError
 from app.settings import Settings
-from app.units import Message, first_message_id, message, plan
+from app.units import Message, certify_message, first_message_id, message, plan
 from workers import lifecycle, tasks
 
 pytestmark = [pytest.mark.services,
@@ -34,16 +41,29 @@ def _owner(db: Database) -> str:
         return key.id
 
 
-def _submit(db: Database, owner: str, model_id: str) -> tuple[str, Message | None]:
+#: The inputs of every certify job here (one input; what a message carries).
+_INPUTS = npz_bytes({"X": np.zeros((1, 3), np.float32)})
+
+
+def _submit(db: Database, owner: str, model_id: str, limit: int = 10**6,
+            ahead: Callable[[Message], None] | None = None) -> tuple[str, Message | None]:
     """Submit a certify job of one input as the certify route does: its id and the message
-    it sends (None when covered)."""
+    it sends after its commit (None when covered). ``ahead``: the route's lone request
+    (``app.ahead``), its message (one that carries the inputs) given to ``ahead`` before the
+    submission, and returned only when sent again (a statement slower than the wait's half)."""
     job = Job(id=new_id(), owner_id=owner, kind="certify", dataset_id=None, model_id=model_id,
-              method="knn", params={}, attack=None, inputs_sha256="a" * 64,
-              inputs_inline=b"npz", progress_total=1, max_attempts=3, request_sha256="b" * 64)
+              method="knn", params={}, attack=None,
+              inputs_sha256=hashlib.sha256(_INPUTS).hexdigest(), inputs_inline=_INPUTS,
+              progress_total=1, max_attempts=3, request_sha256="b" * 64)
     units = plan(job)
+    first = message(units[0]) if ahead is None else certify_message(units[0], model_id, _INPUTS)
+    sent_at = time.monotonic()
+    if ahead is not None:
+        ahead(first)
     with db.session() as session:
-        covered = submissions.submit_within_quota(session, job, units, limit=10**6)
-    return job.id, None if covered else message(units[0])
+        covered = submissions.submit_within_quota(session, job, units, limit=limit)
+    late = AheadSending(tasks._settings().certify_ahead_wait_s).late(time.monotonic() - sent_at)
+    return job.id, None if covered or (ahead is not None and not late) else first
 
 
 def _cancel(db: Database, job_id: str) -> None:
@@ -113,7 +133,20 @@ def fake_worker(migrated_db: tuple[Settings, Database], monkeypatch: pytest.Monk
     monkeypatch.setattr(tasks, "_certify_inputs", certify)
     monkeypatch.setattr(tasks, "send", lambda _, messages: [
         broker.put((m, new_id())) for m in messages])  # the reaper's kind: a fresh task id
+    # every model hot, its computation one that gives no certificate rows, so that a message
+    # that carries inputs is certified unclaimed by an idle worker (tasks._certify_unclaimed)
+    hot = SimpleNamespace(model=SimpleNamespace(method="knn", params={}))
+    monkeypatch.setitem(tasks._resources, "models", SimpleNamespace(hot=lambda _: hot))
+    monkeypatch.setattr(tasks, "evaluation_request", lambda *_: SimpleNamespace(method=None))
+    monkeypatch.setattr(tasks, "_certify_hot", lambda _, __, tests: {tests[0].subset: None})
+    monkeypatch.setattr(tasks, "_input_rows", lambda _: [])
     yield db, broker, batches
+
+
+def _serve(message: Message, task_id: str) -> None:
+    """The worker's task for a certify message, as Celery calls it."""
+    (_, args, _) = message
+    tasks._serve(args[0], args[1], task_id, (args[2], args[3]) if len(args) > 2 else None)
 
 
 def _slow_submissions(db: Database) -> None:
@@ -129,28 +162,49 @@ def _slow_submissions(db: Database) -> None:
             "EXECUTE FUNCTION slow_insert()"))
 
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["after-commit", "ahead"])
 def test_submissions_racing_workers_and_cancellations_leave_no_job_waiting(
     fake_worker: tuple[Database, queue.Queue[tuple[Message, str]], list[int]],
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, ahead: bool,
 ) -> None:
     """Four clients submit 600 certify jobs of one model while two workers serve it and a
     fifth client cancels jobs at random; when the broker has nothing left, no job waits (no
     reaper runs here: a job left uncovered would wait for ever), and far fewer messages were
-    sent than jobs submitted."""
+    sent than jobs submitted.
+
+    ``ahead``: every request sends its message before its submission (as a lone one does,
+    ``app.ahead``), with a worker's wait for a job not yet committed of 8 ms against
+    submissions lasting up to 10 ms more: messages come before their job, and are served
+    once it is committed, or dropped at the wait's end (those of the 40 submissions the
+    quota refuses), and late submissions send theirs again; every path is taken, and still
+    no job is left waiting."""
     db, broker, batches = fake_worker
+    settings = tasks._resources["settings"].model_copy(update={"certify_ahead_wait_s": 0.008})
+    monkeypatch.setitem(tasks._resources, "settings", settings)
+    caplog.set_level(logging.INFO, logger=tasks.log.name)
     _slow_submissions(db)
     owner, model = _owner(db), "model-race"
     submitted: list[str] = []
-    sent = [0]
+    sent, sent_again = [0], [0]
     done = threading.Event()
+
+    def send_first(job_message: Message) -> None:
+        sent[0] += 1
+        broker.put((job_message, first_message_id(job_message[1][0], "certify")))
 
     def client(seed: int) -> None:
         rng = random.Random(seed)
-        for _ in range(150):
-            job_id, sent_message = _submit(db, owner, model)
+        for i in range(150):
+            if ahead and i % 15 == 0:  # refused by the quota: a message for no job
+                with pytest.raises(ProblemError):
+                    _submit(db, owner, model, limit=0, ahead=send_first)
+                continue
+            job_id, sent_message = _submit(db, owner, model,
+                                           ahead=send_first if ahead else None)
             submitted.append(job_id)
             if sent_message is not None:
-                sent[0] += 1
-                broker.put((sent_message, first_message_id(job_id, "certify")))
+                sent_again[0] += ahead
+                send_first(sent_message)
             time.sleep(rng.choice((0.0, 0.0, rng.uniform(0, 0.02))))  # in bursts
 
     def canceller() -> None:
@@ -163,10 +217,10 @@ def test_submissions_racing_workers_and_cancellations_leave_no_job_waiting(
     def worker() -> None:
         while not done.is_set() or not broker.empty():
             try:
-                (_, (job_id, unit), _), task_id = broker.get(timeout=0.05)
+                job_message, task_id = broker.get(timeout=0.05)
             except queue.Empty:
                 continue
-            tasks._serve(job_id, unit, task_id)
+            _serve(job_message, task_id)
 
     clients = [threading.Thread(target=client, args=(seed,)) for seed in range(4)]
     others = [threading.Thread(target=canceller),
@@ -178,15 +232,22 @@ def test_submissions_racing_workers_and_cancellations_leave_no_job_waiting(
     done.set()
     for thread in others:
         thread.join()
-    assert len(submitted) == 600
+    assert len(submitted) == (560 if ahead else 600)
     assert _waiting(db, model) == []
     with db.session() as session:
         states = dict(session.execute(
             select(Job.state, func.count()).where(Job.model_id == model).group_by(Job.state)
         ).all())
     assert set(states) <= {"succeeded", "cancelled"} and states.get("succeeded", 0) > 300
-    assert sent[0] < len(submitted) / 3, (sent[0], batches)
-    assert max(batches) > 1
+    if not ahead:
+        assert sent[0] < len(submitted) / 3, (sent[0], batches)
+        assert max(batches) > 1
+        return
+    events = [r.getMessage() for r in caplog.records]
+    paths = {name: sum(text in e for e in events) for name, text in {
+        "unclaimed": "certified unclaimed", "seen later": "after a first look found it not yet",
+        "dropped": "not committed by the end of its message's wait"}.items()}
+    assert all(paths.values()) and batches and sent_again[0] > 0, (paths, batches, sent_again)
 
 
 def test_a_message_whose_job_was_cancelled_still_serves_the_jobs_it_covered(
@@ -235,3 +296,59 @@ def test_a_worker_serves_one_model_for_a_while_then_queues_it_behind_the_others(
     (_, args, _), task_id = broker.get_nowait()
     assert args == [more[-1], "certify"] and task_id != first_message_id(more[-1], "certify")
     assert _waiting(db, model) == [more[-1]]
+
+
+@pytest.mark.parametrize("batching", [False, True], ids=["unclaimed", "claimed"])
+def test_a_message_that_comes_before_its_job_serves_it_once_committed(
+    fake_worker: tuple[Database, queue.Queue[tuple[Message, str]], list[int]],
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, batching: bool,
+) -> None:
+    """A lone request's message goes before its submission (``app.ahead``); here the worker
+    serves it 50 ms before the job is committed, well within its 0.5 s wait. An idle worker
+    certifies the job unclaimed once it sees it, a busy one claims it: either way it is
+    certified by that message, and nothing else is sent."""
+    db, broker, batches = fake_worker
+    settings = tasks._resources["settings"].model_copy(update={"certify_ahead_wait_s": 0.5})
+    monkeypatch.setitem(tasks._resources, "settings", settings)
+    monkeypatch.setitem(tasks._resources, "batching", batching)
+    caplog.set_level(logging.INFO, logger=tasks.log.name)
+    owner, model = _owner(db), "model-ahead"
+    served: list[threading.Thread] = []
+
+    def serve_first(job_message: Message) -> None:
+        served.append(threading.Thread(target=_serve, args=(
+            job_message, first_message_id(job_message[1][0], "certify"))))
+        served[0].start()
+        time.sleep(0.05)  # the submission's statement, slow
+
+    job_id, sent_again = _submit(db, owner, model, ahead=serve_first)
+    served[0].join(timeout=10)
+    assert sent_again is None and broker.empty()
+    with db.session() as session:
+        assert session.get_one(Job, job_id).state == "succeeded"
+    assert batches == ([1] if batching else [])
+    assert any("after a first look found it not yet" in r.getMessage() for r in caplog.records)
+
+
+def test_a_message_for_a_job_the_quota_refused_is_dropped_after_the_wait(
+    fake_worker: tuple[Database, queue.Queue[tuple[Message, str]], list[int]],
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A lone request sent its message ahead, then the quota refused it: the job never exists,
+    and the worker drops the message once its wait (0.2 s) is over, having written nothing."""
+    db, broker, batches = fake_worker
+    settings = tasks._resources["settings"].model_copy(update={"certify_ahead_wait_s": 0.2})
+    monkeypatch.setitem(tasks._resources, "settings", settings)
+    caplog.set_level(logging.INFO, logger=tasks.log.name)
+    owner, model = _owner(db), "model-refused"
+    sent: list[Message] = []
+    with pytest.raises(ProblemError):
+        _submit(db, owner, model, limit=0, ahead=sent.append)
+    started = time.monotonic()
+    _serve(sent[0], first_message_id(sent[0][1][0], "certify"))
+    assert 0.2 <= time.monotonic() - started < 5
+    assert batches == [] and broker.empty()
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 0
+    assert any("not committed by the end of its message's wait" in r.getMessage()
+               for r in caplog.records)
