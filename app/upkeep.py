@@ -21,9 +21,11 @@ with at least ``RAB_UPKEEP_ROWS`` plus :data:`UPKEEP_FRACTION` of its live rows 
 vacuumed (and analyzed), one with that many rows changed since its last analysis is analyzed.
 Both skip a table another process is vacuuming or analyzing (``SKIP_LOCKED``: autovacuum,
 another API process), take no lock that blocks reads or writes, and run on an autocommit
-connection (``VACUUM`` cannot run in a transaction). For a role that does not own the tables
-PostgreSQL skips them with a warning (in its own log) and nothing changes. SQLite needs none
-of it.
+connection (``VACUUM`` cannot run in a transaction). A table the service's role does not own
+(nor a role it is a member of) cannot be vacuumed or analyzed by it: PostgreSQL would skip it
+with a warning in its own log and the statistics would stay as they were, so the upkeep would
+try again at every interval; it leaves such a table to autovacuum and says so once. SQLite
+needs none of it.
 """
 
 from __future__ import annotations
@@ -51,9 +53,13 @@ Command = Literal["VACUUM (ANALYZE, SKIP_LOCKED)", "ANALYZE (SKIP_LOCKED)"]
 
 # the tables as the service's own statements name them (its search path)
 _STATISTICS = text(
-    "SELECT relname, n_live_tup, n_dead_tup, n_mod_since_analyze FROM pg_stat_user_tables "
-    "WHERE relid IN (SELECT to_regclass(name) FROM unnest(CAST(:tables AS text[])) AS name)"
+    "SELECT s.relname, s.n_live_tup, s.n_dead_tup, s.n_mod_since_analyze, "
+    "pg_has_role(c.relowner, 'USAGE') AS owned "
+    "FROM pg_stat_user_tables AS s JOIN pg_class AS c ON c.oid = s.relid "
+    "WHERE s.relid IN (SELECT to_regclass(name) FROM unnest(CAST(:tables AS text[])) AS name)"
 ).bindparams(bindparam("tables"))
+#: The tables this process found it does not own (said once: see the module's docstring).
+_NOT_OWNED: set[str] = set()
 
 
 def due(live: int, dead: int, changed: int, rows: int) -> Command | None:
@@ -76,7 +82,13 @@ def upkeep(db: Database, rows: int) -> dict[str, Command]:
     with db.engine.connect() as connection:
         connection = connection.execution_options(isolation_level="AUTOCOMMIT")
         found = connection.execute(_STATISTICS, {"tables": list(UPKEPT_TABLES)}).all()
-        for table, live, dead, changed in found:
+        for table, live, dead, changed, owned in found:
+            if not owned:
+                if table not in _NOT_OWNED:
+                    _NOT_OWNED.add(table)
+                    log.warning("upkeep: this role does not own %s, so it cannot vacuum or "
+                                "analyze it; left to autovacuum", table)
+                continue
             command = due(live, dead, changed, rows)
             if command is not None:
                 connection.exec_driver_sql(f'{command} "{table}"')

@@ -4,6 +4,7 @@ alone; and a running API does it on its own. SQLite: nothing."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, text, update
 
+from app import upkeep as upkeep_module
 from app.db import Database
 from app.orm import ApiKey, Job, WorkUnit, utcnow
 from app.settings import Settings
@@ -135,3 +137,36 @@ def test_a_running_api_keeps_up_the_tables_on_its_own(
             db.engine.dispose()
         log = (service.logs / "api.log").read_text()
     assert "upkeep: VACUUM (ANALYZE, SKIP_LOCKED) jobs" in log, log[-3000:]
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("migrated_db", ["postgresql"], indirect=True)
+def test_a_table_the_role_does_not_own_is_left_alone_and_said_once(
+    migrated_db: tuple[Settings, Database], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A role that does not own the tables (PostgreSQL would skip its VACUUM with a warning in
+    its own log, the statistics unchanged) leaves them alone, and says so once, not at every
+    interval."""
+    settings, db = migrated_db
+    _without_autovacuum(db)
+    _finish(db, _queued_jobs(db, JOBS))
+    _settled(db, lambda s: all(s[t]["n_dead_tup"] >= JOBS for t in UPKEPT_TABLES))
+    role = f"rab_upkeep_{uuid.uuid4().hex[:8]}"
+    with db.engine.begin() as connection:
+        connection.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+    other = Database(Settings(database_url=db.engine.url.set(username=role).render_as_string(
+        hide_password=False), data_dir=settings.data_dir))
+    monkeypatch.setattr(upkeep_module, "_NOT_OWNED", set())
+    caplog.set_level(logging.WARNING, logger=upkeep_module.log.name)
+    try:
+        assert upkeep(other, ROWS) == {} and upkeep(other, ROWS) == {}
+    finally:
+        other.engine.dispose()
+        with db.engine.begin() as connection:
+            connection.execute(text(f'DROP ROLE "{role}"'))
+    said = [r.getMessage() for r in caplog.records if "does not own" in r.getMessage()]
+    assert sorted(said) == sorted(f"upkeep: this role does not own {t}, so it cannot vacuum or "
+                                  "analyze it; left to autovacuum" for t in UPKEPT_TABLES)
+    assert _statistics(db)["jobs"]["vacuum_count"] == 0
+    assert upkeep(db, ROWS) == dict.fromkeys(UPKEPT_TABLES, "VACUUM (ANALYZE, SKIP_LOCKED)")
