@@ -20,9 +20,9 @@ first, and its worker computes while the API commits the job:
   batch did, measured: 35 messages in 4 s instead of 6, 134 against 157 req/s side by side).
 - The worker, given a message that carries inputs and finding no job row for it (the
   success of an unclaimed job, or a claim, that finds none), looks for the row again, with a
-  short backoff, until ``RAB_CERTIFY_AHEAD_WAIT_S`` after the message reached it; a job that
-  appears by then is served as if its message had come after its commit, one that does not
-  leaves its message dropped.
+  short backoff, until ``RAB_CERTIFY_AHEAD_WAIT_S`` after it began serving the message (so
+  at least that long after the message was sent); a job that appears by then is served as if
+  its message had come after its commit, one that does not leaves its message dropped.
 - The API times the send and the statement together: when they took more than half that
   wait and the statement found no other job to cover it, it sends the message again once the
   job is committed (as it would have without sending ahead). Otherwise the commit came less

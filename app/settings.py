@@ -109,7 +109,7 @@ class Settings(BaseSettings):
         default=0.1, ge=0,
         description="PostgreSQL: a lone certify request sends its message before its job is "
         "committed, and a worker given a message whose job it cannot see yet looks for it "
-        "until this long after the message reached it (the API sends the message again when "
+        "until this long after it began serving the message (the API sends it again when "
         "its submission took more than half of this; app.ahead); 0: every message after its "
         "commit.",
     )
