@@ -470,9 +470,9 @@ def _finished_here(job_ids: list[str]) -> None:
     certified in a batch it did not start, or again after the worker certified it unclaimed
     (a lone request's, sent ahead and then again: ``app.ahead``), is dropped without a
     database round trip (the worker that certified it did so after any job it covers was
-    committed, and went on to those: ``app.certify_queue``). Only that message: the batch's success was committed
-    without waiting for the disk, so a database crash may lose it, and the reaper's message
-    for the job, then sent with a fresh id, must run it again.
+    committed, and went on to those: ``app.certify_queue``). Only that message: the batch's
+    success was committed without waiting for the disk, so a database crash may lose it, and
+    the reaper's message for the job, then sent with a fresh id, must run it again.
 
     Its id joins this process's own set of revoked task ids (no broadcast; bounded and
     expiring: Celery's ``LimitedSet``), which a worker's main loop checks as each message
