@@ -421,7 +421,7 @@ def _certify_unclaimed(job_id: str, unit: str, model_id: str, inputs: str,
     db, rows, summary = _db(), _input_rows(certified), _batch_summary(job_id, 1, len(X))
     done = lifecycle.patiently(lifecycle.succeed_unclaimed, db, job_id, unit, model_id, digest,
                                rows, summary)
-    if not done and _await_commit(db, job_id, submitted_by):  # it may have come meanwhile
+    if not done and _await_commit(db, job_id, submitted_by) is not None:  # come meanwhile?
         done = lifecycle.patiently(lifecycle.succeed_unclaimed, db, job_id, unit, model_id,
                                    digest, rows, summary)
     if done:
@@ -436,24 +436,26 @@ def _certify_unclaimed(job_id: str, unit: str, model_id: str, inputs: str,
 _LOOK_AGAIN_S, _LOOK_AGAIN_MAX_S = 0.001, 0.01
 
 
-def _await_commit(db: Database, job_id: str, by: float) -> bool:
-    """Whether the job ``job_id`` exists, looked for until ``by`` (``time.monotonic()``): the
-    message of a lone certify request goes before its job is committed (``app.ahead``), and
-    one that finds no job may have come first. The last look starts at ``by`` or later, so a
-    job committed before then is seen; one that is not (its submission refused, or slower
-    than the API's bound, which then sends the message again) leaves this one dropped."""
+def _await_commit(db: Database, job_id: str, by: float) -> str | None:
+    """The model of the certify job ``job_id`` once it exists, looked for until ``by``
+    (``time.monotonic()``); None if it does not by then. The message of a lone certify
+    request goes before its job is committed (``app.ahead``), and one that finds no job may
+    have come first. The last look starts at ``by`` or later, so a job committed before then
+    is seen; one that is not (its submission refused, or slower than the API's bound, which
+    then sends the message again) leaves this one dropped."""
     pause, first_look = _LOOK_AGAIN_S, time.monotonic()
     while True:
         looked_at = time.monotonic()
-        if lifecycle.patiently(lifecycle.model_of, db, job_id) is not None:
+        model_id = lifecycle.patiently(lifecycle.model_of, db, job_id)
+        if model_id is not None:
             if looked_at > first_look:
                 log.info("job %s: committed %.1f ms after a first look found it not yet",
                          job_id, 1e3 * (looked_at - first_look))
-            return True
+            return model_id
         if looked_at >= by:
             log.info("job %s: not committed by the end of its message's wait; the message is "
                      "dropped", job_id)
-            return False
+            return None
         time.sleep(min(pause, by - looked_at))
         pause = min(2 * pause, _LOOK_AGAIN_MAX_S)
 
@@ -518,12 +520,16 @@ def _serve(job_id: str, unit: str, message_id: str | None,
         while True:
             if to_claim:
                 claim = _run(job_id, unit, _certify_inputs, settings.certify_batch_inputs)
-                if claim is None and early and _await_commit(db, job_id, submitted_by):
-                    claim = _run(job_id, unit, _certify_inputs, settings.certify_batch_inputs)
-                early = False  # the jobs read from the database next were committed
-                if model_id is None:
+                if claim is None and early:  # its message may have come first (app.ahead)
+                    seen = _await_commit(db, job_id, submitted_by)
+                    if seen is not None:
+                        claim = _run(job_id, unit, _certify_inputs,
+                                     settings.certify_batch_inputs)
+                    model_id = model_id or seen
+                elif model_id is None:
                     model_id = claim.model_id if claim is not None else lifecycle.patiently(
                         lifecycle.model_of, db, job_id)
+                early = False  # the jobs read from the database next were committed
             to_claim = True
             waiting = None if model_id is None else lifecycle.patiently(
                 lifecycle.oldest_waiting, db, model_id)

@@ -143,6 +143,12 @@ def fake_worker(migrated_db: tuple[Settings, Database], monkeypatch: pytest.Monk
     yield db, broker, batches
 
 
+def _worker_settings(monkeypatch: pytest.MonkeyPatch, **update: float) -> None:
+    """The fake worker's settings, with ``update``."""
+    monkeypatch.setitem(tasks._resources, "settings",
+                        tasks._resources["settings"].model_copy(update=update))
+
+
 def _serve(message: Message, task_id: str) -> None:
     """The worker's task for a certify message, as Celery calls it."""
     (_, args, _) = message
@@ -179,8 +185,7 @@ def test_submissions_racing_workers_and_cancellations_leave_no_job_waiting(
     quota refuses), and late submissions send theirs again; every path is taken, and still
     no job is left waiting."""
     db, broker, batches = fake_worker
-    settings = tasks._resources["settings"].model_copy(update={"certify_ahead_wait_s": 0.008})
-    monkeypatch.setitem(tasks._resources, "settings", settings)
+    _worker_settings(monkeypatch, certify_ahead_wait_s=0.008)
     caplog.set_level(logging.INFO, logger=tasks.log.name)
     _slow_submissions(db)
     owner, model = _owner(db), "model-race"
@@ -277,8 +282,7 @@ def test_a_worker_serves_one_model_for_a_while_then_queues_it_behind_the_others(
     db, broker, batches = fake_worker
     # past the serving time only after the second batch, whatever the machine's pauses
     # (the first ends 0.4 s before it: a margin, not a bound; the second past it, surely)
-    settings = tasks._resources["settings"].model_copy(update={"certify_serve_s": 1.0})
-    monkeypatch.setitem(tasks._resources, "settings", settings)
+    _worker_settings(monkeypatch, certify_serve_s=1.0)
     owner, model = _owner(db), "model-busy"
     first, sent = _submit(db, owner, model)
     assert sent is not None
@@ -308,8 +312,7 @@ def test_a_message_that_comes_before_its_job_serves_it_once_committed(
     certifies the job unclaimed once it sees it, a busy one claims it: either way it is
     certified by that message, and nothing else is sent."""
     db, broker, batches = fake_worker
-    settings = tasks._resources["settings"].model_copy(update={"certify_ahead_wait_s": 0.5})
-    monkeypatch.setitem(tasks._resources, "settings", settings)
+    _worker_settings(monkeypatch, certify_ahead_wait_s=0.5)
     monkeypatch.setitem(tasks._resources, "batching", batching)
     caplog.set_level(logging.INFO, logger=tasks.log.name)
     owner, model = _owner(db), "model-ahead"
@@ -337,8 +340,7 @@ def test_a_message_for_a_job_the_quota_refused_is_dropped_after_the_wait(
     """A lone request sent its message ahead, then the quota refused it: the job never exists,
     and the worker drops the message once its wait (0.2 s) is over, having written nothing."""
     db, broker, batches = fake_worker
-    settings = tasks._resources["settings"].model_copy(update={"certify_ahead_wait_s": 0.2})
-    monkeypatch.setitem(tasks._resources, "settings", settings)
+    _worker_settings(monkeypatch, certify_ahead_wait_s=0.2)
     caplog.set_level(logging.INFO, logger=tasks.log.name)
     owner, model = _owner(db), "model-refused"
     sent: list[Message] = []
